@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Check NAME.truth.json labels against NAME.pcap with tshark.
+
+An independent, deliberately simple classifier over tshark's per-packet TLS
+record view (content type + length per record, plaintext alert codes, CONNECT
+lines). usage: verify.py captures/NAME.pcap [...]  (truth file beside each pcap)
+"""
+import ipaddress
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FIELDS = ["frame.time_relative", "tcp.stream", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport",
+          "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset", "tcp.len",
+          "tls.record.content_type", "tls.record.opaque_type", "tls.record.length", "tls.handshake.type", "tls.alert_message.desc",
+          "tls.handshake.extensions_server_name", "tls.handshake.extensions.supported_version",
+          "http.request.method", "http.request.uri", "http.response.code", "sll.ifindex"]
+
+ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 40: "handshake_failure", 42: "bad_certificate",
+          43: "unsupported_certificate", 44: "certificate_revoked", 45: "certificate_expired", 46: "certificate_unknown",
+          47: "illegal_parameter", 48: "unknown_ca", 49: "access_denied", 50: "decode_error", 51: "decrypt_error",
+          70: "protocol_version", 80: "internal_error", 90: "user_canceled", 112: "unrecognized_name", 116: "certificate_required"}
+CLIENT_NET = ipaddress.ip_network("10.77.1.0/24")
+
+
+def ints(v):
+    out = []
+    for x in v.replace(",", ";").split(";"):
+        x = x.strip()
+        if x:
+            try:
+                out.append(int(x, 0))
+            except ValueError:
+                pass
+    return out
+
+
+def load(pcap):
+    cmd = ["tshark", "-n", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE", "-T", "fields",
+           "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=;"]
+    for f in FIELDS:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True).stdout
+    streams = {}
+    for line in out.splitlines():
+        v = dict(zip(FIELDS, line.split("\t")))
+        if not v.get("tcp.stream"):
+            continue
+        sid = int(v["tcp.stream"])
+        st = streams.setdefault(sid, {"pkts": []})
+        st["pkts"].append(v)
+    return streams
+
+
+def classify(st):
+    pk = st["pkts"]
+    syn = next((p for p in pk if p["tcp.flags.syn"] in ("1", "True") and p["tcp.flags.ack"] in ("0", "False")), None)
+    if syn is None:
+        return {"outcome": "midstream"}
+    cip, sip, sport = syn["ip.src"], syn["ip.dst"], syn["tcp.dstport"]
+    r = {"client_ip": cip, "server": f"{sip}:{sport}", "sni": None, "connect_target": None, "connect_status": None,
+         "tls": None, "outcome": None, "alert": None, "delay_ms": None, "t": float(syn["frame.time_relative"])}
+    seen_ch = seen_sh = False
+    c_ccs = c_fin = closing = False
+    c_payload = False
+    last_server_t = None
+    ver = None
+
+    def done(outcome, t=None, alert=None):
+        r["outcome"], r["alert"] = outcome, alert
+        if t is not None and last_server_t is not None:
+            r["delay_ms"] = round((t - last_server_t) * 1000, 1)
+        return r
+
+    for p in pk:
+        if p["http.response.code"] and not (p["ip.src"] == cip and p["tcp.srcport"] == syn["tcp.srcport"]):
+            r["connect_status"] = int(p["http.response.code"].split(";")[0])
+            break
+    for p in pk:
+        if syn.get("sll.ifindex") and p.get("sll.ifindex") and p["sll.ifindex"] != syn["sll.ifindex"]:
+            continue  # -i any: same flow seen on a second interface
+        fromc = p["ip.src"] == cip and p["tcp.srcport"] == syn["tcp.srcport"]
+        t = float(p["frame.time_relative"])
+        # plaintext record types first, then TLS 1.3 opaque (encrypted) ones, in wire order
+        types = ints(p["tls.record.content_type"]) + ints(p["tls.record.opaque_type"])
+        lens = ints(p["tls.record.length"])
+        hs = ints(p["tls.handshake.type"])
+        fin = p["tcp.flags.fin"] in ("1", "True")
+        rst = p["tcp.flags.reset"] in ("1", "True")
+        plen = int(p["tcp.len"] or 0)
+        if p["http.request.method"] == "CONNECT" and fromc:
+            r["connect_target"] = p["http.request.uri"]
+        if fromc:
+            if 1 in hs and not seen_ch:
+                seen_ch = True
+                if p["tls.handshake.extensions_server_name"]:
+                    r["sni"] = p["tls.handshake.extensions_server_name"].split(";")[0]
+            elif plen and not seen_ch and p["http.request.method"] != "CONNECT":
+                c_payload = True
+            if seen_sh:
+                alert_descs = ints(p["tls.alert_message.desc"])
+                for ct, ln in zip(types, lens):
+                    if ct == 21:
+                        if alert_descs and not (c_ccs or c_fin):
+                            return done("client_alert", t, ALERTS.get(alert_descs[0], str(alert_descs[0])))
+                        if ver == "1.3" and not c_fin:
+                            return done("client_alert", t, "encrypted")
+                        if c_fin:  # encrypted alert (close_notify or fatal) after the client Finished
+                            return done("client_closed_after_handshake", t)
+                        closing = True
+                    elif ct == 20:
+                        c_ccs = True
+                    elif ct == 22 and ver == "1.2" and c_ccs:
+                        c_fin = True
+                    elif ct == 23:
+                        if ver == "1.2":
+                            if c_fin:
+                                return done("established", t)
+                        else:
+                            if not c_fin:
+                                if ln == 19:
+                                    return done("client_alert", t, "encrypted")
+                                c_fin = True
+                            elif ln == 19:  # alert-sized record right after Finished: close_notify
+                                return done("client_closed_after_handshake", t)
+                            else:
+                                return done("established", t)
+            if fin or rst:
+                if not seen_ch:
+                    if r["connect_status"] and r["connect_status"] != 200:
+                        return done("server_abort")
+                    if c_payload:
+                        return done("not_tls")
+                    return done("client_closed_before_server_hello", t)
+                if not seen_sh:
+                    return done("client_closed_before_server_hello", t)
+                if c_fin:
+                    return done("client_closed_after_handshake", t)
+                return done("client_closed_in_handshake", t)
+        else:
+            if 2 in hs and seen_ch and not seen_sh:
+                seen_sh = True
+                sv = ints(p["tls.handshake.extensions.supported_version"])
+                ver = "1.3" if 0x0304 in sv else "1.2"
+                r["tls"] = ver
+            if plen:
+                last_server_t = t
+            if r["connect_target"] and r["connect_status"] and r["connect_status"] != 200 and not seen_ch:
+                return done("server_abort")
+            if not seen_ch and plen and c_payload:
+                return done("not_tls")
+            if seen_ch and (21 in types or fin or rst):
+                if c_payload:
+                    return done("not_tls")
+                return done("server_abort", alert=None)
+    if c_payload and not seen_ch:
+        return done("not_tls")
+    return done("incomplete")
+
+
+def verify_file(pcap, truthf, fix=False):
+    truth = json.loads(Path(truthf).read_text())
+    streams = load(pcap)
+    obs = [classify(s) for _, s in sorted(streams.items())]
+    client_obs = [o for o in obs if o.get("client_ip")]
+    other = [o for o in obs if o not in client_obs]
+    client_obs.sort(key=lambda o: o["t"])
+    exp = [c for c in truth["connections"] for _ in range(c.get("count", 1))]
+    ok = True
+    print(f"== {Path(pcap).name}: {len(exp)} expected client connections, {len(client_obs)} observed, {len(other)} other streams")
+    for i, e in enumerate(exp):
+        o = client_obs[i] if i < len(client_obs) else {}
+        probs = []
+        if o.get("client_ip") != e["client_ip"]:
+            probs.append(f"client_ip {o.get('client_ip')}")
+        if o.get("sni") != e.get("sni"):
+            probs.append(f"sni {o.get('sni')}")
+        if (e.get("connect_target") or None) != o.get("connect_target"):
+            probs.append(f"connect_target {o.get('connect_target')}")
+        if o.get("outcome") != e["expect_outcome"]:
+            probs.append(f"outcome {o.get('outcome')}")
+        if (e.get("expect_alert") or None) != o.get("alert"):
+            probs.append(f"alert {o.get('alert')}")
+        if e.get("tls") and o.get("tls") and e["tls"] != o["tls"]:
+            probs.append(f"tls {o.get('tls')}")
+        status = "ok" if not probs else "MISMATCH " + ", ".join(probs)
+        ok &= not probs
+        print(f"  {e['client_ip']:<11} {str(e.get('sni') or e.get('connect_target')):<24} {e['client'][:58]:<58} "
+              f"exp={e['expect_outcome']}/{e.get('expect_alert')} obs={o.get('outcome')}/{o.get('alert')} tls={o.get('tls')} "
+              f"delay={o.get('delay_ms')}ms {status}")
+    for o in client_obs[len(exp):]:
+        ok = False
+        print(f"  UNEXPECTED extra stream {o}")
+    for o in other:
+        print(f"  (non-client stream) {o.get('client_ip')} -> {o.get('server')} sni={o.get('sni')} {o.get('outcome')}/{o.get('alert')} tls={o.get('tls')}")
+    return ok
+
+
+if __name__ == "__main__":
+    allok = True
+    for f in sys.argv[1:]:
+        p = Path(f)
+        allok &= verify_file(p, p.with_name(p.name[:-len(".pcap")] + ".truth.json"))
+    sys.exit(0 if allok else 1)

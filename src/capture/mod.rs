@@ -1,0 +1,341 @@
+//! Capture stage: reads pcap and pcapng files (or standard input) and yields raw link-layer
+//! frames with their timestamps and link types. Pure Rust (rusticata's `pcap-parser`), so
+//! offline replay needs no system library.
+
+use std::fs::File;
+use std::io::Read;
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{PcapBlockOwned, PcapError};
+
+/// Largest record a capture may claim. libpcap's own maximum snap length is 256 KiB; anything
+/// larger is a lie in the file, not a packet.
+const MAX_RECORD: usize = 1 << 20;
+/// Read buffer: large reads keep replay from being syscall-bound.
+const READ_BUFFER: usize = 4 << 20;
+
+/// A failure to read a capture file. The offset is the byte position in the file where the
+/// damage starts; every packet before it has already been handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{name}: cannot open: {source}")]
+    Open {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{name}: is a directory, not a capture file")]
+    IsDirectory { name: String },
+    #[error("{name}: empty file, not a pcap or pcapng capture")]
+    Empty { name: String },
+    #[error("{name}: not a pcap or pcapng capture (unrecognised header at offset 0)")]
+    NotCapture { name: String },
+    #[error("{name}: truncated: the record at offset {offset} ends before its stated length")]
+    Truncated { name: String, offset: u64 },
+    #[error("{name}: damaged at offset {offset}: {what}")]
+    Damaged {
+        name: String,
+        offset: u64,
+        what: String,
+    },
+    #[error("{name}: read error at offset {offset}")]
+    Read { name: String, offset: u64 },
+}
+
+impl CaptureError {
+    /// Errors after which the packets before the damage were still processed.
+    pub fn is_mid_file(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::Truncated { .. }
+                | CaptureError::Damaged { .. }
+                | CaptureError::Read { .. }
+        )
+    }
+}
+
+/// One captured frame, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    /// LINKTYPE_* value of the interface that captured it.
+    pub linktype: i32,
+    /// Captured bytes (possibly cut by the snap length).
+    pub data: &'a [u8],
+    /// Length of the frame on the wire.
+    pub orig_len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    linktype: i32,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    offset_s: i64,
+}
+
+/// Where the current packet's bytes sit in the reader's buffer, with its metadata.
+struct Pending {
+    start: usize,
+    len: usize,
+    ts_ns: i64,
+    linktype: i32,
+    orig_len: u32,
+}
+
+/// A streaming reader over one capture file.
+pub struct CaptureReader {
+    name: String,
+    reader: Box<dyn PcapReaderIterator + Send>,
+    /// Bytes of the file consumed so far (start of the next block).
+    offset: u64,
+    /// Size of the block returned by the previous call, consumed on the next.
+    to_consume: usize,
+    legacy: Option<Interface>,
+    interfaces: Vec<Interface>,
+    /// Bytes read so far, for the progress bar.
+    bytes_read: u64,
+}
+
+impl CaptureReader {
+    /// Opens a file by path; `-` reads standard input.
+    pub fn open(path: &str) -> Result<Self, CaptureError> {
+        if path == "-" {
+            return Self::from_read(path.to_string(), std::io::stdin());
+        }
+        let meta = std::fs::metadata(path).map_err(|source| CaptureError::Open {
+            name: path.to_string(),
+            source,
+        })?;
+        if meta.is_dir() {
+            return Err(CaptureError::IsDirectory {
+                name: path.to_string(),
+            });
+        }
+        let file = File::open(path).map_err(|source| CaptureError::Open {
+            name: path.to_string(),
+            source,
+        })?;
+        Self::from_read(path.to_string(), file)
+    }
+
+    /// Wraps any byte source.
+    pub fn from_read<R: Read + Send + 'static>(
+        name: String,
+        input: R,
+    ) -> Result<Self, CaptureError> {
+        let reader = match pcap_parser::create_reader(READ_BUFFER, input) {
+            Ok(r) => r,
+            Err(PcapError::Eof) => return Err(CaptureError::Empty { name }),
+            Err(PcapError::ReadError) => return Err(CaptureError::Read { name, offset: 0 }),
+            Err(PcapError::Incomplete(_)) => {
+                return Err(CaptureError::Truncated { name, offset: 0 });
+            }
+            Err(_) => return Err(CaptureError::NotCapture { name }),
+        };
+        Ok(CaptureReader {
+            name,
+            reader,
+            offset: 0,
+            to_consume: 0,
+            legacy: None,
+            interfaces: Vec::new(),
+            bytes_read: 0,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Byte offset in the file of the next unread block.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    fn damaged(&self, what: impl Into<String>) -> CaptureError {
+        CaptureError::Damaged {
+            name: self.name.clone(),
+            offset: self.offset,
+            what: what.into(),
+        }
+    }
+
+    /// The next frame, `Ok(None)` at the clean end of the file.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        loop {
+            if self.to_consume > 0 {
+                self.reader.consume(self.to_consume);
+                self.offset += self.to_consume as u64;
+                self.to_consume = 0;
+            }
+            let pending = match self.next_block()? {
+                None => return Ok(None),
+                Some(p) => p,
+            };
+            if let Some(p) = pending {
+                let data = &self.reader.data()[p.start..p.start + p.len];
+                return Ok(Some(Frame {
+                    ts_ns: p.ts_ns,
+                    linktype: p.linktype,
+                    data,
+                    orig_len: p.orig_len,
+                }));
+            }
+        }
+    }
+
+    /// Reads one block. `Ok(None)`: end of file; `Ok(Some(None))`: a non-packet block was
+    /// handled; `Ok(Some(Some(p)))`: a packet whose bytes stay in the buffer until the next call.
+    fn next_block(&mut self) -> Result<Option<Option<Pending>>, CaptureError> {
+        let mut refills = 0;
+        loop {
+            let buffer_start = self.reader.data().as_ptr() as usize;
+            match self.reader.next() {
+                Ok((size, block)) => {
+                    let outcome = Self::interpret(
+                        block,
+                        buffer_start,
+                        &mut self.legacy,
+                        &mut self.interfaces,
+                    );
+                    self.to_consume = size;
+                    self.bytes_read = self.offset + size as u64;
+                    return match outcome {
+                        Ok(p) => Ok(Some(p)),
+                        Err(what) => Err(self.damaged(what)),
+                    };
+                }
+                Err(PcapError::Eof) => return Ok(None),
+                Err(PcapError::Incomplete(_)) => {
+                    refills += 1;
+                    if refills > 64 {
+                        return Err(CaptureError::Truncated {
+                            name: self.name.clone(),
+                            offset: self.offset,
+                        });
+                    }
+                    if self.reader.refill().is_err() {
+                        return Err(CaptureError::Read {
+                            name: self.name.clone(),
+                            offset: self.offset,
+                        });
+                    }
+                }
+                Err(PcapError::UnexpectedEof) => {
+                    return Err(CaptureError::Truncated {
+                        name: self.name.clone(),
+                        offset: self.offset,
+                    });
+                }
+                Err(PcapError::BufferTooSmall) => {
+                    let size = self.reader.data().len() * 2;
+                    if size > MAX_RECORD * 2 || !self.reader.grow(size.max(READ_BUFFER)) {
+                        return Err(self.damaged("record length larger than any real packet"));
+                    }
+                }
+                Err(PcapError::ReadError) => {
+                    return Err(CaptureError::Read {
+                        name: self.name.clone(),
+                        offset: self.offset,
+                    });
+                }
+                Err(_) => return Err(self.damaged("unparseable record header")),
+            }
+        }
+    }
+
+    fn interpret(
+        block: PcapBlockOwned<'_>,
+        buffer_start: usize,
+        legacy: &mut Option<Interface>,
+        interfaces: &mut Vec<Interface>,
+    ) -> Result<Option<Pending>, String> {
+        let locate = |data: &[u8]| data.as_ptr() as usize - buffer_start;
+        match block {
+            PcapBlockOwned::LegacyHeader(h) => {
+                let units = if h.is_nanosecond_precision() {
+                    1_000_000_000
+                } else {
+                    1_000_000
+                };
+                *legacy = Some(Interface {
+                    linktype: h.network.0,
+                    units_per_sec: units,
+                    offset_s: 0,
+                });
+                Ok(None)
+            }
+            PcapBlockOwned::Legacy(b) => {
+                let iface = legacy.ok_or("packet record before the file header")?;
+                if b.caplen as usize > MAX_RECORD {
+                    return Err(format!("record claims {} captured bytes", b.caplen));
+                }
+                let frac = b.ts_usec as u64 % iface.units_per_sec;
+                let ts_ns = b.ts_sec as i64 * 1_000_000_000
+                    + (frac * 1_000_000_000 / iface.units_per_sec) as i64;
+                Ok(Some(Pending {
+                    start: locate(b.data),
+                    len: b.data.len(),
+                    ts_ns,
+                    linktype: iface.linktype,
+                    orig_len: b.origlen,
+                }))
+            }
+            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                interfaces.clear();
+                Ok(None)
+            }
+            PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                let units_per_sec = idb.ts_resolution().unwrap_or(1_000_000).max(1);
+                interfaces.push(Interface {
+                    linktype: idb.linktype.0,
+                    units_per_sec,
+                    offset_s: idb.ts_offset(),
+                });
+                Ok(None)
+            }
+            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                let iface = *interfaces.get(epb.if_id as usize).ok_or_else(|| {
+                    format!(
+                        "packet names interface {} that was never described",
+                        epb.if_id
+                    )
+                })?;
+                let caplen = (epb.caplen as usize).min(epb.data.len());
+                let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                let secs = (units / iface.units_per_sec) as i64 + iface.offset_s;
+                let frac = units % iface.units_per_sec;
+                let ts_ns = secs.saturating_mul(1_000_000_000).saturating_add(
+                    (frac as u128 * 1_000_000_000 / iface.units_per_sec as u128) as i64,
+                );
+                Ok(Some(Pending {
+                    start: locate(epb.data),
+                    len: caplen,
+                    ts_ns,
+                    linktype: iface.linktype,
+                    orig_len: epb.origlen,
+                }))
+            }
+            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                let iface = *interfaces
+                    .first()
+                    .ok_or("packet before any interface description")?;
+                let len = (spb.origlen as usize).min(spb.data.len());
+                Ok(Some(Pending {
+                    start: locate(spb.data),
+                    len,
+                    ts_ns: 0,
+                    linktype: iface.linktype,
+                    orig_len: spb.origlen,
+                }))
+            }
+            PcapBlockOwned::NG(_) => Ok(None),
+        }
+    }
+}

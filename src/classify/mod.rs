@@ -1,0 +1,346 @@
+//! Classify stage: turns what the flow and TLS stages saw into exactly one outcome per
+//! connection, with who ended it, how, and how fast after the server's last handshake packet.
+//! The outcomes are defined in the README; this module is the only place that decides them.
+
+use serde::Serialize;
+
+use crate::flow::Connection;
+use crate::tls::{AlertEvent, At, Dir, Observations};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Established,
+    ClientAlert,
+    ClientClosedAfterHandshake,
+    ClientClosedInHandshake,
+    ClientClosedBeforeServerHello,
+    ServerAbort,
+    Incomplete,
+    NotTls,
+    Midstream,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Established,
+        Outcome::ClientAlert,
+        Outcome::ClientClosedAfterHandshake,
+        Outcome::ClientClosedInHandshake,
+        Outcome::ClientClosedBeforeServerHello,
+        Outcome::ServerAbort,
+        Outcome::Incomplete,
+        Outcome::NotTls,
+        Outcome::Midstream,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Established => "established",
+            Outcome::ClientAlert => "client_alert",
+            Outcome::ClientClosedAfterHandshake => "client_closed_after_handshake",
+            Outcome::ClientClosedInHandshake => "client_closed_in_handshake",
+            Outcome::ClientClosedBeforeServerHello => "client_closed_before_server_hello",
+            Outcome::ServerAbort => "server_abort",
+            Outcome::Incomplete => "incomplete",
+            Outcome::NotTls => "not_tls",
+            Outcome::Midstream => "midstream",
+        }
+    }
+}
+
+/// The classifier's answer for one connection.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    /// Short machine-readable detail: the alert name, `encrypted`, how the client closed,
+    /// where an incomplete connection stalled, the refused CONNECT status...
+    pub detail: Option<String>,
+    /// Who ended the connection first.
+    pub closed_by: Option<Dir>,
+    /// How each side closed, in order: `alert`, `encrypted_alert`, `close_notify`, `fin`, `rst`.
+    pub client_close: Vec<&'static str>,
+    pub server_close: Vec<&'static str>,
+    /// Milliseconds from the server's last handshake packet to the client's abort.
+    pub abort_delay_ms: Option<f64>,
+    /// The alert that matters for the outcome, with its sender.
+    pub alert: Option<(Dir, AlertEvent)>,
+}
+
+/// When and how one side ended its part.
+struct Termination {
+    at: At,
+}
+
+fn earliest(events: &[Option<At>]) -> Option<At> {
+    events.iter().flatten().min().copied()
+}
+
+fn close_methods(
+    alert: Option<&AlertEvent>,
+    extra_alert: Option<&AlertEvent>,
+    fin: Option<At>,
+    rst: Option<At>,
+) -> Vec<&'static str> {
+    let mut ev: Vec<(At, &'static str)> = Vec::new();
+    if let Some(a) = alert {
+        let name = match (a.encrypted, a.description) {
+            (false, Some(0)) => "close_notify",
+            (false, _) => "alert",
+            (true, _) => "encrypted_alert",
+        };
+        ev.push((a.at, name));
+    }
+    // TLS 1.3: one alert-sized record after the client's Finished is taken for close_notify.
+    if let Some(a) = extra_alert {
+        ev.push((a.at, "close_notify"));
+    }
+    if let Some(f) = fin {
+        ev.push((f, "fin"));
+    }
+    if let Some(r) = rst {
+        ev.push((r, "rst"));
+    }
+    ev.sort();
+    ev.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Decides the outcome of a finished connection.
+pub fn classify(conn: &Connection) -> Verdict {
+    let o = &conn.session.obs;
+    let client_abort = o.client_alert.as_ref().filter(|a| a.is_abort());
+    let server_abort = o.server_alert.as_ref().filter(|a| a.is_abort());
+    let client_close_notify = o
+        .client_alert
+        .as_ref()
+        .filter(|a| !a.is_abort())
+        .map(|a| a.at);
+    let post_hs = o.client_post_handshake_alert.as_ref();
+
+    let client_term = earliest(&[
+        client_abort.map(|a| a.at),
+        client_close_notify,
+        post_hs.map(|a| a.at),
+        conn.client.fin,
+        conn.client.rst,
+    ])
+    .map(|at| Termination { at });
+    let server_term = earliest(&[server_abort.map(|a| a.at), conn.server.fin, conn.server.rst])
+        .map(|at| Termination { at });
+
+    let closed_by = match (&client_term, &server_term) {
+        (Some(c), Some(s)) => Some(if c.at <= s.at {
+            Dir::Client
+        } else {
+            Dir::Server
+        }),
+        (Some(_), None) => Some(Dir::Client),
+        (None, Some(_)) => Some(Dir::Server),
+        (None, None) => None,
+    };
+    let mut v = Verdict {
+        outcome: Outcome::Incomplete,
+        detail: None,
+        closed_by,
+        client_close: close_methods(
+            o.client_alert.as_ref(),
+            post_hs,
+            conn.client.fin,
+            conn.client.rst,
+        ),
+        server_close: close_methods(
+            o.server_alert.as_ref(),
+            None,
+            conn.server.fin,
+            conn.server.rst,
+        ),
+        abort_delay_ms: None,
+        alert: None,
+    };
+
+    if o.client_hello.is_none() {
+        before_tls(conn, o, &mut v);
+        v.alert = first_alert(o);
+        return v;
+    }
+
+    // Application data from the client settles it, unless the client aborted before sending it.
+    if let Some(app) = o.client_app
+        && client_abort.is_none_or(|a| a.at > app)
+    {
+        v.outcome = Outcome::Established;
+        v.alert = first_alert(o);
+        return v;
+    }
+
+    let server_first = match (&client_term, &server_term) {
+        (Some(c), Some(s)) => s.at < c.at,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    if server_first {
+        v.outcome = Outcome::ServerAbort;
+        v.alert = server_abort.map(|a| (Dir::Server, a.clone()));
+        v.detail = Some(match server_abort {
+            Some(a) => alert_detail(a),
+            None => join(&v.server_close),
+        });
+        return v;
+    }
+
+    let Some(term) = client_term else {
+        v.outcome = Outcome::Incomplete;
+        v.detail = Some(stall(o).to_string());
+        v.alert = first_alert(o);
+        return v;
+    };
+
+    v.abort_delay_ms = o
+        .last_server_handshake
+        .filter(|s| *s <= term.at)
+        .map(|s| ((term.at.ts_ns - s.ts_ns).max(0) as f64 / 1e6 * 1000.0).round() / 1000.0);
+
+    // A readable fatal alert, or an encrypted one sent where the client's Finished would be.
+    let in_handshake_alert =
+        client_abort.filter(|a| !a.encrypted || o.client_finished.is_none_or(|f| a.at < f));
+    if let Some(a) = in_handshake_alert {
+        v.outcome = Outcome::ClientAlert;
+        v.alert = Some((Dir::Client, a.clone()));
+        v.detail = Some(alert_detail(a));
+        return v;
+    }
+    v.alert = client_abort
+        .or(post_hs)
+        .or(o.client_alert.as_ref())
+        .map(|a| (Dir::Client, a.clone()));
+    v.detail = Some(join(&v.client_close));
+    v.outcome = if o.client_finished.is_some() {
+        Outcome::ClientClosedAfterHandshake
+    } else if o.server_hello.is_some() {
+        Outcome::ClientClosedInHandshake
+    } else {
+        v.abort_delay_ms = None;
+        Outcome::ClientClosedBeforeServerHello
+    };
+    v
+}
+
+/// Connections without a ClientHello: CONNECT preludes, plain TCP, joined midstream.
+fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
+    let payload = conn.client.payload_bytes + conn.server.payload_bytes;
+    if let Some(resp) = &o.connect_response
+        && !resp.status_ok()
+    {
+        v.outcome = Outcome::ServerAbort;
+        v.detail = Some(format!("connect_refused_{}", resp.status.unwrap_or(0)));
+        return;
+    }
+    if o.connect_request.as_ref().is_some_and(|r| r.is_connect()) {
+        if o.client_opaque {
+            v.outcome = Outcome::NotTls;
+            v.detail = Some("connect_tunnel_not_tls".into());
+            return;
+        }
+        match v.closed_by {
+            Some(Dir::Server) => {
+                v.outcome = Outcome::ServerAbort;
+                v.detail = Some(if o.connect_response.is_some() {
+                    "closed_before_client_hello".into()
+                } else {
+                    "closed_before_connect_reply".into()
+                });
+            }
+            Some(Dir::Client) => {
+                v.outcome = Outcome::ClientClosedBeforeServerHello;
+                v.detail = Some(join(&v.client_close));
+            }
+            None => {
+                v.outcome = Outcome::Incomplete;
+                v.detail = Some(if o.connect_response.is_some() {
+                    "awaiting_client_hello".into()
+                } else {
+                    "awaiting_connect_reply".into()
+                });
+            }
+        }
+        return;
+    }
+    let saw_start = conn.client.syn.is_some() || conn.server.syn.is_some();
+    if payload == 0 {
+        v.outcome =
+            if v.closed_by.is_some() || saw_start && conn.server.syn.is_none() && conn.closed() {
+                Outcome::NotTls
+            } else {
+                Outcome::Incomplete
+            };
+        v.detail = Some("no_payload".into());
+        return;
+    }
+    if !saw_start {
+        v.outcome = Outcome::Midstream;
+        v.detail = Some(
+            if o.client_tls || o.server_tls {
+                "tls_without_handshake"
+            } else {
+                "no_connection_start"
+            }
+            .into(),
+        );
+        return;
+    }
+    if o.anomalies.contains(&"client_gap") && !o.client_opaque {
+        v.outcome = Outcome::Incomplete;
+        v.detail = Some("client_hello_not_captured".into());
+        return;
+    }
+    v.outcome = Outcome::NotTls;
+    v.detail = Some(
+        if o.sslv2_hello {
+            "sslv2_hello"
+        } else {
+            "not_tls"
+        }
+        .into(),
+    );
+}
+
+/// Where a connection that nobody closed was left hanging.
+fn stall(o: &Observations) -> &'static str {
+    if o.server_hello.is_none() {
+        return "awaiting_server_hello";
+    }
+    if o.client_finished.is_some() {
+        return "idle_after_handshake";
+    }
+    let flight_done = o.server_hello_done.is_some()
+        || o.server_finished.is_some()
+        || (o.tls13() && o.last_server_handshake > o.server_hello_at);
+    if flight_done {
+        "client_silent_after_server_flight"
+    } else {
+        "awaiting_server_flight"
+    }
+}
+
+fn first_alert(o: &Observations) -> Option<(Dir, AlertEvent)> {
+    let c = o.client_alert.as_ref().map(|a| (Dir::Client, a.clone()));
+    let s = o.server_alert.as_ref().map(|a| (Dir::Server, a.clone()));
+    match (c, s) {
+        (Some(c), Some(s)) => Some(if c.1.at <= s.1.at { c } else { s }),
+        (c, s) => c.or(s),
+    }
+}
+
+fn alert_detail(a: &AlertEvent) -> String {
+    match a.description {
+        Some(d) if !a.encrypted => crate::tls::handshake::alert_name(d),
+        _ => "encrypted".into(),
+    }
+}
+
+fn join(parts: &[&str]) -> String {
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("+")
+    }
+}

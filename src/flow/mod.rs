@@ -1,0 +1,409 @@
+//! Flow stage: a bidirectional table of TCP connections keyed by the 5-tuple plus VLAN tags.
+//! Each connection decides who the client is (the SYN sender, else the ClientHello or CONNECT
+//! sender), reassembles both directions and feeds them to the TLS stage until the outcome can no
+//! longer change; after that only headers are looked at (counters, FIN, RST).
+
+pub mod reassembly;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::decode::{Segment, flags};
+use crate::tls::{At, Dir, Session};
+use reassembly::{Chunk, Reassembler, ReassemblyStats};
+
+/// Flow-table settings.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowConfig {
+    /// Bytes per direction reassembled and buffered for the handshake.
+    pub handshake_cap: usize,
+    /// A flow with no packet for this long is finished.
+    pub idle_timeout_ns: i64,
+    /// A closed flow (FIN both ways, or RST) is finished after this long without packets.
+    pub close_linger_ns: i64,
+    /// At most this many flows are tracked; the least recently seen is finished early.
+    pub max_flows: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            handshake_cap: 64 * 1024,
+            idle_timeout_ns: 300 * 1_000_000_000,
+            close_linger_ns: 5 * 1_000_000_000,
+            max_flows: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    low: Endpoint,
+    high: Endpoint,
+    vlans: [u16; crate::decode::MAX_VLANS],
+    vlan_count: u8,
+}
+
+impl FlowKey {
+    fn of(seg: &Segment<'_>) -> Self {
+        let a = Endpoint {
+            ip: seg.src,
+            port: seg.sport,
+        };
+        let b = Endpoint {
+            ip: seg.dst,
+            port: seg.dport,
+        };
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey {
+            low,
+            high,
+            vlans: seg.vlans,
+            vlan_count: seg.vlan_count,
+        }
+    }
+}
+
+/// TCP-level facts about one direction.
+#[derive(Debug)]
+pub struct DirTcp {
+    pub endpoint: Endpoint,
+    pub packets: u64,
+    /// Payload bytes on the wire, retransmissions included.
+    pub payload_bytes: u64,
+    pub syn: Option<At>,
+    syn_seq: Option<u32>,
+    pub fin: Option<At>,
+    pub rst: Option<At>,
+    pub last: Option<At>,
+    reasm: Reassembler,
+}
+
+impl DirTcp {
+    fn new(endpoint: Endpoint, cap: usize) -> Self {
+        DirTcp {
+            endpoint,
+            packets: 0,
+            payload_bytes: 0,
+            syn: None,
+            syn_seq: None,
+            fin: None,
+            rst: None,
+            last: None,
+            reasm: Reassembler::new(cap),
+        }
+    }
+    /// Unique stream bytes by sequence space.
+    pub fn stream_bytes(&self) -> u64 {
+        self.reasm.stream_bytes()
+    }
+    pub fn reassembly(&self) -> ReassemblyStats {
+        self.reasm.stats
+    }
+    /// First FIN or RST.
+    pub fn closed(&self) -> Option<At> {
+        match (self.fin, self.rst) {
+            (Some(f), Some(r)) => Some(f.min(r)),
+            (f, r) => f.or(r),
+        }
+    }
+}
+
+/// One TCP connection as tracked by the flow stage.
+#[derive(Debug)]
+pub struct Connection {
+    /// Order of creation in this run.
+    pub seq: u64,
+    pub vlans: Vec<u16>,
+    pub first: At,
+    pub last: At,
+    pub client: DirTcp,
+    pub server: DirTcp,
+    /// Roles were decided by a SYN, a ClientHello or CONNECT rather than guessed.
+    pub roles_certain: bool,
+    /// Payload was fed before roles were settled by evidence; roles stay as guessed.
+    roles_frozen: bool,
+    /// Why the connection was finished (`end_of_capture`, `idle_timeout`, `closed`, `evicted`, `reused`).
+    pub ended_by: &'static str,
+    pub session: Session,
+}
+
+impl Connection {
+    fn new(seq: u64, seg: &Segment<'_>, at: At, cap: usize) -> Self {
+        let src = Endpoint {
+            ip: seg.src,
+            port: seg.sport,
+        };
+        let dst = Endpoint {
+            ip: seg.dst,
+            port: seg.dport,
+        };
+        let syn_only = seg.has(flags::SYN) && !seg.has(flags::ACK);
+        let syn_ack = seg.has(flags::SYN) && seg.has(flags::ACK);
+        let (client, server, certain) = if syn_only {
+            (src, dst, true)
+        } else if syn_ack {
+            (dst, src, true)
+        } else if looks_like_client_start(seg.payload) {
+            (src, dst, true)
+        } else if seg.sport < seg.dport && !seg.payload.is_empty() {
+            // Midstream guess: the lower port is more often the server.
+            (dst, src, false)
+        } else {
+            (src, dst, false)
+        };
+        Connection {
+            seq,
+            vlans: seg.vlans().to_vec(),
+            first: at,
+            last: at,
+            client: DirTcp::new(client, cap),
+            server: DirTcp::new(server, cap),
+            roles_certain: certain,
+            roles_frozen: false,
+            ended_by: "end_of_capture",
+            session: Session::new(cap),
+        }
+    }
+
+    /// Both sides sent FIN, or either sent RST.
+    pub fn closed(&self) -> bool {
+        (self.client.fin.is_some() && self.server.fin.is_some())
+            || self.client.rst.is_some()
+            || self.server.rst.is_some()
+    }
+
+    /// A SYN that opens a new connection on this 4-tuple rather than repeating the first.
+    fn is_reuse(&self, seg: &Segment<'_>) -> bool {
+        if !seg.has(flags::SYN) || seg.has(flags::ACK) {
+            return false;
+        }
+        let from_client =
+            seg.src == self.client.endpoint.ip && seg.sport == self.client.endpoint.port;
+        let same_syn = from_client && self.client.reasm_isn_matches(seg.seq);
+        if same_syn {
+            return false;
+        }
+        self.closed()
+            || self.client.syn.is_none()
+            || self.client.payload_bytes > 0
+            || self.server.payload_bytes > 0
+            || !from_client
+    }
+
+    fn process(&mut self, seg: &Segment<'_>, at: At) {
+        self.last = at;
+        let from_client =
+            seg.src == self.client.endpoint.ip && seg.sport == self.client.endpoint.port;
+        if !self.roles_certain && !self.roles_frozen {
+            let evidence_client = (seg.has(flags::SYN) && !seg.has(flags::ACK))
+                || looks_like_client_start(seg.payload);
+            let evidence_server = seg.has(flags::SYN) && seg.has(flags::ACK);
+            if (evidence_client && !from_client) || (evidence_server && from_client) {
+                std::mem::swap(&mut self.client, &mut self.server);
+            }
+            if evidence_client || evidence_server {
+                self.roles_certain = true;
+            } else if !seg.payload.is_empty() {
+                self.roles_frozen = true;
+            }
+        }
+        let from_client =
+            seg.src == self.client.endpoint.ip && seg.sport == self.client.endpoint.port;
+        let (dir, this, other) = if from_client {
+            (Dir::Client, &mut self.client, &mut self.server)
+        } else {
+            (Dir::Server, &mut self.server, &mut self.client)
+        };
+        let session = &mut self.session;
+        this.packets += 1;
+        this.payload_bytes += seg.wire_len as u64;
+        this.last = Some(at);
+        if seg.has(flags::SYN) {
+            this.syn.get_or_insert(at);
+            this.syn_seq.get_or_insert(seg.seq);
+            this.reasm.syn(seg.seq);
+        }
+        let other_dir = match dir {
+            Dir::Client => Dir::Server,
+            Dir::Server => Dir::Client,
+        };
+        if seg.has(flags::ACK) {
+            other
+                .reasm
+                .peer_acked(seg.ack, &mut |c| deliver(session, other_dir, c, at));
+        }
+        if seg.wire_len > 0 {
+            this.reasm
+                .segment(seg.seq, seg.payload, seg.wire_len, &mut |c| {
+                    deliver(session, dir, c, at)
+                });
+        }
+        if seg.has(flags::FIN) {
+            this.fin.get_or_insert(at);
+        }
+        if seg.has(flags::RST) {
+            this.rst.get_or_insert(at);
+        }
+        if !session.wants(dir) {
+            this.reasm.stop_delivering();
+        }
+        if !session.wants(other_dir) {
+            other.reasm.stop_delivering();
+        }
+    }
+
+    /// Flushes what reassembly still holds (past any holes) into the TLS stage.
+    fn flush(&mut self) {
+        let at = self.last;
+        let session = &mut self.session;
+        self.client
+            .reasm
+            .finish(&mut |c| deliver(session, Dir::Client, c, at));
+        self.server
+            .reasm
+            .finish(&mut |c| deliver(session, Dir::Server, c, at));
+    }
+}
+
+impl DirTcp {
+    fn reasm_isn_matches(&self, seq: u32) -> bool {
+        self.syn_seq == Some(seq)
+    }
+}
+
+fn deliver(session: &mut Session, dir: Dir, chunk: Chunk<'_>, at: At) {
+    match chunk {
+        Chunk::Data { offset, bytes } => {
+            if session.wants(dir) {
+                session.feed(dir, offset, bytes, at);
+            }
+        }
+        Chunk::Gap { .. } => session.gap(dir),
+    }
+}
+
+/// The first bytes a client sends: a TLS ClientHello record or an HTTP CONNECT.
+fn looks_like_client_start(payload: &[u8]) -> bool {
+    (payload.len() >= 6 && payload[0] == 0x16 && payload[1] == 3 && payload[5] == 1)
+        || payload.starts_with(b"CONNECT ")
+}
+
+/// The table of live connections.
+pub struct FlowTable {
+    config: FlowConfig,
+    flows: HashMap<FlowKey, Connection>,
+    next_seq: u64,
+    last_sweep_ns: i64,
+    pub evicted: u64,
+}
+
+impl FlowTable {
+    pub fn new(config: FlowConfig) -> Self {
+        FlowTable {
+            config,
+            flows: HashMap::new(),
+            next_seq: 0,
+            last_sweep_ns: i64::MIN,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Handles one segment; finished connections are passed to `done`.
+    pub fn packet(&mut self, seg: &Segment<'_>, at: At, done: &mut dyn FnMut(Connection)) {
+        self.sweep(at.ts_ns, done);
+        let key = FlowKey::of(seg);
+        if let Some(conn) = self.flows.get(&key)
+            && conn.is_reuse(seg)
+        {
+            let mut old = self.flows.remove(&key).expect("present");
+            old.ended_by = "reused";
+            old.flush();
+            done(old);
+        }
+        if !self.flows.contains_key(&key) && self.flows.len() >= self.config.max_flows {
+            self.evict_oldest(done);
+        }
+        let cap = self.config.handshake_cap;
+        let next_seq = &mut self.next_seq;
+        let conn = self.flows.entry(key).or_insert_with(|| {
+            *next_seq += 1;
+            Connection::new(*next_seq, seg, at, cap)
+        });
+        conn.process(seg, at);
+    }
+
+    fn evict_oldest(&mut self, done: &mut dyn FnMut(Connection)) {
+        let oldest = self
+            .flows
+            .iter()
+            .min_by_key(|(_, c)| (c.last, c.seq))
+            .map(|(k, _)| *k);
+        if let Some(key) = oldest
+            && let Some(mut conn) = self.flows.remove(&key)
+        {
+            self.evicted += 1;
+            conn.ended_by = "evicted";
+            conn.flush();
+            done(conn);
+        }
+    }
+
+    /// Finishes idle and closed flows, at most once per capture second.
+    fn sweep(&mut self, now_ns: i64, done: &mut dyn FnMut(Connection)) {
+        if now_ns.saturating_sub(self.last_sweep_ns) < 1_000_000_000 {
+            return;
+        }
+        self.last_sweep_ns = now_ns;
+        let cfg = self.config;
+        let mut expired: Vec<(u64, FlowKey)> = self
+            .flows
+            .iter()
+            .filter(|(_, c)| {
+                let idle = now_ns.saturating_sub(c.last.ts_ns);
+                idle > cfg.idle_timeout_ns || (c.closed() && idle > cfg.close_linger_ns)
+            })
+            .map(|(k, c)| (c.seq, *k))
+            .collect();
+        // Deterministic output order: by creation.
+        expired.sort_unstable_by_key(|(seq, _)| *seq);
+        for (_, key) in expired {
+            if let Some(mut conn) = self.flows.remove(&key) {
+                conn.ended_by = if conn.closed() {
+                    "closed"
+                } else {
+                    "idle_timeout"
+                };
+                conn.flush();
+                done(conn);
+            }
+        }
+    }
+
+    /// End of input: finish everything, in order of creation.
+    pub fn drain(&mut self, done: &mut dyn FnMut(Connection)) {
+        let mut all: Vec<Connection> = self.flows.drain().map(|(_, c)| c).collect();
+        all.sort_unstable_by_key(|c| c.seq);
+        for mut conn in all {
+            if conn.closed() {
+                conn.ended_by = "closed";
+            }
+            conn.flush();
+            done(conn);
+        }
+    }
+}

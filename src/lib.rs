@@ -1,0 +1,16 @@
+//! pinwatch: a passive sensor that finds apps whose certificate pinning breaks behind a
+//! TLS-inspecting proxy.
+//!
+//! Data flows one way through one module per stage:
+//! `capture` (files) -> `decode` (link/IP/TCP views) -> `flow` (connections, reassembly)
+//! -> `session` + `tls` (CONNECT, records, handshake) -> `classify` (one outcome per
+//! connection) -> `output` (records, sinks). `replay` wires them together.
+
+pub mod capture;
+pub mod classify;
+pub mod decode;
+pub mod flow;
+pub mod output;
+pub mod replay;
+pub mod session;
+pub mod tls;

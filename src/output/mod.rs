@@ -1,0 +1,63 @@
+//! Sinks: where records go. NDJSON to a file or standard output, one object per line,
+//! flushed at the end; a write error (full disk, closed pipe) stops the run with a clear error.
+
+pub mod record;
+pub mod time;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write: {source}")]
+pub struct SinkError {
+    pub path: String,
+    pub source: std::io::Error,
+}
+
+/// Newline-delimited JSON to a path or `-` (standard output).
+pub struct NdjsonSink {
+    path: String,
+    out: BufWriter<Box<dyn Write + Send>>,
+    pub written: u64,
+}
+
+impl NdjsonSink {
+    pub fn create(path: &str) -> Result<Self, SinkError> {
+        let out: Box<dyn Write + Send> = if path == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(File::create(path).map_err(|source| SinkError {
+                path: path.to_string(),
+                source,
+            })?)
+        };
+        Ok(NdjsonSink {
+            path: path.to_string(),
+            out: BufWriter::with_capacity(256 * 1024, out),
+            written: 0,
+        })
+    }
+
+    fn err(&self, source: std::io::Error) -> SinkError {
+        SinkError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn write<T: Serialize>(&mut self, value: &T) -> Result<(), SinkError> {
+        serde_json::to_writer(&mut self.out, value).map_err(|e| SinkError {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        self.out.write_all(b"\n").map_err(|e| self.err(e))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,778 @@
+//! TLS stage: follows both byte streams of one connection (after an optional HTTP CONNECT
+//! prelude), frames TLS records, parses the plaintext handshake and notes, with the packet that
+//! carried it, every event the classifier needs: hellos, certificate, change-cipher-spec,
+//! Finished, alerts (plaintext or inferred encrypted), first application data.
+//!
+//! Only the record headers of encrypted traffic are read. Once the client has sent application
+//! data nothing more can change the outcome, and the flow stage stops feeding bytes.
+
+pub mod cert;
+pub mod fingerprint;
+pub mod handshake;
+
+use crate::session::connect::{self, HttpHead};
+use cert::CertSummary;
+use handshake::{ClientHello, Message, ServerHello};
+
+/// The packet an event arrived in: capture time and global packet index (for ordering events
+/// across the two directions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct At {
+    pub pkt: u64,
+    pub ts_ns: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Client,
+    Server,
+}
+
+/// An alert as seen on the wire.
+#[derive(Debug, Clone)]
+pub struct AlertEvent {
+    /// 1 warning, 2 fatal; `None` when encrypted.
+    pub level: Option<u8>,
+    pub description: Option<u8>,
+    pub encrypted: bool,
+    /// TLS 1.3: inferred from an alert-sized encrypted record, not read.
+    pub inferred: bool,
+    pub at: At,
+}
+
+impl AlertEvent {
+    /// Fatal, or encrypted (and so possibly fatal). A plaintext close_notify is a close, not an abort.
+    pub fn is_abort(&self) -> bool {
+        !matches!((self.level, self.description), (_, Some(0)) | (Some(1), _))
+    }
+}
+
+/// Everything the TLS stage learned about one connection.
+#[derive(Debug, Default)]
+pub struct Observations {
+    pub connect_request: Option<HttpHead>,
+    pub connect_response: Option<HttpHead>,
+    pub client_hello: Option<Box<ClientHello>>,
+    pub client_hello_at: Option<At>,
+    pub client_hellos: u32,
+    pub server_hello: Option<Box<ServerHello>>,
+    pub server_hello_at: Option<At>,
+    pub hello_retry: bool,
+    pub cert: Option<CertSummary>,
+    pub cert_request: bool,
+    /// The server's last handshake packet (hello, certificate flight, CCS, Finished; in TLS 1.3
+    /// its encrypted records sent before the client's Finished).
+    pub last_server_handshake: Option<At>,
+    pub server_hello_done: Option<At>,
+    pub server_ccs: Option<At>,
+    pub server_finished: Option<At>,
+    pub client_ccs: Option<At>,
+    pub client_finished: Option<At>,
+    pub client_key_exchange: Option<At>,
+    pub client_app: Option<At>,
+    pub client_app_offset: Option<u64>,
+    pub server_app: Option<At>,
+    pub server_app_offset: Option<u64>,
+    pub client_app_records: u64,
+    pub server_app_records: u64,
+    pub client_alert: Option<AlertEvent>,
+    pub server_alert: Option<AlertEvent>,
+    /// TLS 1.3: an alert-sized encrypted record after the client's Finished (close_notify or a
+    /// post-handshake rejection).
+    pub client_post_handshake_alert: Option<AlertEvent>,
+    /// Direction's stream carried TLS records.
+    pub client_tls: bool,
+    pub server_tls: bool,
+    /// Direction's stream started with something that is neither TLS nor CONNECT.
+    pub client_opaque: bool,
+    pub server_opaque: bool,
+    /// The client stream began with an SSLv2-compatible hello.
+    pub sslv2_hello: bool,
+    /// Anomaly names (deduplicated, in order of first occurrence).
+    pub anomalies: Vec<&'static str>,
+}
+
+impl Observations {
+    pub fn flag(&mut self, anomaly: &'static str) {
+        if !self.anomalies.contains(&anomaly) {
+            self.anomalies.push(anomaly);
+        }
+    }
+    /// TLS 1.3 was negotiated (a HelloRetryRequest already implies it).
+    pub fn tls13(&self) -> bool {
+        self.server_hello.as_ref().is_some_and(|s| s.is_tls13())
+    }
+    /// Size of an encrypted alert record body in TLS 1.3: 2 bytes + content type + AEAD tag.
+    fn tls13_alert_len(&self) -> usize {
+        match self.server_hello.as_ref().map(|s| s.cipher) {
+            Some(0x1305) => 2 + 1 + 8, // TLS_AES_128_CCM_8_SHA256
+            _ => 2 + 1 + 16,
+        }
+    }
+}
+
+/// Largest record body TLS allows (2^14 plus the expansion allowances).
+const MAX_RECORD_BODY: usize = (1 << 14) + 2048;
+/// A CONNECT request or reply head longer than this is not a proxy handshake.
+const MAX_HTTP_HEAD: usize = 8192;
+
+const CONTENT_CCS: u8 = 20;
+const CONTENT_ALERT: u8 = 21;
+const CONTENT_HANDSHAKE: u8 = 22;
+const CONTENT_APPDATA: u8 = 23;
+const CONTENT_HEARTBEAT: u8 = 24;
+
+#[derive(Debug)]
+enum Mode {
+    /// Nothing decided yet; the first bytes are held until they say what the stream is.
+    Start(Vec<u8>),
+    HttpHead(Vec<u8>),
+    /// SOCKS prelude bytes held until complete.
+    Socks(Vec<u8>),
+    Tls,
+    /// Not TLS (or lost beyond recovery): bytes are only counted.
+    Opaque,
+    /// A gap broke the record framing; look for a record header at the next segment start.
+    Resync,
+}
+
+/// Record framing state of one direction.
+#[derive(Debug)]
+struct DirState {
+    mode: Mode,
+    header: [u8; 5],
+    header_len: usize,
+    body_left: usize,
+    record_type: u8,
+    record_len: usize,
+    /// Stream offset of the current record's header.
+    record_start: u64,
+    /// Small record bodies (alerts) collected whole.
+    small_body: Vec<u8>,
+    /// Plaintext handshake bytes not yet parsed into whole messages.
+    handshake: Vec<u8>,
+    /// Bytes of an oversized handshake message still to discard.
+    handshake_skip: usize,
+    /// This direction sent ChangeCipherSpec (TLS <= 1.2): its later handshake is encrypted.
+    ccs: bool,
+}
+
+impl DirState {
+    fn new() -> Self {
+        DirState {
+            mode: Mode::Start(Vec::new()),
+            header: [0; 5],
+            header_len: 0,
+            body_left: 0,
+            record_type: 0,
+            record_len: 0,
+            record_start: 0,
+            small_body: Vec::new(),
+            handshake: Vec::new(),
+            handshake_skip: 0,
+            ccs: false,
+        }
+    }
+}
+
+/// Both directions of one connection.
+#[derive(Debug)]
+pub struct Session {
+    client: DirState,
+    server: DirState,
+    /// Cap on buffered handshake bytes per direction.
+    handshake_cap: usize,
+    /// The client opened with a SOCKS prelude of this version (the proxy answers in kind,
+    /// SOCKS5 even before the client's request is complete).
+    socks_version: Option<u8>,
+    pub obs: Observations,
+}
+
+impl Session {
+    pub fn new(handshake_cap: usize) -> Self {
+        Session {
+            client: DirState::new(),
+            server: DirState::new(),
+            handshake_cap,
+            socks_version: None,
+            obs: Observations::default(),
+        }
+    }
+
+    /// True once nothing in the byte streams can change the outcome: the client sent
+    /// application data, or neither side speaks TLS.
+    pub fn settled(&self) -> bool {
+        self.obs.client_app.is_some()
+            || (matches!(self.client.mode, Mode::Opaque)
+                && matches!(self.server.mode, Mode::Opaque))
+    }
+
+    /// Whether a direction's bytes are still wanted.
+    pub fn wants(&self, dir: Dir) -> bool {
+        if self.settled() {
+            return false;
+        }
+        !matches!(self.state(dir).mode, Mode::Opaque)
+    }
+
+    fn state(&self, dir: Dir) -> &DirState {
+        match dir {
+            Dir::Client => &self.client,
+            Dir::Server => &self.server,
+        }
+    }
+
+    /// In-order bytes of one direction.
+    pub fn feed(&mut self, dir: Dir, offset: u64, mut bytes: &[u8], at: At) {
+        let mut offset = offset;
+        while !bytes.is_empty() {
+            let used = self.step(dir, offset, bytes, at);
+            if used == 0 {
+                break;
+            }
+            bytes = &bytes[used..];
+            offset += used as u64;
+        }
+    }
+
+    /// Bytes the capture lost in one direction.
+    pub fn gap(&mut self, dir: Dir) {
+        let name = match dir {
+            Dir::Client => "client_gap",
+            Dir::Server => "server_gap",
+        };
+        self.obs.flag(name);
+        let st = self.state_mut(dir);
+        st.handshake.clear();
+        st.handshake_skip = 0;
+        st.header_len = 0;
+        st.body_left = 0;
+        st.mode = match st.mode {
+            Mode::Tls | Mode::Resync => Mode::Resync,
+            Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) | Mode::Opaque => Mode::Opaque,
+        };
+    }
+
+    fn state_mut(&mut self, dir: Dir) -> &mut DirState {
+        match dir {
+            Dir::Client => &mut self.client,
+            Dir::Server => &mut self.server,
+        }
+    }
+
+    /// Consumes a prefix of `bytes`; returns how much.
+    fn step(&mut self, dir: Dir, offset: u64, bytes: &[u8], at: At) -> usize {
+        match self.state(dir).mode {
+            Mode::Tls => return self.records(dir, offset, bytes, at),
+            Mode::Opaque => return bytes.len(),
+            Mode::Resync => {
+                if !plausible_record_start(bytes) {
+                    return bytes.len();
+                }
+                self.obs.flag("tls_resynced");
+                self.state_mut(dir).mode = Mode::Tls;
+                return self.records(dir, offset, bytes, at);
+            }
+            Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) => {}
+        }
+        let (mode, used) = match std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque) {
+            Mode::Start(held) => self.start(dir, held, offset, bytes, at),
+            Mode::HttpHead(head) => self.http_head(dir, head, bytes, at),
+            Mode::Socks(held) => self.socks(dir, held, bytes, at),
+            other => (other, 0),
+        };
+        self.state_mut(dir).mode = mode;
+        used
+    }
+
+    /// Decides what a stream is from its first bytes.
+    fn start(
+        &mut self,
+        dir: Dir,
+        mut held: Vec<u8>,
+        offset: u64,
+        bytes: &[u8],
+        at: At,
+    ) -> (Mode, usize) {
+        const NEED: usize = 8;
+        let take = (NEED - held.len().min(NEED)).min(bytes.len());
+        held.extend_from_slice(&bytes[..take]);
+        let awaiting_reply =
+            self.obs.connect_request.is_some() && self.obs.connect_response.is_none();
+        let socks_reply = self.socks_version.is_some() && self.obs.connect_response.is_none();
+        let verdict = if dir == Dir::Server && socks_reply {
+            StartVerdict::Socks
+        } else {
+            classify_start(dir, &held, awaiting_reply)
+        };
+        let mode = match verdict {
+            StartVerdict::NeedMore => return (Mode::Start(held), take),
+            StartVerdict::Http => Mode::HttpHead(Vec::new()),
+            StartVerdict::Socks => {
+                if dir == Dir::Client {
+                    self.socks_version = held.first().copied();
+                }
+                Mode::Socks(Vec::new())
+            }
+            StartVerdict::Tls => {
+                match dir {
+                    Dir::Client => self.obs.client_tls = true,
+                    Dir::Server => self.obs.server_tls = true,
+                }
+                Mode::Tls
+            }
+            StartVerdict::Sslv2 => {
+                self.obs.sslv2_hello = true;
+                self.obs.flag("sslv2_hello");
+                Mode::Opaque
+            }
+            StartVerdict::Opaque => {
+                match dir {
+                    Dir::Client => self.obs.client_opaque = true,
+                    Dir::Server => self.obs.server_opaque = true,
+                }
+                Mode::Opaque
+            }
+        };
+        // Replay the held bytes (those from earlier segments plus this one's) in the new mode.
+        let earlier = held.len() - take;
+        let start_offset = offset - earlier as u64;
+        self.state_mut(dir).mode = mode;
+        self.feed(dir, start_offset, &held, at);
+        let mode = std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque);
+        (mode, take)
+    }
+
+    fn http_head(&mut self, dir: Dir, mut head: Vec<u8>, bytes: &[u8], at: At) -> (Mode, usize) {
+        let before = head.len();
+        let room = MAX_HTTP_HEAD.saturating_sub(before);
+        head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        let Some(end) = connect::head_end(&head) else {
+            if head.len() >= MAX_HTTP_HEAD {
+                self.obs.flag("http_head_too_long");
+                return (Mode::Opaque, bytes.len());
+            }
+            return (Mode::HttpHead(head), bytes.len());
+        };
+        let used = end - before;
+        match dir {
+            Dir::Client => self.obs.connect_request = connect::parse_request(&head[..end], at),
+            Dir::Server => self.obs.connect_response = connect::parse_response(&head[..end], at),
+        }
+        let tunnel_open = match dir {
+            Dir::Client => self
+                .obs
+                .connect_request
+                .as_ref()
+                .is_some_and(|r| r.is_connect()),
+            Dir::Server => self
+                .obs
+                .connect_response
+                .as_ref()
+                .is_some_and(|r| r.status_ok()),
+        };
+        if tunnel_open {
+            (Mode::Start(Vec::new()), used)
+        } else {
+            match dir {
+                Dir::Client => self.obs.client_opaque = true,
+                Dir::Server => self.obs.server_opaque = true,
+            }
+            (Mode::Opaque, bytes.len())
+        }
+    }
+
+    fn socks(&mut self, dir: Dir, mut held: Vec<u8>, bytes: &[u8], at: At) -> (Mode, usize) {
+        use crate::session::socks::{self, Prelude};
+        let before = held.len();
+        let room = socks::MAX_PRELUDE.saturating_sub(before);
+        held.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        let version = self.socks_version.unwrap_or(5);
+        let parsed = match dir {
+            Dir::Client => socks::client(&held),
+            Dir::Server => socks::server(&held, version),
+        };
+        let len = match parsed {
+            Prelude::NeedMore if held.len() < socks::MAX_PRELUDE => {
+                return (Mode::Socks(held), bytes.len());
+            }
+            Prelude::NeedMore | Prelude::Invalid => {
+                self.obs.flag("socks_not_understood");
+                return (Mode::Opaque, bytes.len());
+            }
+            Prelude::Client {
+                len,
+                version,
+                target,
+            } => {
+                self.obs.connect_request = Some(HttpHead {
+                    method: format!("SOCKS{version}"),
+                    target,
+                    status: None,
+                    reason: String::new(),
+                    at,
+                });
+                len
+            }
+            Prelude::Server { len, code } => {
+                self.obs.connect_response = Some(HttpHead {
+                    method: String::new(),
+                    target: String::new(),
+                    status: Some(code as u16),
+                    reason: String::new(),
+                    at,
+                });
+                len
+            }
+        };
+        let tunnel_open = dir == Dir::Client
+            || self.obs.connect_request.as_ref().is_some_and(|r| {
+                let mut r = r.clone();
+                r.status = self.obs.connect_response.as_ref().and_then(|x| x.status);
+                r.status_ok()
+            });
+        let used = len.saturating_sub(before).min(bytes.len());
+        if tunnel_open {
+            (Mode::Start(Vec::new()), used)
+        } else {
+            (Mode::Opaque, bytes.len())
+        }
+    }
+
+    /// Frames TLS records; returns bytes consumed.
+    fn records(&mut self, dir: Dir, offset: u64, bytes: &[u8], at: At) -> usize {
+        let st = self.state_mut(dir);
+        if st.body_left == 0 {
+            if st.header_len == 0 {
+                st.record_start = offset;
+            }
+            let take = (5 - st.header_len).min(bytes.len());
+            st.header[st.header_len..st.header_len + take].copy_from_slice(&bytes[..take]);
+            st.header_len += take;
+            if st.header_len < 5 {
+                return take;
+            }
+            st.header_len = 0;
+            let h = st.header;
+            let len = u16::from_be_bytes([h[3], h[4]]) as usize;
+            if !valid_header(&h) {
+                self.desync(dir);
+                return take;
+            }
+            st.record_type = h[0];
+            st.record_len = len;
+            st.body_left = len;
+            st.small_body.clear();
+            if len == 0 {
+                self.record_end(dir, at);
+            }
+            return take;
+        }
+        let take = st.body_left.min(bytes.len());
+        let body = &bytes[..take];
+        st.body_left -= take;
+        match st.record_type {
+            CONTENT_HANDSHAKE if !st.ccs => self.handshake_bytes(dir, body, at),
+            CONTENT_ALERT if st.record_len <= 64 => st.small_body.extend_from_slice(body),
+            _ => {}
+        }
+        if self.state(dir).body_left == 0 {
+            self.record_end(dir, at);
+        }
+        take
+    }
+
+    fn desync(&mut self, dir: Dir) {
+        self.obs.flag(match dir {
+            Dir::Client => "client_not_tls_after_start",
+            Dir::Server => "server_not_tls_after_start",
+        });
+        let st = self.state_mut(dir);
+        st.mode = Mode::Opaque;
+        st.handshake = Vec::new();
+    }
+
+    fn handshake_bytes(&mut self, dir: Dir, mut body: &[u8], at: At) {
+        let cap = self.handshake_cap;
+        let st = self.state_mut(dir);
+        if st.handshake_skip > 0 {
+            let n = st.handshake_skip.min(body.len());
+            st.handshake_skip -= n;
+            body = &body[n..];
+        }
+        st.handshake.extend_from_slice(body);
+        loop {
+            let st = self.state_mut(dir);
+            if st.handshake.len() < 4 {
+                return;
+            }
+            let h = &st.handshake;
+            let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+            if 4 + len > cap {
+                // Larger than anything worth buffering (a 16 MiB claim, or a huge chain):
+                // skip it without allocating and say so.
+                let have = st.handshake.len() - 4;
+                st.handshake_skip = len.saturating_sub(have);
+                let kind = st.handshake[0];
+                st.handshake.clear();
+                self.obs.flag("handshake_message_over_cap");
+                self.message_skipped(dir, kind, at);
+                continue;
+            }
+            if st.handshake.len() < 4 + len {
+                return;
+            }
+            let msg: Vec<u8> = st.handshake.drain(..4 + len).collect();
+            self.message(dir, &msg, at);
+        }
+    }
+
+    /// An oversized message still moves the handshake forward.
+    fn message_skipped(&mut self, dir: Dir, kind: u8, at: At) {
+        if dir == Dir::Server {
+            self.obs.last_server_handshake = Some(at);
+            if kind == 11 {
+                self.obs.flag("certificate_not_parsed");
+            }
+        }
+    }
+
+    fn message(&mut self, dir: Dir, msg: &[u8], at: At) {
+        let parsed = handshake::parse(msg);
+        if dir == Dir::Server {
+            self.obs.last_server_handshake = Some(at);
+        }
+        match (dir, parsed) {
+            (Dir::Client, Message::ClientHello(ch)) => {
+                self.obs.client_hellos += 1;
+                if self.obs.client_hello.is_none() {
+                    self.obs.client_hello = Some(ch);
+                    self.obs.client_hello_at = Some(at);
+                } else if !self.obs.hello_retry {
+                    self.obs.flag("duplicate_client_hello");
+                }
+            }
+            (Dir::Client, Message::ClientKeyExchange) => self.obs.client_key_exchange = Some(at),
+            (Dir::Server, Message::ServerHello(sh)) => {
+                if sh.hello_retry {
+                    self.obs.hello_retry = true;
+                }
+                if self
+                    .obs
+                    .server_hello
+                    .as_ref()
+                    .is_none_or(|prev| prev.hello_retry)
+                {
+                    self.obs.server_hello = Some(sh);
+                    self.obs.server_hello_at = Some(at);
+                }
+            }
+            (Dir::Server, Message::Certificate(chain)) if self.obs.cert.is_none() => {
+                self.obs.cert = cert::summarize(&chain);
+            }
+            (Dir::Server, Message::ServerHelloDone) => self.obs.server_hello_done = Some(at),
+            (Dir::Server, Message::CertificateRequest) => self.obs.cert_request = true,
+            (_, Message::Malformed(kind)) => {
+                self.obs.flag(if kind == 1 || kind == 2 {
+                    "malformed_hello"
+                } else {
+                    "malformed_handshake_message"
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// A whole record has been read; note what it means for the handshake.
+    fn record_end(&mut self, dir: Dir, at: At) {
+        let st = self.state(dir);
+        let (kind, len, ccs, offset) = (st.record_type, st.record_len, st.ccs, st.record_start);
+        let tls13 = self.obs.tls13();
+        match (dir, kind) {
+            (_, CONTENT_CCS) => {
+                // In TLS 1.3 the CCS is a compatibility no-op and does not mean encryption starts
+                // for the record layer as TLS 1.2 parsing sees it.
+                if !tls13 {
+                    self.state_mut(dir).ccs = true;
+                }
+                match dir {
+                    Dir::Client => self.obs.client_ccs = Some(at),
+                    Dir::Server => {
+                        self.obs.server_ccs = Some(at);
+                        self.obs.last_server_handshake = Some(at);
+                    }
+                }
+            }
+            (Dir::Client, CONTENT_HANDSHAKE) if ccs => {
+                self.obs.client_finished.get_or_insert(at);
+            }
+            (Dir::Server, CONTENT_HANDSHAKE) if ccs => {
+                self.obs.server_finished.get_or_insert(at);
+                self.obs.last_server_handshake = Some(at);
+            }
+            (_, CONTENT_ALERT) => self.alert(dir, len, ccs || tls13, at),
+            (Dir::Client, CONTENT_APPDATA) => self.client_appdata(offset, len, at),
+            (Dir::Server, CONTENT_APPDATA) => {
+                if tls13 && self.obs.client_finished.is_none() && self.obs.client_alert.is_none() {
+                    // The server's encrypted handshake flight.
+                    self.obs.last_server_handshake = Some(at);
+                } else {
+                    self.obs.server_app_records += 1;
+                    if self.obs.server_app.is_none() {
+                        self.obs.server_app = Some(at);
+                        self.obs.server_app_offset = Some(offset);
+                    }
+                }
+            }
+            (_, CONTENT_HEARTBEAT) => self.obs.flag("heartbeat"),
+            _ => {}
+        }
+    }
+
+    fn alert(&mut self, dir: Dir, len: usize, after_encryption: bool, at: At) {
+        let body = &self.state(dir).small_body;
+        let event = if len == 2 && body.len() == 2 {
+            AlertEvent {
+                level: Some(body[0]),
+                description: Some(body[1]),
+                encrypted: false,
+                inferred: false,
+                at,
+            }
+        } else {
+            if !after_encryption {
+                self.obs.flag("odd_alert_length");
+            }
+            AlertEvent {
+                level: None,
+                description: None,
+                encrypted: true,
+                inferred: false,
+                at,
+            }
+        };
+        let slot = match dir {
+            Dir::Client => &mut self.obs.client_alert,
+            Dir::Server => &mut self.obs.server_alert,
+        };
+        // Keep the first abort; a later close_notify does not replace it.
+        if slot
+            .as_ref()
+            .is_none_or(|prev| !prev.is_abort() && event.is_abort())
+        {
+            *slot = Some(event);
+        }
+    }
+
+    fn client_appdata(&mut self, offset: u64, len: usize, at: At) {
+        if self.obs.tls13() {
+            let alert_len = self.obs.tls13_alert_len();
+            if self.obs.client_finished.is_none() && self.obs.client_alert.is_none() {
+                if len == alert_len {
+                    self.obs.client_alert = Some(AlertEvent {
+                        level: None,
+                        description: None,
+                        encrypted: true,
+                        inferred: true,
+                        at,
+                    });
+                } else {
+                    self.obs.client_finished = Some(at);
+                }
+                return;
+            }
+            if self.obs.client_app.is_none()
+                && len == alert_len
+                && self.obs.client_post_handshake_alert.is_none()
+            {
+                self.obs.client_post_handshake_alert = Some(AlertEvent {
+                    level: None,
+                    description: None,
+                    encrypted: true,
+                    inferred: true,
+                    at,
+                });
+                return;
+            }
+        } else if self.obs.server_hello.is_none() {
+            self.obs.flag("client_data_before_server_hello");
+        }
+        self.obs.client_app_records += 1;
+        if self.obs.client_app.is_none() {
+            self.obs.client_app = Some(at);
+            self.obs.client_app_offset = Some(offset);
+        }
+    }
+}
+
+enum StartVerdict {
+    NeedMore,
+    Http,
+    Socks,
+    Tls,
+    Sslv2,
+    Opaque,
+}
+
+fn classify_start(dir: Dir, held: &[u8], expect_connect_reply: bool) -> StartVerdict {
+    let prefix_of = |word: &[u8]| held.len() < word.len() && word.starts_with(held);
+    match dir {
+        Dir::Client if held.starts_with(b"CONNECT ") => return StartVerdict::Http,
+        Dir::Client if prefix_of(b"CONNECT ") => return StartVerdict::NeedMore,
+        Dir::Client if held.first() == Some(&4) && held.get(1).is_none_or(|&c| c == 1) => {
+            return StartVerdict::Socks;
+        }
+        Dir::Client
+            if held.first() == Some(&5) && held.get(1).is_none_or(|&n| (1..=16).contains(&n)) =>
+        {
+            return StartVerdict::Socks;
+        }
+        Dir::Server if expect_connect_reply && held.starts_with(b"HTTP/") => {
+            return StartVerdict::Http;
+        }
+        Dir::Server if expect_connect_reply && prefix_of(b"HTTP/") => {
+            return StartVerdict::NeedMore;
+        }
+        _ => {}
+    }
+    if held.len() < 3 {
+        return if held
+            .first()
+            .is_some_and(|&b| (20..=24).contains(&b) || b & 0x80 != 0)
+        {
+            StartVerdict::NeedMore
+        } else {
+            StartVerdict::Opaque
+        };
+    }
+    if (20..=24).contains(&held[0]) && held[1] == 3 && held[2] <= 4 {
+        return StartVerdict::Tls;
+    }
+    // SSLv2-compatible ClientHello: 2-byte length with the high bit set, then message type 1.
+    if dir == Dir::Client && held[0] & 0x80 != 0 && held[2] == 1 {
+        return StartVerdict::Sslv2;
+    }
+    StartVerdict::Opaque
+}
+
+fn valid_header(h: &[u8; 5]) -> bool {
+    let len = u16::from_be_bytes([h[3], h[4]]) as usize;
+    (20..=24).contains(&h[0]) && h[1] == 3 && h[2] <= 4 && len <= MAX_RECORD_BODY
+}
+
+/// After a gap: does this segment start with a record header whose successor (if it lies
+/// within the segment) is also a header?
+fn plausible_record_start(bytes: &[u8]) -> bool {
+    let Some(h) = bytes.get(..5) else {
+        return false;
+    };
+    let h: [u8; 5] = [h[0], h[1], h[2], h[3], h[4]];
+    if !valid_header(&h) {
+        return false;
+    }
+    let next = 5 + u16::from_be_bytes([h[3], h[4]]) as usize;
+    match bytes.get(next..next + 5) {
+        Some(n) => valid_header(&[n[0], n[1], n[2], n[3], n[4]]),
+        None => true,
+    }
+}
