@@ -4,10 +4,12 @@
 //! Data flows one way through one module per stage:
 //! `capture` (files) -> `decode` (link/IP/TCP views) -> `flow` (connections, reassembly)
 //! -> `session` + `tls` (CONNECT, records, handshake) -> `classify` (one outcome per
-//! connection) -> `output` (records, sinks). `replay` wires them together.
+//! connection) -> `output` (records, sinks) -> `correlate` (proxy CAs, evidence, scored
+//! candidate rules) -> `export` (rule-engine formats). `replay` wires them together.
 
 pub mod capture;
 pub mod classify;
+pub mod correlate;
 pub mod decode;
 pub mod flow;
 pub mod output;

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use pinwatch::classify::Outcome;
+use pinwatch::correlate::proxy::ProxyCas;
+use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
+use pinwatch::correlate::{Config as CorrelateConfig, Correlator, Report};
 use pinwatch::flow::FlowConfig;
 use pinwatch::output::NdjsonSink;
 use pinwatch::replay::{ReplayConfig, Summary, replay};
@@ -52,6 +55,31 @@ struct ReplayArgs {
     #[arg(long, value_name = "PATH|-")]
     connections: Option<String>,
 
+    /// Write candidate bypass rules (NDJSON, schema pinwatch.rule/1) to PATH or `-`. Default:
+    /// standard output, unless --connections already writes there.
+    #[arg(long, value_name = "PATH|-")]
+    rules: Option<String>,
+
+    /// Emit rules at or above this confidence (0..1). Evidence from a single client host, without
+    /// a server name, or for a brand-new name is capped below the default.
+    #[arg(long, value_name = "F", default_value_t = DEFAULT_MIN_CONFIDENCE)]
+    min_confidence: f64,
+
+    /// PEM file with the proxy's CA certificate(s): leaves it issued are proxy-minted for certain.
+    /// Repeatable. Without it, interception CAs are learned from the traffic (and reported).
+    #[arg(long, value_name = "PEM")]
+    proxy_ca: Vec<String>,
+
+    /// Address of the proxy (client-facing or upstream side). Repeatable. Connections to it are
+    /// attributed to the proxy even when TLS 1.3 hides the certificate; connections from it are
+    /// its upstream legs, not clients.
+    #[arg(long, value_name = "IP")]
+    proxy_addr: Vec<std::net::IpAddr>,
+
+    /// Write findings that are not rules (learned proxy CAs, clients missing the proxy CA) as NDJSON.
+    #[arg(long, value_name = "PATH|-")]
+    findings: Option<String>,
+
     /// Bytes per direction reassembled for the handshake; beyond it only record headers are followed.
     #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     handshake_cap: u32,
@@ -77,18 +105,42 @@ fn main() -> ExitCode {
 }
 
 fn run_replay(args: ReplayArgs) -> ExitCode {
-    let mut sink = match args
-        .connections
-        .as_deref()
-        .map(NdjsonSink::create)
-        .transpose()
-    {
-        Ok(s) => s,
-        Err(e) => {
+    if !(0.0..=1.0).contains(&args.min_confidence) {
+        eprintln!(
+            "pinwatch: --min-confidence must be between 0 and 1, got {}",
+            args.min_confidence
+        );
+        return ExitCode::from(2);
+    }
+    let mut proxy_cas = ProxyCas::default();
+    for pem in &args.proxy_ca {
+        if let Err(e) = proxy_cas.load_pem(pem) {
+            eprintln!("pinwatch: --proxy-ca {e}");
+            return ExitCode::from(exit::INPUT);
+        }
+    }
+    let rules_path = match (&args.rules, args.connections.as_deref()) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some("-")) => None,
+        (None, _) => Some("-".to_string()),
+    };
+    let open = |p: &Option<String>| p.as_deref().map(NdjsonSink::create).transpose();
+    let (mut sink, mut rules_sink, mut findings_sink) = match (
+        open(&args.connections),
+        open(&rules_path),
+        open(&args.findings),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("pinwatch: {e}");
             return ExitCode::from(exit::OUTPUT);
         }
     };
+    let mut correlator = Correlator::new(CorrelateConfig {
+        proxy_cas,
+        proxy_addrs: args.proxy_addr.clone(),
+        min_confidence: args.min_confidence,
+    });
     let config = ReplayConfig {
         flow: FlowConfig {
             handshake_cap: args.handshake_cap as usize,
@@ -98,15 +150,25 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         },
         progress: !args.quiet,
     };
-    let result = replay(
-        &args.files,
-        config,
-        &mut |rec, _verdict| match sink.as_mut() {
+    let result = replay(&args.files, config, &mut |rec, _verdict| {
+        correlator.observe(rec, rec.ts_start_ns);
+        match sink.as_mut() {
             Some(s) => s.write(rec),
             None => Ok(()),
-        },
+        }
+    });
+    let report = correlator.conclude();
+    let written = write_rules(
+        &report,
+        args.min_confidence,
+        rules_sink.as_mut(),
+        findings_sink.as_mut(),
     );
-    let flushed = sink.as_mut().map(|s| s.flush()).transpose();
+    let flushed = [sink.as_mut(), rules_sink.as_mut(), findings_sink.as_mut()]
+        .into_iter()
+        .flatten()
+        .try_for_each(|s| s.flush())
+        .and(written);
     let summary = match (result, flushed) {
         (Ok(s), Ok(_)) => s,
         (Err(e), _) | (Ok(_), Err(e)) => {
@@ -116,6 +178,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
     };
     if !args.quiet {
         print_summary(&summary);
+        print_table(&report, args.min_confidence);
     }
     for e in &summary.errors {
         eprintln!("pinwatch: {e}");
@@ -163,6 +226,114 @@ fn print_summary(s: &Summary) {
             "  connections finished early by --max-flows: {}\n",
             s.evicted
         ));
+    }
+    eprint!("{out}");
+}
+
+fn write_rules(
+    report: &Report,
+    min_confidence: f64,
+    rules: Option<&mut NdjsonSink>,
+    findings: Option<&mut NdjsonSink>,
+) -> Result<(), pinwatch::output::SinkError> {
+    if let Some(out) = rules {
+        for rule in report.rules(min_confidence) {
+            out.write(rule)?;
+        }
+    }
+    if let Some(out) = findings {
+        for ca in &report.proxy_cas {
+            out.write(
+                &serde_json::json!({"schema": "pinwatch.finding/1", "kind": "proxy_ca", "ca": ca}),
+            )?;
+        }
+        for m in &report.missing_proxy_ca {
+            out.write(&serde_json::json!({"schema": "pinwatch.finding/1", "kind": "missing_proxy_ca", "client": m}))?;
+        }
+    }
+    Ok(())
+}
+
+/// The human-readable close of a run: candidates, learned proxy CAs, clients missing the CA.
+fn print_table(report: &Report, min_confidence: f64) {
+    let mut out = String::new();
+    if !report.proxy_cas.is_empty() {
+        out.push_str("\ninterception CAs:\n");
+        for ca in &report.proxy_cas {
+            out.push_str(&format!(
+                "  {}  ({} leaves) - {}\n",
+                ca.issuer,
+                ca.leaf_count,
+                ca.why.join("; ")
+            ));
+        }
+    }
+    if !report.missing_proxy_ca.is_empty() {
+        out.push_str(
+            "\nclients missing the proxy CA (install it; no bypass rules made for them):\n",
+        );
+        for m in &report.missing_proxy_ca {
+            out.push_str(&format!(
+                "  {}  {} failures on {}\n",
+                m.client_ip,
+                m.failures,
+                m.registrable_domains.join(", ")
+            ));
+        }
+    }
+    if report.upstream_legs > 0 {
+        out.push_str(&format!(
+            "\nproxy upstream connections recognised: {} from {} (not counted as clients)\n",
+            report.upstream_legs,
+            report.upstream_hosts.join(", ")
+        ));
+    }
+    if report.ordinary_cert_failures > 0 {
+        out.push_str(&format!(
+            "\nfailures behind certificates not minted by the proxy (ordinary certificate errors, not pinning): {}\n",
+            report.ordinary_cert_failures
+        ));
+    }
+    let shown: Vec<_> = report
+        .candidates
+        .iter()
+        .filter(|r| r.evidence.failures > 0)
+        .take(30)
+        .collect();
+    if shown.is_empty() {
+        out.push_str("\nno pinning candidates\n");
+    } else {
+        out.push_str(&format!(
+            "\ncandidate bypass rules (emitted at confidence >= {min_confidence}):\n"
+        ));
+        out.push_str(&format!(
+            "  {:<5} {:<28} {:<15} {:>7} {:>5}  reason\n",
+            "conf", "name", "scope", "fail/ok", "hosts"
+        ));
+        for r in shown {
+            let (name, scope) = match (&r.matcher.host, &r.matcher.suffix, &r.matcher.client_ja4) {
+                (Some(h), _, Some(j)) => (h.clone(), format!("ja4 {}", &j[..j.len().min(10)])),
+                (Some(h), _, None) => (h.clone(), "host".to_string()),
+                (None, Some(s), _) => (format!("*.{s}"), "suffix".to_string()),
+                _ => (String::new(), String::new()),
+            };
+            let mark = if r.confidence >= min_confidence {
+                ' '
+            } else {
+                '-'
+            };
+            let ok = r.evidence.successes_same_fingerprint + r.evidence.successes_outside_proxy;
+            out.push_str(&format!(
+                "{mark} {:<5.2} {:<28} {:<15} {:>7} {:>5}  {}\n",
+                r.confidence,
+                name,
+                scope,
+                format!("{}/{}", r.evidence.failures, ok),
+                r.evidence.client_hosts,
+                r.reason
+            ));
+        }
+        out.push_str("  ('-' = below the threshold, not emitted)\n");
     }
     eprint!("{out}");
 }

@@ -21,6 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 OUT = Path(os.environ.get("PW_OUT", REPO / "captures"))
+sys.dont_write_bytecode = True
 sys.path.insert(0, str(HERE))
 import verify  # noqa: E402
 
@@ -352,7 +353,7 @@ def conn_junk(env, n, host_ip, port):
            "s.sendall(b'\\x00\\x01JUNK not tls \\xff\\xfe garbage\\r\\n');s.settimeout(3)\n"
            "try: print(s.recv(200))\nexcept OSError as e: print(e)\ns.close()", host_ip, str(port)]
     run_client(n, cmd, "junk")
-    return "python3 raw socket sending 32 junk bytes"
+    return "python3 raw socket sending 27 junk bytes"
 
 
 def conn_go(env, n, host, tls, ca, proxy):
@@ -474,9 +475,9 @@ def pinning_specs(mode):
                   pinning=True, note="Node tls.connect({ca: originCA}) TLS 1.3: observed: FIN right after the server flight, no alert and no client Finished (silent drop)"))
     if GO:
         s.append(dict(n=12, kind="go", host="api.pinnedbank.test", tls="1.2", ca="origin", expect="client_alert", alert="bad_certificate",
-                      pinning=True, note="Go crypto/tls with RootCAs = origin CA"))
+                      pinning=True, note="Go crypto/tls with RootCAs = origin CA; plaintext alert bad_certificate (42), not unknown_ca"))
         s.append(dict(n=12, kind="go", host="api.pinnedbank.test", tls="1.3", ca="origin", expect="client_alert", alert="encrypted",
-                      pinning=True, note="Go crypto/tls with RootCAs = origin CA; TLS 1.3 alert encrypted under handshake keys"))
+                      pinning=True, note="Go crypto/tls with RootCAs = origin CA; TLS 1.3: 1-byte CCS then one 19-byte encrypted record (the alert, under handshake keys), FIN"))
     s.append(dict(n=16, kind="curl", host="login.pinnedbank.test", tls="1.2", ca="mitm", pin=True, expect="client_closed_after_handshake",
                   alert=None, pinning=True, note="curl trusts the proxy CA, --pinnedpubkey fails after the handshake; no application data"))
     s.append(dict(n=16, kind="curl", host="login.pinnedbank.test", tls="1.3", ca="mitm", pin=True, expect="client_closed_after_handshake",
@@ -524,9 +525,10 @@ def build(env):
     # 4 idle close
     made.append(scenario(env, "mitm-explicit-idle", "explicit", [
         dict(n=12, kind="python", host="www.daily.test", tls="1.2", ca="mitm", action="idle:1.8", expect="client_closed_after_handshake",
-             note="browser-style preconnect: handshake completes, idles 1.8 s, closes without data; NOT pinning (long abort delay)"),
+             note="browser-style preconnect: handshake completes, idles 1.8 s, closes (FIN, no close_notify) without data; NOT pinning (long abort delay)"),
         dict(n=13, kind="python", host="www.daily.test", tls="1.3", ca="mitm", action="idle:1.8", expect="client_closed_after_handshake",
-             note="browser-style preconnect: handshake completes, idles 1.8 s, closes without data; NOT pinning (long abort delay)"),
+             note="browser-style preconnect: handshake completes, idles 1.8 s, closes without data; NOT pinning (long abort delay). "
+                  "The close is an RST, not a FIN: the proxy's unread NewSessionTickets sit in the socket buffer"),
     ]))
     # 5 proxy/server side failures
     made.append(scenario(env, "mitm-explicit-proxyfail", "explicit", [
@@ -548,9 +550,9 @@ def build(env):
              note="plain HTTP request through the explicit proxy (absolute-form GET, no CONNECT)"),
         dict(n=15, kind="junk", ip=EXTRA_HOSTS["sink.example-corp.test"], port=9000, host=None, sni=None, tls_seen=None, expect="not_tls",
              no_proxy=True, dst=(EXTRA_HOSTS["sink.example-corp.test"], 9000),
-             note="raw TCP to a non-TLS service, routed through the proxy host without interception"),
+             note="raw TCP to a non-TLS service (answers one line and closes), routed through the proxy host without interception"),
         dict(n=16, kind="junk", ip=PROXY_IP, port=8080, host=None, sni=None, tls_seen=None, expect="not_tls", dst=(PROXY_IP, 8080),
-             note="junk bytes sent to the proxy port; mitmproxy answers with an HTTP error"),
+             note="junk bytes sent to the proxy port: mitmproxy never answers (no complete request line); the client gives up after 3 s and closes"),
     ]))
     # 7 missing CA
     made.append(scenario(env, "missing-ca", "explicit", missing_ca_specs()))
@@ -560,7 +562,7 @@ def build(env):
         dict(n=17, kind="curl", host="www.shop.test", tls="1.2", ca="mitm", expect="established", note="curl trusting the proxy CA"),
         dict(n=17, kind="curl", host="www.shop.test", tls="1.3", ca="mitm", expect="established", note="curl trusting the proxy CA"),
         dict(n=12, kind="python", host="www.daily.test", tls="1.3", ca="mitm", action="idle:1.8", expect="client_closed_after_handshake",
-             note="browser-style preconnect, idles 1.8 s then closes; NOT pinning"),
+             note="browser-style preconnect, idles 1.8 s then closes (RST: unread NewSessionTickets); NOT pinning"),
         dict(n=14, kind="curl", host="down.shop.test", ca="mitm", expect="server_abort", tls_seen=None,
              note="origin port closed; the transparent proxy accepted the TCP connection (it answers for the origin address), its upstream "
                   "connect was refused, so it sent FIN before the ClientHello; the ClientHello is answered with RST"),

@@ -37,6 +37,9 @@ pub struct ConnectRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionRecord {
     pub schema: &'static str,
+    /// `ts_start` in nanoseconds, for stages that compute with time.
+    #[serde(skip)]
+    pub ts_start_ns: i64,
     pub ts_start: String,
     pub ts_end: String,
     pub client_ip: String,
@@ -147,6 +150,7 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
 
     let record = ConnectionRecord {
         schema: CONNECTION_SCHEMA,
+        ts_start_ns: conn.first.ts_ns,
         ts_start: rfc3339_micros(conn.first.ts_ns),
         ts_end: rfc3339_micros(conn.last.ts_ns),
         client_ip: conn.client.endpoint.ip.to_string(),

@@ -1,0 +1,386 @@
+//! Correlate stage: reads connection records, works out which connections went through the
+//! intercepting proxy (proxy-minted certificate, or a TLS 1.3 connection to an address where the
+//! proxy's certificate was seen), which were the proxy's own upstream legs, and which clients
+//! lack the proxy CA altogether; then aggregates pinning evidence per (name, client fingerprint)
+//! and scores it. The scoring model is documented in the README ("Scoring").
+
+pub mod proxy;
+pub mod score;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::output::record::ConnectionRecord;
+use proxy::{CaVerdict, ProxyCas};
+pub use score::{Evidence, Rule, RuleMatch};
+
+/// Settings of the correlate stage.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub proxy_cas: ProxyCas,
+    /// Addresses of the proxy (its client-facing or upstream-facing side).
+    pub proxy_addrs: Vec<IpAddr>,
+    /// Rules below this confidence are not emitted.
+    pub min_confidence: f64,
+}
+
+/// Which path a connection took, as far as the wire shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    /// The certificate was minted by the proxy.
+    Proxy,
+    /// TLS 1.3 (certificate hidden) to an address where the proxy answered before.
+    ProxyInferred,
+    /// The origin's own certificate: direct or bypassed.
+    Origin,
+    /// Nothing tells.
+    Unknown,
+}
+
+/// The fields of a record that correlation needs.
+#[derive(Debug, Clone)]
+struct Obs {
+    ts_ns: i64,
+    name: Option<String>,
+    ip_literal: bool,
+    ja4: String,
+    client_ip: IpAddr,
+    server: (String, u16),
+    outcome: &'static str,
+    detail: Option<String>,
+    delay_ms: Option<f64>,
+    issuer: Option<String>,
+    aki: Option<String>,
+    has_sct: bool,
+    tls13: bool,
+    connect: bool,
+    ts_start: String,
+}
+
+/// An interception CA the correlator believes in, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LearnedCa {
+    pub issuer: String,
+    pub why: Vec<String>,
+    pub leaf_count: usize,
+    pub registrable_domains: usize,
+}
+
+/// A client that fails on many unrelated domains and succeeds on none: it lacks the proxy CA.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MissingProxyCa {
+    pub client_ip: String,
+    pub client_ja4: Vec<String>,
+    pub failures: usize,
+    pub registrable_domains: Vec<String>,
+    pub reason: String,
+}
+
+/// What correlation concluded.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// All candidates, above and below the threshold, highest confidence first.
+    pub candidates: Vec<Rule>,
+    pub proxy_cas: Vec<LearnedCa>,
+    pub missing_proxy_ca: Vec<MissingProxyCa>,
+    /// Failures behind certificates not minted by the proxy: ordinary certificate errors.
+    pub ordinary_cert_failures: u64,
+    /// Connections recognised as the proxy's own upstream legs.
+    pub upstream_legs: u64,
+    pub upstream_hosts: Vec<String>,
+}
+
+impl Report {
+    pub fn rules(&self, min_confidence: f64) -> impl Iterator<Item = &Rule> {
+        self.candidates
+            .iter()
+            .filter(move |r| r.confidence >= min_confidence)
+    }
+}
+
+#[derive(Default)]
+pub struct Correlator {
+    config: Config,
+    obs: Vec<Obs>,
+}
+
+/// The registrable domain (public suffix + 1) of a host name.
+pub fn registrable(name: &str) -> String {
+    psl::domain_str(name).unwrap_or(name).to_ascii_lowercase()
+}
+
+impl Correlator {
+    pub fn new(config: Config) -> Self {
+        Correlator {
+            config,
+            obs: Vec::new(),
+        }
+    }
+
+    /// Takes one finished connection.
+    pub fn observe(&mut self, rec: &ConnectionRecord, ts_ns: i64) {
+        let Some(ja4) = rec.ja4.clone() else { return };
+        let Ok(client_ip) = rec.client_ip.parse() else {
+            return;
+        };
+        let name = rec
+            .sni
+            .clone()
+            .or_else(|| rec.connect.as_ref().map(|c| c.host.clone()))
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        let ip_literal = name.as_deref().is_none_or(|n| n.parse::<IpAddr>().is_ok());
+        self.obs.push(Obs {
+            ts_ns,
+            name,
+            ip_literal,
+            ja4,
+            client_ip,
+            server: (rec.server_ip.clone(), rec.server_port),
+            outcome: rec.outcome,
+            detail: rec.outcome_detail.clone(),
+            delay_ms: rec.abort_delay_ms,
+            issuer: rec.cert.as_ref().map(|c| c.issuer.clone()),
+            aki: rec.cert.as_ref().and_then(|c| c.authority_key_id.clone()),
+            has_sct: rec.cert.as_ref().is_some_and(|c| c.has_sct),
+            tls13: rec
+                .tls_version
+                .as_deref()
+                .is_some_and(|v| v.starts_with("TLS 1.3")),
+            connect: rec.connect.is_some(),
+            ts_start: rec.ts_start.clone(),
+        });
+    }
+
+    /// Draws conclusions from everything observed.
+    pub fn conclude(&self) -> Report {
+        let mut report = Report::default();
+        let cas = self.learn_cas(&mut report);
+        let paths = self.paths(&cas);
+        let upstream = self.upstream_hosts(&paths);
+        report.upstream_hosts = upstream.iter().map(|ip| ip.to_string()).collect();
+        let clients: Vec<usize> = (0..self.obs.len())
+            .filter(|&i| !upstream.contains(&self.obs[i].client_ip))
+            .collect();
+        report.upstream_legs = (self.obs.len() - clients.len()) as u64;
+        let origin_names: BTreeSet<&str> = (0..self.obs.len())
+            .filter(|&i| upstream.contains(&self.obs[i].client_ip))
+            .filter_map(|i| self.obs[i].name.as_deref())
+            .collect();
+
+        let missing = self.missing_ca(&clients, &paths);
+        let excluded: BTreeSet<(IpAddr, String)> = missing
+            .iter()
+            .flat_map(|m| {
+                m.client_ja4
+                    .iter()
+                    .filter_map(move |j| Some((m.client_ip.parse().ok()?, j.clone())))
+            })
+            .collect();
+        report.missing_proxy_ca = missing;
+
+        let mut per_name: BTreeMap<&str, Vec<(usize, Path)>> = BTreeMap::new();
+        for &i in &clients {
+            let o = &self.obs[i];
+            let Some(name) = o.name.as_deref() else {
+                continue;
+            };
+            if excluded.contains(&(o.client_ip, o.ja4.clone())) {
+                continue;
+            }
+            let path = paths[i];
+            if path == Path::Origin
+                && score::failure_weight(o.outcome, o.detail.as_deref(), o.delay_ms) > 0.0
+            {
+                report.ordinary_cert_failures += 1;
+            }
+            per_name.entry(name).or_default().push((i, path));
+        }
+        let issuers: Vec<String> = report.proxy_cas.iter().map(|c| c.issuer.clone()).collect();
+        let capture_end = self.obs.iter().map(|o| o.ts_ns).max().unwrap_or(0);
+        let capture_start = self.obs.iter().map(|o| o.ts_ns).min().unwrap_or(0);
+        let mut candidates = Vec::new();
+        for (name, conns) in &per_name {
+            let facts = score::NameFacts {
+                name,
+                origin_seen_upstream: origin_names.contains(name),
+                capture_span_ns: capture_end - capture_start,
+                capture_end_ns: capture_end,
+                proxy_issuers: &issuers,
+            };
+            candidates.extend(score::rules_for_name(
+                &facts,
+                conns.iter().map(|&(i, p)| (self.view(i), p)),
+            ));
+        }
+        score::roll_up_suffixes(&mut candidates, self.config.min_confidence);
+        candidates.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        report.candidates = candidates;
+        report
+    }
+
+    fn view(&self, i: usize) -> score::ConnView<'_> {
+        let o = &self.obs[i];
+        score::ConnView {
+            ts_ns: o.ts_ns,
+            ts_start: &o.ts_start,
+            ja4: &o.ja4,
+            client_ip: o.client_ip,
+            ip_literal: o.ip_literal,
+            outcome: o.outcome,
+            detail: o.detail.as_deref(),
+            delay_ms: o.delay_ms,
+        }
+    }
+
+    /// Interception CAs: configured ones, plus issuers that look like one.
+    fn learn_cas(&self, report: &mut Report) -> ProxyCas {
+        let mut by_issuer: BTreeMap<&str, (usize, BTreeSet<String>, usize)> = BTreeMap::new();
+        for o in &self.obs {
+            if let (Some(issuer), Some(name)) = (o.issuer.as_deref(), o.name.as_deref()) {
+                let e = by_issuer.entry(issuer).or_default();
+                e.0 += 1;
+                e.1.insert(registrable(name));
+                e.2 += usize::from(!o.has_sct);
+            }
+        }
+        let mut cas = self.config.proxy_cas.clone();
+        for (issuer, (leaves, domains, without_sct)) in by_issuer {
+            let mut why = Vec::new();
+            if cas.configured_issuer(issuer) {
+                why.push("configured with --proxy-ca".to_string());
+            }
+            if let Some(product) = proxy::known_product(issuer) {
+                why.push(format!("issuer names an inspection product ({product})"));
+            }
+            if domains.len() >= proxy::MANY_DOMAINS {
+                why.push(format!(
+                    "mints leaf certificates for {} unrelated registrable domains",
+                    domains.len()
+                ));
+            }
+            if why.is_empty() {
+                continue;
+            }
+            if without_sct == leaves {
+                why.push("its leaves carry no embedded SCTs".to_string());
+            }
+            cas.learn(issuer);
+            report.proxy_cas.push(LearnedCa {
+                issuer: issuer.to_string(),
+                why,
+                leaf_count: leaves,
+                registrable_domains: domains.len(),
+            });
+        }
+        cas
+    }
+
+    /// The path of every connection.
+    fn paths(&self, cas: &ProxyCas) -> Vec<Path> {
+        let mut proxy_servers: HashMap<&(String, u16), bool> = HashMap::new();
+        let mut paths: Vec<Path> = self
+            .obs
+            .iter()
+            .map(|o| match o.issuer.as_deref() {
+                Some(issuer) => match cas.verdict(issuer, o.aki.as_deref()) {
+                    CaVerdict::Proxy => {
+                        proxy_servers.insert(&o.server, true);
+                        Path::Proxy
+                    }
+                    CaVerdict::NotProxy => Path::Origin,
+                },
+                None => Path::Unknown,
+            })
+            .collect();
+        for (i, o) in self.obs.iter().enumerate() {
+            if paths[i] != Path::Unknown {
+                continue;
+            }
+            let configured = o
+                .server
+                .0
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| self.config.proxy_addrs.contains(&ip));
+            if configured
+                || proxy_servers.contains_key(&o.server)
+                || (o.connect && !proxy_servers.is_empty() && o.tls13)
+            {
+                paths[i] = Path::ProxyInferred;
+            }
+        }
+        paths
+    }
+
+    /// Hosts that are the proxy's upstream side: configured, or a client whose connections
+    /// repeat, within a second, the names that clients just asked the proxy for.
+    fn upstream_hosts(&self, paths: &[Path]) -> BTreeSet<IpAddr> {
+        let mut hosts: BTreeSet<IpAddr> = self.config.proxy_addrs.iter().copied().collect();
+        let proxied: Vec<(i64, &str, IpAddr)> = self
+            .obs
+            .iter()
+            .zip(paths)
+            .filter(|(_, p)| matches!(p, Path::Proxy | Path::ProxyInferred))
+            .filter_map(|(o, _)| o.name.as_deref().map(|n| (o.ts_ns, n, o.client_ip)))
+            .collect();
+        let mut per_client: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+        for (o, p) in self.obs.iter().zip(paths) {
+            let e = per_client.entry(o.client_ip).or_default();
+            e.0 += 1;
+            // An upstream leg shows the origin (or hides it under TLS 1.3), never the proxy's
+            // certificate, and follows another host's request for the same name.
+            let follows = *p != Path::Proxy
+                && o.name.as_deref().is_some_and(|n| {
+                    proxied.iter().any(|&(t, pn, ip)| {
+                        pn == n && ip != o.client_ip && o.ts_ns >= t && o.ts_ns - t <= 1_000_000_000
+                    })
+                });
+            e.1 += usize::from(follows);
+        }
+        for (ip, (total, follows)) in per_client {
+            if follows >= 2 && follows * 10 >= total * 8 {
+                hosts.insert(ip);
+            }
+        }
+        hosts
+    }
+
+    /// Clients (host + fingerprint) that fail through the proxy on many unrelated domains and
+    /// never succeed through it.
+    fn missing_ca(&self, clients: &[usize], paths: &[Path]) -> Vec<MissingProxyCa> {
+        let mut per: BTreeMap<IpAddr, (BTreeSet<String>, BTreeSet<String>, usize, usize)> =
+            BTreeMap::new();
+        for &i in clients {
+            let o = &self.obs[i];
+            if !matches!(paths[i], Path::Proxy | Path::ProxyInferred) {
+                continue;
+            }
+            let e = per.entry(o.client_ip).or_default();
+            if o.outcome == "established" {
+                e.3 += 1;
+            } else if score::failure_weight(o.outcome, o.detail.as_deref(), o.delay_ms) > 0.0 {
+                if let Some(n) = &o.name {
+                    e.0.insert(registrable(n));
+                }
+                e.1.insert(o.ja4.clone());
+                e.2 += 1;
+            }
+        }
+        per.into_iter()
+            .filter(|(_, (domains, _, _, successes))| domains.len() >= proxy::MANY_DOMAINS && *successes == 0)
+            .map(|(ip, (domains, ja4s, failures, _))| MissingProxyCa {
+                client_ip: ip.to_string(),
+                client_ja4: ja4s.into_iter().collect(),
+                failures,
+                reason: format!(
+                    "fails through the proxy on {} unrelated domains and succeeds on none: install the proxy CA on this client",
+                    domains.len()
+                ),
+                registrable_domains: domains.into_iter().collect(),
+            })
+            .collect()
+    }
+}

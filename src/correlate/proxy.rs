@@ -1,0 +1,176 @@
+//! Knowing the proxy's certificates: CAs given with `--proxy-ca`, issuers learned from the
+//! traffic, and names of inspection products.
+
+use std::collections::BTreeSet;
+
+use x509_parser::extensions::ParsedExtension;
+
+/// "Many unrelated registrable domains": several, not two.
+pub const MANY_DOMAINS: usize = 4;
+
+/// Words in an issuer name that name a TLS-inspection product, with the product.
+const PRODUCTS: &[(&str, &str)] = &[
+    ("zscaler", "Zscaler"),
+    ("netskope", "Netskope"),
+    ("umbrella", "Cisco Umbrella"),
+    ("cisco", "Cisco"),
+    ("palo alto", "Palo Alto Networks"),
+    ("paloalto", "Palo Alto Networks"),
+    ("fortinet", "Fortinet"),
+    ("fortigate", "Fortinet"),
+    ("check point", "Check Point"),
+    ("checkpoint", "Check Point"),
+    ("forcepoint", "Forcepoint"),
+    ("websense", "Forcepoint"),
+    ("sophos", "Sophos"),
+    ("blue coat", "Blue Coat / Symantec"),
+    ("bluecoat", "Blue Coat / Symantec"),
+    ("symantec web", "Blue Coat / Symantec"),
+    ("versa", "Versa"),
+    ("mitmproxy", "mitmproxy"),
+    ("squid", "Squid"),
+    ("iboss", "iboss"),
+    ("menlo", "Menlo Security"),
+    ("mcafee web gateway", "McAfee Web Gateway"),
+    ("skyhigh", "Skyhigh Security"),
+    ("barracuda", "Barracuda"),
+    ("sonicwall", "SonicWall"),
+];
+
+/// The product an issuer name points to, if any.
+pub fn known_product(issuer: &str) -> Option<&'static str> {
+    let lower = issuer.to_ascii_lowercase();
+    PRODUCTS
+        .iter()
+        .find(|(word, _)| lower.contains(word))
+        .map(|(_, p)| *p)
+}
+
+#[derive(Debug, Clone)]
+struct ConfiguredCa {
+    subject: String,
+    key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaVerdict {
+    Proxy,
+    NotProxy,
+}
+
+/// The set of CAs whose leaves are proxy-minted.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyCas {
+    configured: Vec<ConfiguredCa>,
+    learned: BTreeSet<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: String },
+}
+
+impl ProxyCas {
+    /// Loads every certificate of a PEM file given with `--proxy-ca`.
+    pub fn load_pem(&mut self, path: &str) -> Result<(), CaError> {
+        let bytes = std::fs::read(path).map_err(|source| CaError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        let before = self.configured.len();
+        for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes).flatten() {
+            let Ok(cert) = pem.parse_x509() else { continue };
+            let key_id = cert
+                .extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
+                    _ => None,
+                });
+            self.configured.push(ConfiguredCa {
+                subject: cert.subject().to_string(),
+                key_id,
+            });
+        }
+        if self.configured.len() == before {
+            return Err(CaError::NoCertificate {
+                path: path.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn configured_issuer(&self, issuer: &str) -> bool {
+        self.configured.iter().any(|c| c.subject == issuer)
+    }
+
+    pub fn learn(&mut self, issuer: &str) {
+        self.learned.insert(issuer.to_string());
+    }
+
+    /// Whether a leaf with this issuer (and authority key id) was minted by the proxy. A
+    /// configured CA must match by name and, when both carry one, by key id.
+    pub fn verdict(&self, issuer: &str, authority_key_id: Option<&str>) -> CaVerdict {
+        let configured = self.configured.iter().any(|c| {
+            c.subject == issuer
+                && match (&c.key_id, authority_key_id) {
+                    (Some(k), Some(a)) => k == a,
+                    _ => true,
+                }
+        });
+        if configured || self.learned.contains(issuer) {
+            CaVerdict::Proxy
+        } else {
+            CaVerdict::NotProxy
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_are_recognised() {
+        assert_eq!(
+            known_product("CN=mitmproxy, O=mitmproxy"),
+            Some("mitmproxy")
+        );
+        assert_eq!(
+            known_product("CN=Zscaler Intermediate Root CA (zscalertwo.net)"),
+            Some("Zscaler")
+        );
+        assert_eq!(
+            known_product("CN=DigiCert Global G2 TLS RSA SHA256 2020 CA1"),
+            None
+        );
+    }
+
+    #[test]
+    fn configured_ca_from_pem_matches_its_leaves_only() {
+        let mut cas = ProxyCas::default();
+        let pem = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/captures/certs/mitmproxy-ca.pem"
+        );
+        cas.load_pem(pem).unwrap();
+        assert_eq!(
+            cas.verdict("CN=mitmproxy, O=mitmproxy", None),
+            CaVerdict::Proxy
+        );
+        assert_eq!(
+            cas.verdict("CN=Pinwatch Test Origin CA", None),
+            CaVerdict::NotProxy
+        );
+        assert!(
+            cas.load_pem(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+                .is_err()
+        );
+    }
+}
