@@ -212,7 +212,7 @@ impl Correlator {
                 conns.iter().map(|&(i, p)| (self.view(i), p)),
             ));
         }
-        score::roll_up_suffixes(&mut candidates, self.config.min_confidence);
+        score::roll_up_suffixes(&mut candidates);
         candidates.sort_by(|a, b| {
             b.confidence
                 .total_cmp(&a.confidence)

@@ -433,13 +433,15 @@ fn describe_failures(ev: &Evidence) -> String {
 }
 
 /// Several failing hosts of one registrable domain that is not a shared platform become one
-/// suffix rule (when every one of them would be emitted on its own).
-pub fn roll_up_suffixes(rules: &mut Vec<Rule>, min_confidence: f64) {
+/// suffix rule, when every one of them stands on its own: uncapped and at or above the default
+/// threshold (a lower `--min-confidence` must not widen scopes).
+pub fn roll_up_suffixes(rules: &mut Vec<Rule>) {
     let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in rules.iter().enumerate() {
         if r.matcher.client_ja4.is_none()
             && r.matcher.host.is_some()
-            && r.confidence >= min_confidence
+            && r.capped_by.is_empty()
+            && r.confidence >= DEFAULT_MIN_CONFIDENCE
         {
             by_domain
                 .entry(r.registrable_domain.clone())

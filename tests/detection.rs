@@ -1,0 +1,284 @@
+//! Detection behaviours the issue asks for, each checked on real captures (mitmproxy and Squid
+//! with real clients, `captures/`) or public corpus traces, through the binary as a user runs it.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn cap(name: &str) -> String {
+    format!("{}/captures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Run {
+    rules: Vec<Value>,
+    findings: Vec<Value>,
+    table: String,
+}
+
+fn run(files: &[String], extra: &[&str]) -> Run {
+    let dir = std::env::temp_dir().join(format!(
+        "pinwatch-detect-{}-{}",
+        std::process::id(),
+        files.len() + extra.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let findings = dir.join("findings.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .arg("replay")
+        .args(files)
+        .args(["--findings", findings.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parse = |text: &str| {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<Value>>()
+    };
+    Run {
+        rules: parse(&String::from_utf8_lossy(&out.stdout)),
+        findings: parse(&std::fs::read_to_string(findings).unwrap()),
+        table: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn host(rule: &Value) -> &str {
+    rule["match"]["host"]
+        .as_str()
+        .or(rule["match"]["suffix"].as_str())
+        .unwrap_or("")
+}
+
+#[test]
+fn repeated_fast_unknown_ca_from_several_hosts_is_high_confidence_and_scoped_to_the_app() {
+    let r = run(&[cap("mitm-explicit-pinning.pcap")], &[]);
+    let api: Vec<&Value> = r
+        .rules
+        .iter()
+        .filter(|x| host(x) == "api.pinnedbank.test")
+        .collect();
+    assert!(!api.is_empty(), "{}", r.table);
+    for rule in &api {
+        assert!(rule["confidence"].as_f64().unwrap() >= 0.9, "{rule}");
+        assert!(rule["evidence"]["client_hosts"].as_u64().unwrap() >= 3);
+        assert_eq!(rule["evidence"]["successes_same_fingerprint"], 0);
+        // curl with the proxy CA (browser-like) succeeds on the same name: the rule is for the app's JA4 only.
+        assert!(rule["match"]["client_ja4"].is_string(), "{rule}");
+        assert!(
+            rule["evidence"]["successes_other_fingerprints"]
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
+        assert_eq!(rule["action"], "bypass_inspection");
+        assert!(rule["id"].as_str().unwrap().starts_with("pw-"));
+    }
+    // The same evidence gives the same ids on another run.
+    let again = run(&[cap("mitm-explicit-pinning.pcap")], &[]);
+    assert_eq!(
+        r.rules.iter().map(|x| x["id"].clone()).collect::<Vec<_>>(),
+        again
+            .rules
+            .iter()
+            .map(|x| x["id"].clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn single_client_host_is_capped_below_the_threshold_and_says_why() {
+    let r = run(
+        &[cap("mitm-explicit-pinning.pcap")],
+        &["--min-confidence", "0"],
+    );
+    let pay: Vec<&Value> = r
+        .rules
+        .iter()
+        .filter(|x| host(x) == "pay.pinnedbank.test")
+        .collect();
+    assert!(!pay.is_empty());
+    for rule in pay {
+        assert!(rule["confidence"].as_f64().unwrap() < 0.6);
+        assert!(
+            rule["capped_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "single_client_host"),
+            "{rule}"
+        );
+        assert!(rule["reason"].as_str().unwrap().contains("one client host"));
+    }
+    let default = run(&[cap("mitm-explicit-pinning.pcap")], &[]);
+    assert!(
+        default
+            .rules
+            .iter()
+            .all(|x| host(x) != "pay.pinnedbank.test")
+    );
+}
+
+#[test]
+fn idle_closes_are_not_pinning() {
+    let r = run(
+        &[cap("mitm-explicit-idle.pcap")],
+        &["--min-confidence", "0"],
+    );
+    assert!(
+        r.rules.iter().all(|x| x["evidence"]["failures"] == 0),
+        "{:?}",
+        r.rules
+    );
+    assert!(r.table.contains("no pinning candidates"), "{}", r.table);
+}
+
+#[test]
+fn proxy_side_failures_are_not_pinning() {
+    let r = run(
+        &[cap("mitm-explicit-proxyfail.pcap")],
+        &["--min-confidence", "0"],
+    );
+    assert!(r.rules.is_empty(), "{:?}", r.rules);
+}
+
+#[test]
+fn failure_behind_a_non_proxy_certificate_is_an_ordinary_certificate_error() {
+    let curveball = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/corpus/ja4/pcap/badcurveball.pcap"
+    );
+    let r = run(&[curveball.to_string()], &["--min-confidence", "0"]);
+    assert!(r.rules.is_empty(), "{:?}", r.rules);
+    assert!(
+        r.table
+            .contains("ordinary certificate errors, not pinning): 1"),
+        "{}",
+        r.table
+    );
+}
+
+#[test]
+fn client_without_the_proxy_ca_is_a_finding_not_a_pile_of_rules() {
+    let r = run(&[cap("missing-ca.pcap")], &["--min-confidence", "0"]);
+    let missing: Vec<&Value> = r
+        .findings
+        .iter()
+        .filter(|f| f["kind"] == "missing_proxy_ca")
+        .collect();
+    assert_eq!(missing.len(), 1, "{:?}", r.findings);
+    assert_eq!(missing[0]["client"]["client_ip"], "10.77.1.18");
+    assert!(
+        missing[0]["client"]["registrable_domains"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 4
+    );
+    assert!(
+        r.rules.iter().all(|x| x["evidence"]["failures"] == 0),
+        "{:?}",
+        r.rules
+    );
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f["kind"] == "proxy_ca" && f["ca"]["issuer"] == "CN=mitmproxy, O=mitmproxy")
+    );
+}
+
+#[test]
+fn proxy_upstream_legs_are_not_clients() {
+    let r = run(&[cap("both-legs.pcap")], &["--min-confidence", "0"]);
+    assert!(
+        r.table
+            .contains("proxy upstream connections recognised: 2 from 10.77.2.1"),
+        "{}",
+        r.table
+    );
+    for rule in &r.rules {
+        assert_eq!(
+            rule["evidence"]["client_hosts"], 1,
+            "only 10.77.1.11 is a client: {rule}"
+        );
+    }
+    // Told the proxy's address, the same conclusion.
+    let told = run(
+        &[cap("both-legs.pcap")],
+        &["--min-confidence", "0", "--proxy-addr", "10.77.2.1"],
+    );
+    assert!(told.table.contains("from 10.77.2.1"));
+}
+
+#[test]
+fn success_outside_the_proxy_strengthens_and_configured_ca_is_used() {
+    let pinned = cap("mitm-explicit-pinning.pcap");
+    let without = run(std::slice::from_ref(&pinned), &["--min-confidence", "0"]);
+    let with = run(
+        &[pinned, cap("direct-bypass.pcap")],
+        &[
+            "--min-confidence",
+            "0",
+            "--proxy-ca",
+            &cap("certs/mitmproxy-ca.pem"),
+        ],
+    );
+    let conf = |r: &Run, h: &str| {
+        r.rules
+            .iter()
+            .filter(|x| host(x) == h)
+            .map(|x| x["confidence"].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    };
+    let login_with = with
+        .rules
+        .iter()
+        .find(|x| host(x) == "login.pinnedbank.test")
+        .expect("login rule");
+    assert!(
+        login_with["evidence"]["successes_outside_proxy"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        login_with["reason"]
+            .as_str()
+            .unwrap()
+            .contains("succeeds without the proxy")
+    );
+    assert!(conf(&with, "api.pinnedbank.test") >= conf(&without, "api.pinnedbank.test"));
+    assert!(
+        with.table.contains("configured with --proxy-ca"),
+        "{}",
+        with.table
+    );
+}
+
+#[test]
+fn weaker_failure_kinds_score_lower() {
+    // OpenSSL's readable unknown_ca aborts outrank curl's close after a completed handshake.
+    let r = run(
+        &[
+            cap("mitm-explicit-pinning.pcap"),
+            cap("mitm-transparent-pinning.pcap"),
+        ],
+        &["--min-confidence", "0"],
+    );
+    let best = |h: &str| {
+        r.rules
+            .iter()
+            .filter(|x| host(x) == h)
+            .map(|x| x["confidence"].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        best("api.pinnedbank.test") > best("login.pinnedbank.test"),
+        "{}",
+        r.table
+    );
+}
