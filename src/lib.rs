@@ -11,6 +11,7 @@ pub mod capture;
 pub mod classify;
 pub mod correlate;
 pub mod decode;
+pub mod export;
 pub mod flow;
 pub mod output;
 pub mod replay;

@@ -43,6 +43,8 @@ pinwatch replay captures/mitm-explicit.pcap --connections -\n  \
 pinwatch replay day1.pcapng day2.pcapng --connections conns.jsonl\n  \
 tcpdump -w - -i eth0 port 443 | pinwatch replay - --connections -")]
     Replay(ReplayArgs),
+    /// Turn candidate rules (NDJSON from `replay --rules`) into Squid, mitmproxy or domain-list configuration.
+    Export(pinwatch::export::ExportArgs),
 }
 
 #[derive(Args)]
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Export(args) => pinwatch::export::run_export(args),
     }
 }
 
@@ -176,7 +179,8 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(exit::OUTPUT);
         }
     };
-    if !args.quiet {
+    // When no input could be read at all, the error lines are the whole story.
+    if !args.quiet && summary.files > 0 {
         print_summary(&summary);
         print_table(&report, args.min_confidence);
     }

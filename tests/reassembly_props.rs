@@ -213,9 +213,6 @@ fn collect(r: &mut Reassembler, segs: &[(u32, &[u8])]) -> (Vec<u8>, usize) {
 }
 
 #[test]
-#[ignore = "bug: src/flow/reassembly.rs enqueue (line 179): a queued segment at the same offset \
-            is replaced by a longer copy without comparing the bytes they share: no \
-            overlap_mismatch, and the second copy wins"]
 fn longer_queued_copy_with_other_bytes_is_flagged() {
     let mut r = Reassembler::new(1 << 16);
     r.syn(0);
@@ -231,9 +228,6 @@ fn longer_queued_copy_with_other_bytes_is_flagged() {
 }
 
 #[test]
-#[ignore = "bug: src/flow/reassembly.rs drain (line 234): queued segments are delivered by start \
-            offset, so a later copy that starts earlier overrides the first copy's bytes (it is \
-            flagged, but the module promises the first copy wins)"]
 fn earlier_starting_later_copy_does_not_override_the_first() {
     let mut r = Reassembler::new(1 << 16);
     r.syn(0);
@@ -244,9 +238,6 @@ fn earlier_starting_later_copy_does_not_override_the_first() {
 }
 
 #[test]
-#[ignore = "bug: src/flow/reassembly.rs:175 on queue overflow, enqueue skips the first hole, then \
-            skip_to(start) jumps over every segment still queued before the new one; drain then \
-            drops them as already seen: bytes the capture holds are reported as a gap"]
 fn overflow_keeps_queued_segments_before_the_new_one() {
     let mut r = Reassembler::new(64);
     r.syn(0);
@@ -268,9 +259,6 @@ fn overflow_keeps_queued_segments_before_the_new_one() {
 }
 
 #[test]
-#[ignore = "bug: src/flow/reassembly.rs offset_of (line 96) clamps to -1 and casts to u64, so an \
-            ACK below the stream start (stale or from before a midstream join) becomes offset \
-            u64::MAX and peer_acked declares the hole before queued data lost"]
 fn stale_ack_does_not_skip_a_hole() {
     let mut r = Reassembler::new(1 << 16);
     let mut sink = Sink::default();

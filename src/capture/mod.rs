@@ -75,6 +75,18 @@ struct Interface {
     offset_s: i64,
 }
 
+/// Timestamp units per second from a pcapng `if_tsresol` byte: 10^n, or 2^n when the high bit
+/// is set. (pcap-parser 0.17 rejects every binary resolution because it compares the byte with
+/// its flag bit still set, so this is decoded here.)
+fn units_per_second(tsresol: u8) -> Option<u64> {
+    let n = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 != 0 {
+        (n <= 63).then(|| 1u64 << n)
+    } else {
+        10u64.checked_pow(n)
+    }
+}
+
 /// Where the current packet's bytes sit in the reader's buffer, with its metadata.
 struct Pending {
     start: usize,
@@ -292,7 +304,12 @@ impl CaptureReader {
                 Ok(None)
             }
             PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                let units_per_sec = idb.ts_resolution().unwrap_or(1_000_000).max(1);
+                let units_per_sec = units_per_second(idb.if_tsresol).ok_or_else(|| {
+                    format!(
+                        "interface timestamp resolution byte {:#04x} is invalid",
+                        idb.if_tsresol
+                    )
+                })?;
                 interfaces.push(Interface {
                     linktype: idb.linktype.0,
                     units_per_sec,
@@ -337,5 +354,20 @@ impl CaptureReader {
             }
             PcapBlockOwned::NG(_) => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::units_per_second;
+
+    #[test]
+    fn decimal_and_binary_timestamp_resolutions() {
+        assert_eq!(units_per_second(6), Some(1_000_000));
+        assert_eq!(units_per_second(9), Some(1_000_000_000));
+        assert_eq!(units_per_second(0x80 | 20), Some(1 << 20));
+        assert_eq!(units_per_second(0x80 | 63), Some(1 << 63));
+        assert_eq!(units_per_second(0x80 | 64), None);
+        assert_eq!(units_per_second(20), None);
     }
 }

@@ -163,6 +163,14 @@ pub fn classify(conn: &Connection) -> Verdict {
         return v;
     }
 
+    // The capture lost the server's hello: nothing the client did can be judged.
+    if o.server_hello.is_none() && o.anomalies.contains(&"server_gap") {
+        v.outcome = Outcome::Incomplete;
+        v.detail = Some("server_hello_not_captured".into());
+        v.alert = first_alert(o);
+        return v;
+    }
+
     // Application data from the client settles it, unless the client aborted before sending it.
     if let Some(app) = o.client_app
         && client_abort.is_none_or(|a| a.at > app)
@@ -235,6 +243,11 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
         return;
     }
     if o.connect_request.as_ref().is_some_and(|r| r.is_connect()) {
+        if o.connect_response.is_none() && o.anomalies.contains(&"server_gap") {
+            v.outcome = Outcome::Incomplete;
+            v.detail = Some("connect_reply_not_captured".into());
+            return;
+        }
         if o.client_opaque {
             v.outcome = Outcome::NotTls;
             v.detail = Some("connect_tunnel_not_tls".into());

@@ -247,6 +247,7 @@ impl Connection {
         }
         if seg.has(flags::FIN) {
             this.fin.get_or_insert(at);
+            this.reasm.fin(seg.seq, seg.wire_len);
         }
         if seg.has(flags::RST) {
             this.rst.get_or_insert(at);

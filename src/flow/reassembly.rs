@@ -9,6 +9,9 @@
 
 use std::collections::BTreeMap;
 
+/// An acknowledgement further ahead than this is not believed (hostile or garbage).
+const MAX_ACK_AHEAD: u64 = 16 << 20;
+
 /// What the reassembler hands to its consumer, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Chunk<'a> {
@@ -46,6 +49,8 @@ pub struct Reassembler {
     cap: usize,
     /// Once set, bytes are no longer delivered or kept: only counted.
     counting_only: bool,
+    /// Stream offset of this direction's FIN, once seen.
+    fin_offset: Option<u64>,
     pub stats: ReassemblyStats,
 }
 
@@ -60,6 +65,7 @@ impl Reassembler {
             retained: Vec::new(),
             cap,
             counting_only: false,
+            fin_offset: None,
             stats: ReassemblyStats::default(),
         }
     }
@@ -93,7 +99,8 @@ impl Reassembler {
         let base = self.base_seq?;
         let next_seq = base.wrapping_add(self.next as u32);
         let delta = seq.wrapping_sub(next_seq) as i32 as i64;
-        Some((self.next as i64 + delta).max(-1) as u64)
+        // Below the stream start (a stale ACK, or one from before a midstream join): says nothing.
+        u64::try_from(self.next as i64 + delta).ok()
     }
 
     /// Feeds one segment's payload. `wire_len` is the payload length on the wire; when the snap
@@ -168,26 +175,66 @@ impl Reassembler {
 
     fn enqueue(&mut self, start: u64, data: &[u8], end: u64, out: &mut dyn FnMut(Chunk<'_>)) {
         if self.queued_bytes + data.len() > self.cap {
+            // Full: give up holes, oldest first, until the segment fits or is in order.
             self.stats.queue_overflows += 1;
-            self.skip_hole(out);
-            if start > self.next {
-                // Still a hole before this segment: give it up too.
+            while self.queued_bytes + data.len() > self.cap
+                && !self.queue.is_empty()
+                && start > self.next
+            {
+                self.skip_hole(out);
+            }
+            if start > self.next && self.queued_bytes + data.len() > self.cap {
+                // The segment alone is larger than the queue: the hole before it is lost.
                 self.skip_to(start, out);
             }
-            return self.segment_at(start, data, end, out);
-        }
-        if let Some(existing) = self.queue.get(&start) {
-            if existing.len() >= data.len() {
-                self.stats.retransmissions += 1;
-                if existing[..data.len()] != *data {
-                    self.stats.overlap_mismatches += 1;
-                }
-                return;
+            if start <= self.next {
+                return self.segment_at(start, data, end, out);
             }
-            self.queued_bytes -= existing.len();
         }
-        self.queued_bytes += data.len();
-        self.queue.insert(start, data.to_vec());
+        self.insert_first_copy_wins(start, data);
+    }
+
+    /// Queues the parts of a segment that no queued segment covers yet; where they overlap, the
+    /// queued (first) copy stays and differing bytes are flagged.
+    fn insert_first_copy_wins(&mut self, start: u64, data: &[u8]) {
+        let end = start + data.len() as u64;
+        let overlapping: Vec<(u64, u64)> = self
+            .queue
+            .range(..end)
+            .rev()
+            .map(|(&s, d)| (s, s + d.len() as u64))
+            .take_while(|&(_, e)| e > start)
+            .collect();
+        let mut pos = start;
+        let mut duplicate = false;
+        for &(s, e) in overlapping.iter().rev() {
+            if s > pos {
+                self.queue_piece(
+                    pos,
+                    &data[(pos - start) as usize..(s.min(end) - start) as usize],
+                );
+            }
+            let (from, to) = (s.max(start), e.min(end));
+            let queued = &self.queue[&s][(from - s) as usize..(to - s) as usize];
+            if queued != &data[(from - start) as usize..(to - start) as usize] {
+                self.stats.overlap_mismatches += 1;
+            }
+            duplicate = true;
+            pos = pos.max(e);
+        }
+        if pos < end {
+            self.queue_piece(pos, &data[(pos - start) as usize..]);
+        }
+        if duplicate {
+            self.stats.retransmissions += 1;
+        }
+    }
+
+    fn queue_piece(&mut self, at: u64, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.queued_bytes += bytes.len();
+            self.queue.insert(at, bytes.to_vec());
+        }
     }
 
     /// Delivers a segment whose start is now at or before `self.next`.
@@ -278,17 +325,36 @@ impl Reassembler {
     /// The peer acknowledged `ack`: bytes before it were sent. A hole the peer has acknowledged
     /// will never be filled by the capture.
     pub fn peer_acked(&mut self, ack: u32, out: &mut dyn FnMut(Chunk<'_>)) {
-        if self.counting_only || self.queue.is_empty() {
+        if self.counting_only {
             return;
         }
-        let Some(acked) = self.offset_of(ack) else {
+        let Some(mut acked) = self.offset_of(ack) else {
             return;
         };
-        if let Some((&first, _)) = self.queue.first_key_value()
-            && acked > self.next
-            && acked >= first
+        // The FIN takes one sequence number after the last byte.
+        if let Some(fin) = self.fin_offset
+            && acked > fin
         {
-            self.skip_hole(out);
+            acked = fin;
+        }
+        if acked <= self.next || acked - self.next > MAX_ACK_AHEAD {
+            return;
+        }
+        match self.queue.first_key_value() {
+            Some((&first, _)) if acked >= first => self.skip_hole(out),
+            Some(_) => {}
+            // Nothing queued: the acknowledged bytes passed without the capture seeing them.
+            None => self.skip_to(acked, out),
+        }
+    }
+
+    /// This direction sent a FIN after `wire_len` bytes at `seq`.
+    pub fn fin(&mut self, seq: u32, wire_len: u32) {
+        if self.base_seq.is_none() {
+            return;
+        }
+        if let Some(at) = self.offset_of(seq) {
+            self.fin_offset.get_or_insert(at + wire_len as u64);
         }
     }
 

@@ -119,6 +119,10 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
     let mut anomalies: Vec<String> = o.anomalies.iter().map(|s| s.to_string()).collect();
     for (name, dir) in [("client", &conn.client), ("server", &conn.server)] {
         let r = dir.reassembly();
+        let gap = format!("{name}_gap");
+        if r.gaps > 0 && !anomalies.contains(&gap) {
+            anomalies.push(gap);
+        }
         if r.overlap_mismatches > 0 {
             anomalies.push(format!("{name}_overlap_mismatch"));
         }

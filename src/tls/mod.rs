@@ -695,7 +695,18 @@ impl Session {
                 return;
             }
         } else if self.obs.server_hello.is_none() {
+            // Before any ServerHello only 0-RTT early data can be application data; without an
+            // early_data offer the ServerHello was lost and this is the client's encrypted
+            // handshake, which must not pass for data.
             self.obs.flag("client_data_before_server_hello");
+            let handshake_without_early_data = self
+                .obs
+                .client_hello
+                .as_ref()
+                .is_some_and(|ch| !ch.fields.extensions.contains(&42));
+            if handshake_without_early_data {
+                return;
+            }
         }
         self.obs.client_app_records += 1;
         if self.obs.client_app.is_none() {
