@@ -7,7 +7,7 @@
 pub mod proxy;
 pub mod score;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::output::record::ConnectionRecord;
@@ -52,7 +52,6 @@ struct Obs {
     issuer: Option<String>,
     aki: Option<String>,
     has_sct: bool,
-    tls13: bool,
     connect: bool,
     ts_start: String,
 }
@@ -142,10 +141,6 @@ impl Correlator {
             issuer: rec.cert.as_ref().map(|c| c.issuer.clone()),
             aki: rec.cert.as_ref().and_then(|c| c.authority_key_id.clone()),
             has_sct: rec.cert.as_ref().is_some_and(|c| c.has_sct),
-            tls13: rec
-                .tls_version
-                .as_deref()
-                .is_some_and(|v| v.starts_with("TLS 1.3")),
             connect: rec.connect.is_some(),
             ts_start: rec.ts_start.clone(),
         });
@@ -279,40 +274,52 @@ impl Correlator {
         cas
     }
 
-    /// The path of every connection.
+    /// The path of every connection. A connection without a visible certificate (TLS 1.3) is
+    /// the proxy's when it goes to a configured proxy address, to an address:port where the
+    /// proxy's certificate was seen, or to an explicit proxy (it received CONNECT) that never
+    /// showed an origin's certificate while some proxy certificate was seen.
     fn paths(&self, cas: &ProxyCas) -> Vec<Path> {
-        let mut proxy_servers: HashMap<&(String, u16), bool> = HashMap::new();
-        let mut paths: Vec<Path> = self
+        let mut proxy_servers: HashSet<&(String, u16)> = HashSet::new();
+        let mut origin_servers: HashSet<&(String, u16)> = HashSet::new();
+        let paths: Vec<Path> = self
             .obs
             .iter()
             .map(|o| match o.issuer.as_deref() {
                 Some(issuer) => match cas.verdict(issuer, o.aki.as_deref()) {
                     CaVerdict::Proxy => {
-                        proxy_servers.insert(&o.server, true);
+                        proxy_servers.insert(&o.server);
                         Path::Proxy
                     }
-                    CaVerdict::NotProxy => Path::Origin,
+                    CaVerdict::NotProxy => {
+                        origin_servers.insert(&o.server);
+                        Path::Origin
+                    }
                 },
                 None => Path::Unknown,
             })
             .collect();
-        for (i, o) in self.obs.iter().enumerate() {
-            if paths[i] != Path::Unknown {
-                continue;
-            }
-            let configured = o
-                .server
-                .0
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| self.config.proxy_addrs.contains(&ip));
-            if configured
-                || proxy_servers.contains_key(&o.server)
-                || (o.connect && !proxy_servers.is_empty() && o.tls13)
-            {
-                paths[i] = Path::ProxyInferred;
-            }
-        }
-        paths
+        let interception_seen = !proxy_servers.is_empty();
+        self.obs
+            .iter()
+            .zip(paths)
+            .map(|(o, path)| {
+                if path != Path::Unknown {
+                    return path;
+                }
+                let configured = o
+                    .server
+                    .0
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| self.config.proxy_addrs.contains(&ip));
+                let intercepting_explicit_proxy =
+                    o.connect && interception_seen && !origin_servers.contains(&o.server);
+                if configured || proxy_servers.contains(&o.server) || intercepting_explicit_proxy {
+                    Path::ProxyInferred
+                } else {
+                    Path::Unknown
+                }
+            })
+            .collect()
     }
 
     /// Hosts that are the proxy's upstream side: configured, or a client whose connections
