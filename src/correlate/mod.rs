@@ -105,6 +105,9 @@ pub struct Correlator {
 
 /// The registrable domain (public suffix + 1) of a host name.
 pub fn registrable(name: &str) -> String {
+    if name.parse::<IpAddr>().is_ok() {
+        return name.to_string();
+    }
     psl::domain_str(name).unwrap_or(name).to_ascii_lowercase()
 }
 

@@ -362,23 +362,34 @@ pub fn plan(rules: Vec<Rule>, min_confidence: f64, source: &str) -> Plan {
             disposition,
         });
     }
-    // Coverage among active rules: a suffix covers its names; the first of equals wins.
+    // Coverage among active rules: a suffix covers its names; of equal names the first wins.
+    // The widest coverer is named, so the one named is always itself written.
     let active: Vec<usize> = (0..p.entries.len())
         .filter(|&i| p.entries[i].disposition == Disposition::Active)
         .collect();
-    for &i in &active {
-        let cover = active.iter().copied().find(|&j| {
-            j != i
-                && p.entries[j].disposition == Disposition::Active
-                && p.entries[j].name.covers(&p.entries[i].name)
-                && (p.entries[j].name != p.entries[i].name || j < i)
-        });
-        if let Some(j) = cover {
-            p.entries[i].disposition = Disposition::Covered {
-                by: comment_text(&p.entries[j].rule.id, 40),
-                name: p.entries[j].name.dotted(),
-            };
-        }
+    let covered: Vec<(usize, usize)> = active
+        .iter()
+        .filter_map(|&i| {
+            let me = &p.entries[i].name;
+            active
+                .iter()
+                .copied()
+                .filter(|&j| {
+                    let other = &p.entries[j].name;
+                    j != i && other.covers(me) && (other != me || j < i)
+                })
+                .min_by_key(|&j| {
+                    let n = &p.entries[j].name;
+                    (n.as_str().split('.').count(), matches!(n, Name::Host(_)), j)
+                })
+                .map(|j| (i, j))
+        })
+        .collect();
+    for (i, j) in covered {
+        p.entries[i].disposition = Disposition::Covered {
+            by: comment_text(&p.entries[j].rule.id, 40),
+            name: p.entries[j].name.dotted(),
+        };
     }
     p
 }
@@ -886,6 +897,25 @@ mod tests {
                 "acl pinwatch_bypass ssl::server_name notpinnedbank.test"
             ]
         );
+    }
+
+    #[test]
+    fn the_widest_suffix_is_named_and_written() {
+        let p = plan_of(&[
+            rule_line(r#"{"host":"a.b.pinnedbank.test"}"#, 0.9),
+            rule_line(r#"{"suffix":"b.pinnedbank.test"}"#, 0.9),
+            rule_line(r#"{"host":"a.b.pinnedbank.test"}"#, 0.9),
+            rule_line(r#"{"suffix":"pinnedbank.test"}"#, 0.9),
+        ]);
+        let d: Vec<&Disposition> = p.entries.iter().map(|e| &e.disposition).collect();
+        for i in [0, 1, 2] {
+            assert!(
+                matches!(d[i], Disposition::Covered { name, .. } if name == ".pinnedbank.test"),
+                "{i}: {:?}",
+                d[i]
+            );
+        }
+        assert_eq!(d[3], &Disposition::Active);
     }
 
     #[test]
