@@ -282,3 +282,47 @@ fn weaker_failure_kinds_score_lower() {
         r.table
     );
 }
+
+#[test]
+fn software_that_mostly_succeeds_through_the_proxy_is_not_pinning() {
+    // Same curl fingerprint from 3 hosts: 8 successes, one unknown_ca (wrong CA file once) and
+    // one attempt killed before the ServerHello.
+    let r = run(&[cap("mitm-flaky.pcap")], &["--min-confidence", "0"]);
+    for rule in r.rules.iter().filter(|x| host(x) == "api.weather.test") {
+        assert!(rule["confidence"].as_f64().unwrap() < 0.1, "{rule}");
+        assert!(
+            rule["reason"]
+                .as_str()
+                .unwrap()
+                .contains("also succeeded through the proxy 8 times"),
+            "{rule}"
+        );
+    }
+    let default = run(&[cap("mitm-flaky.pcap")], &[]);
+    assert!(default.rules.is_empty(), "{:?}", default.rules);
+}
+
+#[test]
+fn certificate_errors_behind_the_origins_own_certificate_are_not_pinning() {
+    let r = run(&[cap("origin-cert-error.pcap")], &["--min-confidence", "0"]);
+    assert!(r.rules.is_empty(), "{:?}", r.rules);
+    assert!(
+        r.table
+            .contains("ordinary certificate errors, not pinning): 6"),
+        "{}",
+        r.table
+    );
+}
+
+#[test]
+fn several_failing_hosts_of_one_domain_become_one_suffix_rule() {
+    let r = run(&[cap("mitm-multihost.pcap")], &[]);
+    assert_eq!(r.rules.len(), 1, "{:?}", r.rules);
+    let rule = &r.rules[0];
+    assert_eq!(rule["match"]["suffix"], "pinnedbank.test", "{rule}");
+    assert!(rule["match"].get("host").is_none());
+    assert!(rule["confidence"].as_f64().unwrap() >= 0.9);
+    assert!(rule["evidence"]["client_hosts"].as_u64().unwrap() >= 3);
+    // www.shop.test (browser-like curl, succeeding) is not part of it.
+    assert!(!rule["reason"].as_str().unwrap().contains("shop.test"));
+}

@@ -42,10 +42,17 @@ this script) must then be regenerated too.
 | down.shop.test | 10.77.2.20 | address up, port 443 closed |
 | mtls.acme-app.test | 10.77.2.21 | TLS 1.2 only, demands a client certificate |
 | sink.example-corp.test | 10.77.2.22:9000 | plain TCP service |
+| expired.daily.test | 10.77.2.23 | its own leaf (origin CA, SAN expired.daily.test) expired 2021-01-01 |
+| wrongname.daily.test | 10.77.2.24 | serves a valid origin-CA leaf for `www.elsewhere.test` (name mismatch) |
 | nx.nowhere.test | - | unresolvable |
 
 Certificates: `certs/mitmproxy-ca.pem` (mitmproxy CA, cert only), `certs/squid-ca.pem`
 (squid ssl_bump CA), `certs/origin-ca.pem` (origin CA). All are regenerated on every run.
+The captures added later (`mitm-multihost`, `mitm-flaky`, `origin-cert-error`) name their
+CAs `certs/mitmproxy-ca-2.pem` and `certs/origin-ca-2.pem` (truth `proxy.ca` / `origin_ca`),
+so `PW_ONLY=mitm-multihost,mitm-flaky,origin-cert-error` rewrites only those two CA files and
+leaves the first set's pcaps, truth files and CA files untouched (the CA files of the first set
+are written only when one of its captures is regenerated).
 The pin used by `curl --pinnedpubkey` is the SHA-256 of the pinnedbank.test leaf's SPKI.
 
 ## Ground truth
@@ -56,7 +63,9 @@ connection each), keyed by `client_ip` + `sni` (or `connect_target`) + `client`,
 with `expect_outcome`, `expect_alert`, `tls` (negotiated version), `through_proxy`,
 `pinning` (true only for genuine pinning failures), `missing_ca`, and a `note` on what
 the wire shows. Entries of `both-legs.truth.json` with `"leg": "upstream"` are the
-proxy's own connections (client 10.77.2.1). Every label was checked against the pcap
+proxy's own connections (client 10.77.2.1). Entries with a `ja4_group` (in `mitm-flaky`)
+must all carry the one JA4 listed under the file's `ja4_groups` (computed from tshark's
+ClientHello fields). Every label was checked against the pcap
 by `scripts/captures/verify.py` (an independent tshark-based classifier) when the
 captures were made; run it again with `python3 scripts/captures/verify.py captures/*.pcap`.
 
@@ -72,6 +81,9 @@ What the real clients did on the wire (observed, and labelled as such):
 | mitmproxy, origin port closed / unresolvable (explicit) | `HTTP/1.1 502 Bad Gateway` to the CONNECT, no TLS | same |
 | mitmproxy, origin port closed (transparent) | accepts TCP, FIN before the ClientHello, RST to the ClientHello | same |
 | mitmproxy, origin demands a client certificate | completes the client handshake, HTTP 502 inside TLS (established on the wire) | same |
+| `openssl s_client -verify_return_error` / Python `ssl`, direct to an origin with an **expired** leaf | plaintext fatal alert `certificate_expired` (45), FIN | plaintext `certificate_expired` too |
+| `openssl s_client -verify_hostname` / Python `ssl`, direct to an origin with a **wrong-name** leaf | plaintext fatal alert `bad_certificate` (42), FIN | plaintext `bad_certificate` too |
+| curl under `timeout 2` while mitmproxy's upstream handshake stalls | - | proxy ACKs the ClientHello and never answers; curl's FIN ~2 s later, no ServerHello |
 
 Pinning aborts happen 0.1-2 ms after the last server handshake packet; the idle
 preconnects close after ~1800 ms.

@@ -5,6 +5,7 @@ An independent, deliberately simple classifier over tshark's per-packet TLS
 record view (content type + length per record, plaintext alert codes, CONNECT
 lines). usage: verify.py captures/NAME.pcap [...]  (truth file beside each pcap)
 """
+import hashlib
 import ipaddress
 import json
 import subprocess
@@ -159,13 +160,78 @@ def classify(st):
     return done("incomplete")
 
 
+JA4_FIELDS = ["tcp.stream", "tls.handshake.version", "tls.handshake.extensions.supported_version", "tls.handshake.ciphersuite",
+              "tls.handshake.extension.type", "tls.handshake.sig_hash_alg", "tls.handshake.extensions_alpn_str",
+              "tls.handshake.extensions_server_name"]
+
+
+def _grease(v):
+    return (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)
+
+
+def ja4(f):
+    """JA4 (FoxIO spec, TCP) of one ClientHello from tshark's field values (tshark 4.0 has no JA4 field)."""
+    vers = [v for v in ints(f["tls.handshake.extensions.supported_version"]) if not _grease(v)]
+    ver = max(vers) if vers else (ints(f["tls.handshake.version"]) or [0])[0]
+    vname = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3"}.get(ver, "00")
+    ciphers = [c for c in ints(f["tls.handshake.ciphersuite"]) if not _grease(c)]
+    exts = [e for e in ints(f["tls.handshake.extension.type"]) if not _grease(e)]
+    alpn = (f["tls.handshake.extensions_alpn_str"].split(";")[0] if f["tls.handshake.extensions_alpn_str"] else "")
+    if not alpn:
+        a = "00"
+    elif alpn[0].isascii() and alpn[0].isalnum() and alpn[-1].isascii() and alpn[-1].isalnum():
+        a = alpn[0] + alpn[-1]
+    else:
+        h = alpn.encode().hex()
+        a = h[0] + h[-1]
+    part_a = f"t{vname}{'d' if f['tls.handshake.extensions_server_name'] else 'i'}{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{a}"
+
+    def h12(x):
+        return hashlib.sha256(x.encode()).hexdigest()[:12] if x else "000000000000"
+    part_b = h12(",".join(f"{c:04x}" for c in sorted(ciphers)))
+    ext_s = ",".join(f"{e:04x}" for e in sorted(e for e in exts if e not in (0x0000, 0x0010)))
+    sigs = ",".join(f"{x:04x}" for x in ints(f["tls.handshake.sig_hash_alg"]))
+    part_c = h12(ext_s + ("_" + sigs if sigs else "")) if ext_s or sigs else "000000000000"
+    return f"{part_a}_{part_b}_{part_c}"
+
+
+def ja4_by_stream(pcap):
+    cmd = ["tshark", "-n", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE", "-Y", "tls.handshake.type == 1", "-T", "fields",
+           "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=;"]
+    for f in JA4_FIELDS:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True).stdout
+    res = {}
+    for line in out.splitlines():
+        v = dict(zip(JA4_FIELDS, line.split("\t")))
+        if v.get("tcp.stream"):
+            res.setdefault(int(v["tcp.stream"]), ja4(v))
+    return res
+
+
+def client_observations(pcap):
+    streams = load(pcap)
+    obs = []
+    for sid, st in sorted(streams.items()):
+        o = classify(st)
+        o["stream"] = sid
+        obs.append(o)
+    client_obs = sorted((o for o in obs if o.get("client_ip")), key=lambda o: o["t"])
+    other = [o for o in obs if not o.get("client_ip")]
+    return client_obs, other
+
+
+def ja4_by_client_order(pcap):
+    """JA4 of each client connection's ClientHello (None if it sent none), in connection order."""
+    j = ja4_by_stream(pcap)
+    return [j.get(o["stream"]) for o in client_observations(pcap)[0]]
+
+
 def verify_file(pcap, truthf, fix=False):
     truth = json.loads(Path(truthf).read_text())
-    streams = load(pcap)
-    obs = [classify(s) for _, s in sorted(streams.items())]
-    client_obs = [o for o in obs if o.get("client_ip")]
-    other = [o for o in obs if o not in client_obs]
-    client_obs.sort(key=lambda o: o["t"])
+    client_obs, other = client_observations(pcap)
+    groups = truth.get("ja4_groups") or {}
+    ja4s = ja4_by_stream(pcap) if groups else {}
     exp = [c for c in truth["connections"] for _ in range(c.get("count", 1))]
     ok = True
     print(f"== {Path(pcap).name}: {len(exp)} expected client connections, {len(client_obs)} observed, {len(other)} other streams")
@@ -184,6 +250,12 @@ def verify_file(pcap, truthf, fix=False):
             probs.append(f"alert {o.get('alert')}")
         if e.get("tls") and o.get("tls") and e["tls"] != o["tls"]:
             probs.append(f"tls {o.get('tls')}")
+        if e.get("ja4_group"):
+            # every connection of a group carries the one ClientHello fingerprint the truth file names
+            want = groups.get(e["ja4_group"]) or []
+            got = ja4s.get(o.get("stream"))
+            if len(want) != 1 or got != want[0]:
+                probs.append(f"ja4 {got} (group {e['ja4_group']} = {want})")
         status = "ok" if not probs else "MISMATCH " + ", ".join(probs)
         ok &= not probs
         print(f"  {e['client_ip']:<11} {str(e.get('sni') or e.get('connect_target')):<24} {e['client'][:58]:<58} "

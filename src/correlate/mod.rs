@@ -280,7 +280,8 @@ impl Correlator {
     /// The path of every connection. A connection without a visible certificate (TLS 1.3) is
     /// the proxy's when it goes to a configured proxy address, to an address:port where the
     /// proxy's certificate was seen, or to an explicit proxy (it received CONNECT) that never
-    /// showed an origin's certificate while some proxy certificate was seen.
+    /// showed an origin's certificate while some proxy certificate was seen. Symmetrically, one
+    /// to an address:port that only showed origin certificates is an origin connection.
     fn paths(&self, cas: &ProxyCas) -> Vec<Path> {
         let mut proxy_servers: HashSet<&(String, u16)> = HashSet::new();
         let mut origin_servers: HashSet<&(String, u16)> = HashSet::new();
@@ -318,6 +319,9 @@ impl Correlator {
                     o.connect && interception_seen && !origin_servers.contains(&o.server);
                 if configured || proxy_servers.contains(&o.server) || intercepting_explicit_proxy {
                     Path::ProxyInferred
+                } else if origin_servers.contains(&o.server) {
+                    // The address:port only ever showed the origin's own certificate.
+                    Path::Origin
                 } else {
                     Path::Unknown
                 }
