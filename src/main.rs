@@ -142,7 +142,6 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
     let mut correlator = Correlator::new(CorrelateConfig {
         proxy_cas,
         proxy_addrs: args.proxy_addr.clone(),
-        min_confidence: args.min_confidence,
     });
     let config = ReplayConfig {
         flow: FlowConfig {

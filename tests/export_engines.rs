@@ -70,6 +70,18 @@ fn engine(what: &str, candidates: &[&str]) -> Option<PathBuf> {
     None
 }
 
+/// A rules file holding one rule scoped to a client JA4 (which no engine can express).
+fn write_ja4_only_rules(dir: &TempDir) -> std::path::PathBuf {
+    let path = dir.path("ja4.jsonl");
+    let line = rule(
+        "pw-0000000000000003",
+        &format!(r#"{{"host":"login.bank.test","client_ja4":"{JA4}"}}"#),
+        0.92,
+    );
+    std::fs::write(&path, line + "\n").unwrap();
+    path
+}
+
 fn rule(id: &str, m: &str, conf: f64) -> String {
     format!(
         r#"{{"schema":"pinwatch.rule/1","id":"{id}","action":"bypass_inspection","match":{m},"confidence":{conf},"reason":"12 fast unknown_ca aborts from 3 hosts after proxy-minted certificates; never succeeded through the proxy","evidence":{{"connections":14,"failures":12,"failure_kinds":{{"client_alert":12}},"alerts":{{"unknown_ca":12}},"successes_same_fingerprint":0,"successes_other_fingerprints":2,"successes_outside_proxy":1,"idle_closes":0,"client_hosts":3,"client_fingerprints":1,"abort_delay_ms":{{"count":12,"p50":0.6,"p90":1.2,"max":2.0,"buckets_ms":[10,2,0,0,0,0]}},"proxy_issuers":["CN=mitmproxy, O=mitmproxy"],"first_seen":"2026-11-24T07:10:04.945645Z","last_seen":"2026-11-24T07:10:09.100000Z","origin_seen_upstream":false}},"app":null,"registrable_domain":"pinnedbank.test","ttl_s":86400,"capped_by":[]}}"#
@@ -282,16 +294,7 @@ fn squid_snippet_parses_in_a_real_ssl_bump_config() {
 
     // Only JA4-scoped rules: nothing active, and the snippet must still parse.
     let empty = dir.path("empty.conf");
-    let only_ja4 = dir.path("ja4.jsonl");
-    std::fs::write(
-        &only_ja4,
-        rule(
-            "pw-0000000000000003",
-            &format!(r#"{{"host":"login.bank.test","client_ja4":"{JA4}"}}"#),
-            0.92,
-        ) + "\n",
-    )
-    .unwrap();
+    let only_ja4 = write_ja4_only_rules(&dir);
     export(&[
         "--format",
         "squid",
@@ -442,16 +445,7 @@ fn mitmproxy_config_loads_in_a_real_mitmdump() {
     }
 
     // Nothing active (only a JA4-scoped rule): `ignore_hosts: []` must load too.
-    let only_ja4 = dir.path("ja4.jsonl");
-    std::fs::write(
-        &only_ja4,
-        rule(
-            "pw-0000000000000003",
-            &format!(r#"{{"host":"login.bank.test","client_ja4":"{JA4}"}}"#),
-            0.92,
-        ) + "\n",
-    )
-    .unwrap();
+    let only_ja4 = write_ja4_only_rules(&dir);
     let empty = text(&export(&["--format", "mitmproxy", only_ja4.to_str().unwrap()]).stdout);
     assert!(empty.contains("ignore_hosts: []"), "{empty}");
     let confdir = TempDir::new("mitmproxy-empty");

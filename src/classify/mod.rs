@@ -66,11 +66,6 @@ pub struct Verdict {
     pub alert: Option<(Dir, AlertEvent)>,
 }
 
-/// When and how one side ended its part.
-struct Termination {
-    at: At,
-}
-
 fn earliest(events: &[Option<At>]) -> Option<At> {
     events.iter().flatten().min().copied()
 }
@@ -122,17 +117,11 @@ pub fn classify(conn: &Connection) -> Verdict {
         post_hs.map(|a| a.at),
         conn.client.fin,
         conn.client.rst,
-    ])
-    .map(|at| Termination { at });
-    let server_term = earliest(&[server_abort.map(|a| a.at), conn.server.fin, conn.server.rst])
-        .map(|at| Termination { at });
+    ]);
+    let server_term = earliest(&[server_abort.map(|a| a.at), conn.server.fin, conn.server.rst]);
 
     let closed_by = match (&client_term, &server_term) {
-        (Some(c), Some(s)) => Some(if c.at <= s.at {
-            Dir::Client
-        } else {
-            Dir::Server
-        }),
+        (Some(c), Some(s)) => Some(if *c <= *s { Dir::Client } else { Dir::Server }),
         (Some(_), None) => Some(Dir::Client),
         (None, Some(_)) => Some(Dir::Server),
         (None, None) => None,
@@ -181,7 +170,7 @@ pub fn classify(conn: &Connection) -> Verdict {
     }
 
     let server_first = match (&client_term, &server_term) {
-        (Some(c), Some(s)) => s.at < c.at,
+        (Some(c), Some(s)) => *s < *c,
         (None, Some(_)) => true,
         _ => false,
     };
@@ -204,8 +193,9 @@ pub fn classify(conn: &Connection) -> Verdict {
 
     v.abort_delay_ms = o
         .last_server_handshake
-        .filter(|s| *s <= term.at)
-        .map(|s| ((term.at.ts_ns - s.ts_ns).max(0) as f64 / 1e6 * 1000.0).round() / 1000.0);
+        .filter(|s| *s <= term)
+        // Milliseconds, to the microsecond.
+        .map(|s| ((term.ts_ns - s.ts_ns).max(0) as f64 / 1000.0).round() / 1000.0);
 
     // A readable fatal alert, or an encrypted one sent where the client's Finished would be.
     let in_handshake_alert =

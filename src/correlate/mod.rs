@@ -20,8 +20,6 @@ pub struct Config {
     pub proxy_cas: ProxyCas,
     /// Addresses of the proxy (its client-facing or upstream-facing side).
     pub proxy_addrs: Vec<IpAddr>,
-    /// Rules below this confidence are not emitted.
-    pub min_confidence: f64,
 }
 
 /// Which path a connection took, as far as the wire shows.

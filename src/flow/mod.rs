@@ -328,7 +328,10 @@ impl FlowTable {
     pub fn packet(&mut self, seg: &Segment<'_>, at: At, done: &mut dyn FnMut(Connection)) {
         self.sweep(at.ts_ns, done);
         let key = FlowKey::of(seg);
-        if let Some(conn) = self.flows.get(&key)
+        // Only a bare SYN can open a new connection on a known 4-tuple.
+        let bare_syn = seg.has(flags::SYN) && !seg.has(flags::ACK);
+        if bare_syn
+            && let Some(conn) = self.flows.get(&key)
             && conn.is_reuse(seg)
         {
             let mut old = self.flows.remove(&key).expect("present");
@@ -336,7 +339,7 @@ impl FlowTable {
             old.flush();
             done(old);
         }
-        if !self.flows.contains_key(&key) && self.flows.len() >= self.config.max_flows {
+        if self.flows.len() >= self.config.max_flows && !self.flows.contains_key(&key) {
             self.evict_oldest(done);
         }
         let cap = self.config.handshake_cap;

@@ -165,12 +165,7 @@ impl Reassembler {
             self.stats.retransmissions += 1;
             self.compare_with_retained(start, &data[..overlap.min(data.len())]);
         }
-        let fresh = data.get(overlap..).unwrap_or(&[]);
-        self.deliver(fresh, out);
-        if present_end < end {
-            self.skip_to(end, out);
-        }
-        self.drain(out);
+        self.segment_at(start, data, end, out);
     }
 
     fn enqueue(&mut self, start: u64, data: &[u8], end: u64, out: &mut dyn FnMut(Chunk<'_>)) {
