@@ -14,6 +14,8 @@ pub mod decode;
 pub mod export;
 pub mod flow;
 pub mod output;
+pub mod pipeline;
 pub mod replay;
 pub mod session;
+pub mod stats;
 pub mod tls;

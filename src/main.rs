@@ -151,9 +151,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             ..FlowConfig::default()
         },
         progress: !args.quiet,
+        threads: 1,
     };
     let result = replay(&args.files, config, &mut |rec, _verdict| {
-        correlator.observe(rec, rec.ts_start_ns);
+        correlator.observe(rec);
         match sink.as_mut() {
             Some(s) => s.write(rec),
             None => Ok(()),

@@ -108,6 +108,8 @@ pub struct CaptureReader {
     interfaces: Vec<Interface>,
     /// Bytes read so far, for the progress bar.
     bytes_read: u64,
+    /// The packet [`CaptureReader::advance`] stopped at.
+    current: Option<Pending>,
 }
 
 impl CaptureReader {
@@ -154,6 +156,7 @@ impl CaptureReader {
             legacy: None,
             interfaces: Vec::new(),
             bytes_read: 0,
+            current: None,
         })
     }
 
@@ -180,26 +183,39 @@ impl CaptureReader {
 
     /// The next frame, `Ok(None)` at the clean end of the file.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        Ok(if self.advance()? { self.frame() } else { None })
+    }
+
+    /// Moves to the next packet; `Ok(false)` at the clean end of the file. The packet is then
+    /// available from [`CaptureReader::frame`] until the next call.
+    pub fn advance(&mut self) -> Result<bool, CaptureError> {
+        self.current = None;
         loop {
             if self.to_consume > 0 {
                 self.reader.consume(self.to_consume);
                 self.offset += self.to_consume as u64;
                 self.to_consume = 0;
             }
-            let pending = match self.next_block()? {
-                None => return Ok(None),
-                Some(p) => p,
-            };
-            if let Some(p) = pending {
-                let data = &self.reader.data()[p.start..p.start + p.len];
-                return Ok(Some(Frame {
-                    ts_ns: p.ts_ns,
-                    linktype: p.linktype,
-                    data,
-                    orig_len: p.orig_len,
-                }));
+            match self.next_block()? {
+                None => return Ok(false),
+                Some(None) => {}
+                Some(Some(p)) => {
+                    self.current = Some(p);
+                    return Ok(true);
+                }
             }
         }
+    }
+
+    /// The packet the last successful [`CaptureReader::advance`] stopped at.
+    pub fn frame(&self) -> Option<Frame<'_>> {
+        let p = self.current.as_ref()?;
+        Some(Frame {
+            ts_ns: p.ts_ns,
+            linktype: p.linktype,
+            data: &self.reader.data()[p.start..p.start + p.len],
+            orig_len: p.orig_len,
+        })
     }
 
     /// Reads one block. `Ok(None)`: end of file; `Ok(Some(None))`: a non-packet block was

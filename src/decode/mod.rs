@@ -87,6 +87,29 @@ impl Segment<'_> {
     pub fn vlans(&self) -> &[u16] {
         &self.vlans[..self.vlan_count as usize]
     }
+
+    /// A hash of the connection that is the same for both directions, for sharding flows
+    /// across worker threads. Not for hash tables an attacker can aim at: it is only used to
+    /// pick a worker.
+    pub fn flow_hash(&self) -> u64 {
+        let a = endpoint_hash(self.src, self.sport);
+        let b = endpoint_hash(self.dst, self.dport);
+        let mut h = a.min(b) ^ b.max(a).rotate_left(29);
+        for &v in self.vlans() {
+            h = (h ^ u64::from(v)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        h ^= h >> 31;
+        h.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 7
+    }
+}
+
+fn endpoint_hash(ip: IpAddr, port: u16) -> u64 {
+    let bits: u128 = match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let folded = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(17);
+    (folded ^ u64::from(port).rotate_left(48)).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
 /// Decodes one frame of the given link type into a TCP segment.

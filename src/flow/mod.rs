@@ -42,7 +42,7 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct FlowKey {
     low: Endpoint,
     high: Endpoint,
@@ -118,7 +118,8 @@ impl DirTcp {
 /// One TCP connection as tracked by the flow stage.
 #[derive(Debug)]
 pub struct Connection {
-    /// Order of creation in this run.
+    /// Index of the packet that created it: unique in a run and the same whichever worker
+    /// thread tracks the connection, so it orders connections deterministically.
     pub seq: u64,
     pub vlans: Vec<u16>,
     pub first: At,
@@ -300,8 +301,6 @@ fn looks_like_client_start(payload: &[u8]) -> bool {
 pub struct FlowTable {
     config: FlowConfig,
     flows: HashMap<FlowKey, Connection>,
-    next_seq: u64,
-    last_sweep_ns: i64,
     pub evicted: u64,
 }
 
@@ -310,8 +309,6 @@ impl FlowTable {
         FlowTable {
             config,
             flows: HashMap::new(),
-            next_seq: 0,
-            last_sweep_ns: i64::MIN,
             evicted: 0,
         }
     }
@@ -324,9 +321,9 @@ impl FlowTable {
         self.flows.is_empty()
     }
 
-    /// Handles one segment; finished connections are passed to `done`.
+    /// Handles one segment; finished connections are passed to `done`. Idle and closed flows
+    /// are only finished by [`FlowTable::sweep`], which the caller runs on capture-time ticks.
     pub fn packet(&mut self, seg: &Segment<'_>, at: At, done: &mut dyn FnMut(Connection)) {
-        self.sweep(at.ts_ns, done);
         let key = FlowKey::of(seg);
         // Only a bare SYN can open a new connection on a known 4-tuple.
         let bare_syn = seg.has(flags::SYN) && !seg.has(flags::ACK);
@@ -343,36 +340,41 @@ impl FlowTable {
             self.evict_oldest(done);
         }
         let cap = self.config.handshake_cap;
-        let next_seq = &mut self.next_seq;
-        let conn = self.flows.entry(key).or_insert_with(|| {
-            *next_seq += 1;
-            Connection::new(*next_seq, seg, at, cap)
-        });
+        let conn = self
+            .flows
+            .entry(key)
+            .or_insert_with(|| Connection::new(at.pkt, seg, at, cap));
         conn.process(seg, at);
     }
 
+    /// Makes room when the table is full by finishing the least recently seen flows: a
+    /// sixteenth of the table at once, so that a flood of new flows costs one pass over the
+    /// table per `max_flows / 16` flows rather than one pass per flow.
     fn evict_oldest(&mut self, done: &mut dyn FnMut(Connection)) {
-        let oldest = self
+        let mut by_age: Vec<(At, u64, FlowKey)> = self
             .flows
             .iter()
-            .min_by_key(|(_, c)| (c.last, c.seq))
-            .map(|(k, _)| *k);
-        if let Some(key) = oldest
-            && let Some(mut conn) = self.flows.remove(&key)
-        {
-            self.evicted += 1;
-            conn.ended_by = "evicted";
-            conn.flush();
-            done(conn);
+            .map(|(k, c)| (c.last, c.seq, *k))
+            .collect();
+        let count = (by_age.len() / 16).clamp(1, by_age.len().max(1));
+        if by_age.len() > count {
+            by_age.select_nth_unstable(count - 1);
+            by_age.truncate(count);
+        }
+        by_age.sort_unstable();
+        for (_, _, key) in by_age {
+            if let Some(mut conn) = self.flows.remove(&key) {
+                self.evicted += 1;
+                conn.ended_by = "evicted";
+                conn.flush();
+                done(conn);
+            }
         }
     }
 
-    /// Finishes idle and closed flows, at most once per capture second.
-    fn sweep(&mut self, now_ns: i64, done: &mut dyn FnMut(Connection)) {
-        if now_ns.saturating_sub(self.last_sweep_ns) < 1_000_000_000 {
-            return;
-        }
-        self.last_sweep_ns = now_ns;
+    /// Finishes idle flows and flows closed long enough ago. Scans the whole table, so the
+    /// caller runs it about once per capture second.
+    pub fn sweep(&mut self, now_ns: i64, done: &mut dyn FnMut(Connection)) {
         let cfg = self.config;
         let mut expired: Vec<(u64, FlowKey)> = self
             .flows
