@@ -6,6 +6,7 @@
 
 pub mod proxy;
 pub mod score;
+pub mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;

@@ -402,6 +402,18 @@ struct SourceCounts {
 }
 
 impl SourceCounts {
+    /// With no packet arriving, a tick is due when the clock has moved a tick past the last
+    /// one; it goes before the next packet index. Returns that packet index.
+    fn idle_tick(&mut self, now_ns: Option<i64>) -> Option<u64> {
+        let now = now_ns?;
+        let last = self.last_tick_ns?;
+        if now.saturating_sub(last) < TICK_NS {
+            return None;
+        }
+        self.last_tick_ns = Some(now);
+        Some(self.pkt_index + 1)
+    }
+
     /// Counts a frame and gives it its packet index; says whether a tick is due before it.
     fn admit(&mut self, frame: &Frame<'_>) -> (At, bool) {
         self.pkt_index += 1;
@@ -442,9 +454,15 @@ fn run_inline<S: Source, O: Output>(
     while !stop.load(Ordering::Relaxed) {
         let frame = match source.next() {
             Next::Frame(f) => f,
-            Next::Idle => {
+            Next::Idle(now) => {
                 worker.stats.flush();
-                let upto = packet_event(counts.pkt_index);
+                let mut upto = packet_event(counts.pkt_index);
+                if let Some(pkt) = counts.idle_tick(now) {
+                    let now = now.unwrap_or(last_ts);
+                    worker.tick(now, pkt);
+                    upto = tick_event(pkt);
+                    last_ts = now;
+                }
                 collector.take(0, worker.take_finished(), upto, last_ts)?;
                 clock = clock.map(|_| Instant::now());
                 continue;
@@ -586,7 +604,17 @@ fn dispatch<S: Source>(
     while !stop.load(Ordering::Relaxed) && !abort.load(Ordering::Relaxed) {
         let frame = match source.next() {
             Next::Frame(f) => f,
-            Next::Idle => {
+            Next::Idle(now) => {
+                if let Some(pkt) = counts.idle_tick(now) {
+                    last_ts = now.unwrap_or(last_ts);
+                    dispatched = tick_event(pkt);
+                    for b in batches.iter_mut() {
+                        b.items.push(Item::Tick {
+                            now_ns: last_ts,
+                            pkt,
+                        });
+                    }
+                }
                 for (w, b) in batches.iter_mut().enumerate() {
                     send(w, b, dispatched, last_ts, counts);
                 }

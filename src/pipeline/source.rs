@@ -7,8 +7,9 @@ use crate::capture::{CaptureError, CaptureReader, Frame};
 /// What a source has next.
 pub enum Next<'a> {
     Frame(Frame<'a>),
-    /// Nothing arrived for a while (live capture): a chance to hand over partial batches.
-    Idle,
+    /// Nothing arrived for a while (live capture): a chance to hand over partial batches and,
+    /// with the wall-clock time given, to let idle flows time out.
+    Idle(Option<i64>),
     /// No more packets.
     End,
 }
@@ -147,4 +148,70 @@ fn progress_bar(paths: &[String], wanted: bool) -> Option<indicatif::ProgressBar
         .progress_chars("=> "),
     );
     Some(bar)
+}
+
+/// A live interface through libpcap.
+#[cfg(feature = "live")]
+pub struct LiveSource {
+    capture: crate::capture::live::LiveCapture,
+    stats: std::sync::Arc<crate::stats::Stats>,
+    last_poll: std::time::Instant,
+    /// Why reading stopped, if it did.
+    pub error: Option<crate::capture::live::LiveError>,
+}
+
+#[cfg(feature = "live")]
+impl LiveSource {
+    pub fn new(
+        capture: crate::capture::live::LiveCapture,
+        stats: std::sync::Arc<crate::stats::Stats>,
+    ) -> Self {
+        LiveSource {
+            capture,
+            stats,
+            last_poll: std::time::Instant::now(),
+            error: None,
+        }
+    }
+
+    /// Reads libpcap's drop counters into the shared stats, about once a second.
+    fn poll_drops(&mut self) {
+        if self.last_poll.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last_poll = std::time::Instant::now();
+        if let Ok(s) = self.capture.stats() {
+            self.stats.set_capture_drops(s.dropped_kernel, s.dropped_iface);
+        }
+    }
+
+    /// Final counters, read once more at the end.
+    pub fn capture_stats(&mut self) -> Option<crate::capture::live::LiveStats> {
+        self.capture.stats().ok()
+    }
+}
+
+#[cfg(feature = "live")]
+impl Source for LiveSource {
+    fn next(&mut self) -> Next<'_> {
+        self.poll_drops();
+        if self.error.is_some() {
+            return Next::End;
+        }
+        match self.capture.next_frame() {
+            Ok(Some(f)) => Next::Frame(f),
+            Ok(None) => Next::Idle(Some(wall_clock_ns())),
+            Err(e) => {
+                self.error = Some(e);
+                Next::End
+            }
+        }
+    }
+}
+
+#[cfg(feature = "live")]
+fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
