@@ -16,4 +16,6 @@ pub mod flow;
 pub mod output;
 pub mod replay;
 pub mod session;
+pub mod sinks;
+pub mod stats;
 pub mod tls;
