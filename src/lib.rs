@@ -17,5 +17,6 @@ pub mod output;
 pub mod pipeline;
 pub mod replay;
 pub mod session;
+pub mod sinks;
 pub mod stats;
 pub mod tls;
