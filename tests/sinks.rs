@@ -596,3 +596,39 @@ fn metrics_text_is_accepted_by_the_prometheus_python_parser() {
     );
     assert_eq!(sample(&build), json!(["gauge", "1.0"]));
 }
+
+/// Cost of per-packet accounting; run with
+/// `cargo test --release --test sinks -- --ignored --nocapture record_packet_cost`.
+#[test]
+#[ignore = "benchmark: prints figures, asserts nothing about speed"]
+fn record_packet_cost() {
+    const PER_THREAD: u64 = 20_000_000;
+    for threads in [1u64, 2] {
+        let stats = Arc::new(Stats::new(0));
+        let start = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let stats = Arc::clone(&stats);
+                std::thread::spawn(move || {
+                    let mut local = stats.worker();
+                    for i in 0..PER_THREAD {
+                        local.record_packet(60 + (i & 1023), 200 + (i * 7919) % 50_000);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let total = threads * PER_THREAD;
+        assert_eq!(stats.snapshot().packets, total);
+        println!(
+            "{threads} thread(s): {total} packets in {secs:.2} s = {:.1} ns/packet/thread, {:.0} Mpackets/s in all",
+            secs * 1e9 / PER_THREAD as f64,
+            total as f64 / secs / 1e6
+        );
+    }
+    let h = pinwatch::stats::new_latency_histogram();
+    println!("latency histogram: {} counters", h.distinct_values());
+}
