@@ -30,7 +30,9 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -149,64 +151,68 @@ fn serve(listener: TcpListener, stats: &Stats, stop: &AtomicBool) {
     }
 }
 
+/// What to answer: status (with any extra header lines), content type, body.
+struct Answer {
+    status: &'static str,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(status: &'static str, body: &str) -> Answer {
+        Answer {
+            status,
+            content_type: "text/plain",
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
 fn handle(mut stream: TcpStream, stats: &Stats) -> io::Result<()> {
     let deadline = Instant::now() + REQUEST_DEADLINE;
-    let head = match read_head(&mut stream, deadline)? {
-        Some(head) => head,
-        None => {
-            return respond(
-                &mut stream,
-                deadline,
-                "400 Bad Request",
-                "text/plain",
-                b"bad request\n",
-                true,
-            );
+    let head = read_head(&mut stream, deadline)?;
+    let request = head.as_deref().and_then(parse_request_line);
+    let answer = match request {
+        None => Answer::text("400 Bad Request", "bad request\n"),
+        Some((_, path)) if path != "/metrics" => {
+            Answer::text("404 Not Found", "not found; try /metrics\n")
         }
-    };
-    let (method, path) = match parse_request_line(&head) {
-        Some(request) => request,
-        None => {
-            return respond(
-                &mut stream,
-                deadline,
-                "400 Bad Request",
-                "text/plain",
-                b"bad request\n",
-                true,
-            );
-        }
-    };
-    let with_body = method != "HEAD";
-    if path != "/metrics" {
-        return respond(
-            &mut stream,
-            deadline,
-            "404 Not Found",
-            "text/plain",
-            b"not found; try /metrics\n",
-            with_body,
-        );
-    }
-    if method != "GET" && method != "HEAD" {
-        return respond(
-            &mut stream,
-            deadline,
+        Some(("GET" | "HEAD", _)) => Answer {
+            status: "200 OK",
+            content_type: CONTENT_TYPE,
+            body: render(&stats.snapshot()).into_bytes(),
+        },
+        Some(_) => Answer::text(
             "405 Method Not Allowed\r\nAllow: GET, HEAD",
-            "text/plain",
-            b"method not allowed\n",
-            true,
-        );
+            "method not allowed\n",
+        ),
+    };
+    let with_body = !matches!(request, Some(("HEAD", _)));
+    respond(&mut stream, deadline, &answer, with_body)
+}
+
+/// After an error answer part of the request may be unread; closing then would send a reset
+/// that can destroy the answer before the client reads it. So close our side, and read and
+/// discard (bounded) until the client closes too.
+fn linger(stream: &mut TcpStream, deadline: Instant) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
     }
-    let body = render(&stats.snapshot());
-    respond(
-        &mut stream,
-        deadline,
-        "200 OK",
-        CONTENT_TYPE,
-        body.as_bytes(),
-        with_body,
-    )
+    let left = deadline.saturating_duration_since(Instant::now());
+    let wait = left
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(1));
+    if stream.set_read_timeout(Some(wait)).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 * 1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 /// Reads up to the blank line that ends the request head. None if it does not fit.
@@ -251,23 +257,27 @@ fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
 fn respond(
     stream: &mut TcpStream,
     deadline: Instant,
-    status: &str,
-    content_type: &str,
-    body: &[u8],
+    answer: &Answer,
     with_body: bool,
 ) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     stream.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
     )
     .into_bytes();
     if with_body {
-        out.extend_from_slice(body);
+        out.extend_from_slice(&answer.body);
     }
     stream.write_all(&out)?;
-    stream.flush()
+    stream.flush()?;
+    if !answer.status.starts_with("200") {
+        linger(stream, deadline);
+    }
+    Ok(())
 }
 
 /// The exposition text for one snapshot (format 0.0.4). Public so the same text can be
