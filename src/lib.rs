@@ -14,6 +14,8 @@ pub mod decode;
 pub mod export;
 pub mod flow;
 pub mod output;
+#[cfg(target_os = "linux")]
+pub mod privs;
 pub mod replay;
 pub mod session;
 pub mod tls;
