@@ -15,6 +15,8 @@ pub mod export;
 pub mod flow;
 pub mod output;
 pub mod pipeline;
+#[cfg(target_os = "linux")]
+pub mod privs;
 pub mod replay;
 pub mod session;
 pub mod sinks;

@@ -2,6 +2,9 @@
 //! frames with their timestamps and link types. Pure Rust (rusticata's `pcap-parser`), so
 //! offline replay needs no system library.
 
+#[cfg(all(unix, feature = "live"))]
+pub mod live;
+
 use std::fs::File;
 use std::io::Read;
 

@@ -38,6 +38,8 @@ use crate::output::record::{self, ConnectionRecord};
 use crate::stats::{Stats, WorkerStats};
 use crate::tls::At;
 pub use source::{FileSource, Next, Source};
+#[cfg(feature = "live")]
+pub use source::LiveSource;
 
 /// How the pipeline runs.
 #[derive(Debug, Clone, Copy)]
