@@ -1,4 +1,5 @@
-//! Flow stage: a bidirectional table of TCP connections keyed by the 5-tuple plus VLAN tags.
+//! Flow stage: a bidirectional table of TCP connections keyed by the 5-tuple plus VLAN tags and
+//! the innermost tunnel's kind and id.
 //! Each connection decides who the client is (the SYN sender, else the ClientHello or CONNECT
 //! sender), reassembles both directions and feeds them to the TLS stage until the outcome can no
 //! longer change; after that only headers are looked at (counters, FIN, RST).
@@ -8,7 +9,7 @@ pub mod reassembly;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::decode::{Segment, flags};
+use crate::decode::{Segment, Tunnel, TunnelKey, flags};
 use crate::tls::{At, Dir, Session};
 use reassembly::{Chunk, Reassembler, ReassemblyStats};
 
@@ -48,6 +49,9 @@ struct FlowKey {
     high: Endpoint,
     vlans: [u16; crate::decode::MAX_VLANS],
     vlan_count: u8,
+    /// Keeps apart connections of different tunnels (VNI, GRE key, ERSPAN session) whose inner
+    /// addresses overlap.
+    tunnel: Option<TunnelKey>,
 }
 
 impl FlowKey {
@@ -66,6 +70,7 @@ impl FlowKey {
             high,
             vlans: seg.vlans,
             vlan_count: seg.vlan_count,
+            tunnel: seg.tunnel.map(|t| t.key()),
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct Connection {
     /// thread tracks the connection, so it orders connections deterministically.
     pub seq: u64,
     pub vlans: Vec<u16>,
+    /// The tunnel of the connection's first packet (outer endpoints as that packet had them).
+    pub tunnel: Option<Tunnel>,
     pub first: At,
     pub last: At,
     pub client: DirTcp,
@@ -162,6 +169,7 @@ impl Connection {
         Connection {
             seq,
             vlans: seg.vlans().to_vec(),
+            tunnel: seg.tunnel,
             first: at,
             last: at,
             client: DirTcp::new(client, cap),
