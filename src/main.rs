@@ -225,7 +225,11 @@ impl Signals {
         };
         // A second SIGINT while draining exits at once; registered first so it sees the flag
         // before the first handler sets it.
-        let _ = signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&signals.stop));
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            SIGINT,
+            130,
+            Arc::clone(&signals.stop),
+        );
         for sig in [SIGINT, SIGTERM] {
             let _ = signal_hook::flag::register(sig, Arc::clone(&signals.stop));
         }
@@ -325,6 +329,18 @@ impl Sinks {
     }
 }
 
+/// A write error that ends the run, or a warning (a failed reopen after rotation: the sink
+/// keeps writing to the file it had).
+fn fatal_only(result: Result<(), FileSinkError>) -> Result<(), FileSinkError> {
+    match result {
+        Err(e) if !e.is_fatal() => {
+            eprintln!("pinwatch: warning: {e}");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// What replay does with each record.
 struct ReplayOutput<'a> {
     sinks: &'a mut Sinks,
@@ -335,7 +351,7 @@ impl Output for ReplayOutput<'_> {
     type Error = FileSinkError;
     fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
         match self.sinks.connections.as_mut() {
-            Some(s) => s.write(rec),
+            Some(s) => fatal_only(s.write(rec)),
             None => Ok(()),
         }
     }
@@ -401,7 +417,11 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-fn write_rules(report: &Report, min_confidence: f64, sinks: &mut Sinks) -> Result<(), FileSinkError> {
+fn write_rules(
+    report: &Report,
+    min_confidence: f64,
+    sinks: &mut Sinks,
+) -> Result<(), FileSinkError> {
     if let Some(out) = sinks.rules.as_mut() {
         for rule in report.rules(min_confidence) {
             out.write(rule)?;
@@ -413,7 +433,8 @@ fn write_rules(report: &Report, min_confidence: f64, sinks: &mut Sinks) -> Resul
 #[cfg(not(feature = "live"))]
 fn run_live(_: LiveArgs) -> ExitCode {
     Failure(
-        "this build has no live capture: install libpcap-dev and build with `--features live`".into(),
+        "this build has no live capture: install libpcap-dev and build with `--features live`"
+            .into(),
         exit::USAGE,
     )
     .report()
@@ -450,13 +471,18 @@ mod live {
         stats_every: Option<Duration>,
         last_stats: (Instant, Snapshot),
         quiet: bool,
+        /// Capture time the pipeline has got to.
+        now_ns: i64,
     }
 
     impl LiveOutput<'_> {
-        fn emit(&mut self, rules: Vec<(pinwatch::correlate::stream::Emission, Rule)>) -> Result<(), FileSinkError> {
+        fn emit(
+            &mut self,
+            rules: Vec<(pinwatch::correlate::stream::Emission, Rule)>,
+        ) -> Result<(), FileSinkError> {
             for (_, rule) in rules {
                 if let Some(out) = self.sinks.rules.as_mut() {
-                    out.write(&rule)?;
+                    fatal_only(out.write(&rule))?;
                 }
                 if let Some(hook) = &self.webhook {
                     hook.send(&rule);
@@ -493,6 +519,7 @@ mod live {
             if self.signals.reopen.swap(false, Ordering::Relaxed) {
                 self.sinks.reopen();
             }
+            self.now_ns = self.now_ns.max(ts_ns);
             let changes = self.stream.tick(upto, ts_ns);
             self.emit(changes)?;
             self.maybe_stats_line();
@@ -516,7 +543,8 @@ mod live {
         options.buffer_mb = args.buffer_mb;
         options.promisc = args.promisc;
         let capture = LiveCapture::open(&options).map_err(capture_failure)?;
-        // Everything after this runs without privileges: the capture handle stays open. No
+        // Everything after this runs without privileges: only the capture handle was opened
+        // as root, so output files belong to the user and can be reopened after rotation. No
         // thread may exist yet, since capabilities are per thread.
         if let Some(user) = &args.user {
             pinwatch::privs::drop_privileges(user)
@@ -561,9 +589,11 @@ mod live {
             stream: RuleStream::new(correlator, settings.min_confidence),
             webhook,
             stats: Arc::clone(&stats),
-            stats_every: (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval)),
+            stats_every: (args.stats_interval > 0)
+                .then(|| Duration::from_secs(args.stats_interval)),
             last_stats: (Instant::now(), stats.snapshot()),
             quiet: args.out.quiet,
+            now_ns: i64::MIN,
         };
         let config = pipeline::Config {
             flow: args.track.flow(),
@@ -573,10 +603,20 @@ mod live {
             ..pipeline::Config::default()
         };
         let mut source = LiveSource::new(capture, Arc::clone(&stats));
-        let result = pipeline::run(&mut source, config, &evidence, &stats, &signals.stop, &mut output);
-        let (report, last) = output.stream.finish(i64::MAX);
+        let result = pipeline::run(
+            &mut source,
+            config,
+            &evidence,
+            &stats,
+            &signals.stop,
+            &mut output,
+        );
+        let (report, last) = output.stream.finish(output.now_ns);
         let emitted = output.emit(last);
-        let webhook_counts = output.webhook.take().map(|w| w.shutdown(Duration::from_secs(5)));
+        let webhook_counts = output
+            .webhook
+            .take()
+            .map(|w| w.shutdown(Duration::from_secs(5)));
         let findings = sinks.write_findings(&report);
         let flushed = sinks.flush().and(emitted).and(findings);
         if let Some(m) = metrics {

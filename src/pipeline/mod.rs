@@ -37,9 +37,9 @@ use crate::flow::{Connection, FlowConfig, FlowTable};
 use crate::output::record::{self, ConnectionRecord};
 use crate::stats::{Stats, WorkerStats};
 use crate::tls::At;
-pub use source::{FileSource, Next, Source};
 #[cfg(feature = "live")]
 pub use source::LiveSource;
+pub use source::{FileSource, Next, Source};
 
 /// How the pipeline runs.
 #[derive(Debug, Clone, Copy)]

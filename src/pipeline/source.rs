@@ -181,7 +181,8 @@ impl LiveSource {
         }
         self.last_poll = std::time::Instant::now();
         if let Ok(s) = self.capture.stats() {
-            self.stats.set_capture_drops(s.dropped_kernel, s.dropped_iface);
+            self.stats
+                .set_capture_drops(s.dropped_kernel, s.dropped_iface);
         }
     }
 
