@@ -26,6 +26,7 @@ mod exit {
     pub const INPUT: u8 = 3;
     pub const DAMAGED: u8 = 4;
     pub const OUTPUT: u8 = 5;
+    #[cfg_attr(not(feature = "live"), allow(dead_code))]
     pub const PRIVILEGES: u8 = 6;
 }
 
