@@ -1,7 +1,7 @@
 //! Helpers of the robustness tests (adversarial captures, bad files and flags, poisoning):
 //! hand-built TCP conversations, a streaming pcap writer for inputs too large to hold in memory,
 //! real TLS flights lifted from the project's captures, and a way to run the release binary
-//! while measuring its peak memory (`wait4` rusage). Linux only, like the sensor.
+//! while measuring its peak memory (with GNU time). Linux only, like the sensor.
 
 #![allow(dead_code)]
 
@@ -247,7 +247,7 @@ impl PcapWriter {
 // Running the binary
 // ---------------------------------------------------------------------------------------------
 
-/// How a run of the binary went, with its resource use from `wait4`.
+/// How a run of the binary went, with its resource use as GNU time measured it.
 #[derive(Debug)]
 pub struct Measured {
     pub code: Option<i32>,
@@ -264,25 +264,36 @@ impl Measured {
     }
 }
 
-fn seconds(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
+/// GNU time (Debian package `time`) measures the child. Why not `wait4` here: Linux carries the
+/// peak RSS of the forking process's memory into the child's `ru_maxrss` across `execve`, so a
+/// child of this (large, multi-threaded) test process reports the test's own peak. GNU time is
+/// a small process in between, and its child's figure is clean.
+const GNU_TIME: &str = "/usr/bin/time";
 
 /// Runs pinwatch with `args`, handing each line of its standard output to `on_line` as it
-/// comes (so millions of records need no memory here), and measures the child alone.
+/// comes (so millions of records need no memory here), and measures it.
 pub fn run_measured(args: &[&str], mut on_line: impl FnMut(&str) + Send) -> Measured {
+    assert!(
+        Path::new(GNU_TIME).exists(),
+        "{GNU_TIME} is missing: apt-get install time"
+    );
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let report = std::env::temp_dir().join(format!("pinwatch-time-{}-{n}", std::process::id()));
     let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(GNU_TIME)
+        .args(["-f", "%M %U", "-o"])
+        .arg(&report)
+        .arg(BIN)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn pinwatch");
-    let pid = child.id() as libc::pid_t;
+        .expect("spawn pinwatch under GNU time");
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    std::thread::scope(|s| {
+    let (status, stderr) = std::thread::scope(|s| {
         let err = s.spawn(move || {
             let mut text = String::new();
             stderr.read_to_string(&mut text).unwrap();
@@ -293,27 +304,29 @@ pub fn run_measured(args: &[&str], mut on_line: impl FnMut(&str) + Send) -> Meas
                 on_line(&line.expect("stdout is UTF-8"));
             }
         });
-        let mut status = 0;
-        // SAFETY: rusage is plain data that wait4 fills in.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: pid is our own child, not yet reaped (std's Child is never waited on).
-            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            if r == pid {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "wait4: {e}");
-        }
-        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        Measured {
-            code,
-            stderr: err.join().unwrap(),
-            max_rss_kib: usage.ru_maxrss as u64,
-            user_s: seconds(usage.ru_utime),
-            wall_s: started.elapsed().as_secs_f64(),
-        }
-    })
+        let status = child.wait().expect("wait");
+        (status, err.join().unwrap())
+    });
+    let wall_s = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&report).expect("GNU time report");
+    let _ = std::fs::remove_file(&report);
+    // A non-zero exit adds a "Command exited with non-zero status" line before the figures.
+    let figures: Vec<&str> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let [rss, user] = figures[..] else {
+        panic!("unexpected GNU time report: {text}");
+    };
+    Measured {
+        code: status.code(),
+        stderr,
+        max_rss_kib: rss.parse().expect("RSS in KiB"),
+        user_s: user.parse().expect("user seconds"),
+        wall_s,
+    }
 }
 
 /// Runs pinwatch and collects standard output as parsed NDJSON lines.
