@@ -563,3 +563,276 @@ fn endless_tiny_records_and_messages_are_handled_in_linear_time() {
         user[3] / user[2].max(0.01)
     );
 }
+
+// 4. Holes, conflicting copies, tags ----------------------------------------------------------
+
+#[test]
+fn a_hole_before_every_segment_is_reported_and_bounded() {
+    let tls = real_tls12();
+    let dir = temp_dir("holes");
+    // (a) The real exchange with every other 40-byte segment of the server's flight lost, the
+    // first included: the client's alert is still read, but with the ServerHello lost nothing
+    // may be concluded about the handshake.
+    let server: Vec<u8> = tls.server.concat();
+    let mut conv = Conv::new(
+        ([10, 1, 4, 1], 44_001),
+        ([192, 0, 2, 11], 443),
+        1_700_000_000_000_000_000,
+    );
+    conv.open();
+    conv.client(&tls.client_hello);
+    for (i, piece) in server.chunks(40).enumerate() {
+        if i % 2 == 1 {
+            conv.server(piece);
+        } else {
+            conv.sseq = conv.sseq.wrapping_add(piece.len() as u32);
+        }
+    }
+    conv.client(&tls.alert);
+    conv.client_fin();
+    // (b) 100,000 segments, each a whole 95-byte record after a 10-byte hole, from a server
+    // after its real ServerHello; the client acknowledges everything every 100 segments.
+    let mut flood = Conv::new(([10, 1, 4, 2], 44_002), ([192, 0, 2, 11], 443), conv.ts_ns);
+    flood.step_ns = 1_000;
+    flood.open();
+    flood.client(&tls.client_hello);
+    flood.server(&tls.server[0]);
+    let body = [0x42u8; 90];
+    let rec = record(23, &body);
+    for i in 0..100_000 {
+        flood.sseq = flood.sseq.wrapping_add(10);
+        flood.server(&rec);
+        if i % 100 == 99 {
+            let seq = flood.cseq;
+            flood.raw(true, seq, ACK, &[]);
+        }
+    }
+    flood.client(&tls.alert);
+    flood.client_fin();
+    let pcap = dir.join("holes.pcap");
+    let mut w = PcapWriter::create(&pcap);
+    w.packets(&conv.packets);
+    w.packets(&flood.packets);
+    w.finish();
+    let baseline = baseline_rss_kib();
+    let (m, recs) = run_json(&[
+        "replay",
+        &path_string(&pcap),
+        "--connections",
+        "-",
+        "--quiet",
+    ]);
+    println!(
+        "hole before each of 100,000 segments: peak RSS {:.1} MiB, user {:.2} s, wall {:.2} s",
+        m.max_rss_mib(),
+        m.user_s,
+        m.wall_s
+    );
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        let an = anomalies(r);
+        assert!(an.contains(&"server_gap".to_string()), "{an:?}");
+        assert!(!an.contains(&"client_gap".to_string()), "{an:?}");
+        assert_eq!(r["alert"]["description"], "certificate_expired", "{r:#}");
+        assert!(r["sni"].is_string());
+    }
+    assert_eq!(recs[0]["outcome"], "incomplete", "{:#}", recs[0]);
+    assert_eq!(recs[0]["outcome_detail"], "server_hello_not_captured");
+    assert!(recs[0]["cert"].is_null(), "nothing made up: {:#}", recs[0]);
+    // The flood kept its ServerHello: the client's alert is the outcome.
+    assert_eq!(recs[1]["outcome"], "client_alert", "{:#}", recs[1]);
+    assert_eq!(recs[1]["outcome_detail"], "certificate_expired");
+    assert_eq!(recs[1]["server_packets"], 100_000 + 2); // + SYN-ACK and ServerHello
+    let extra = m.max_rss_kib.saturating_sub(baseline) as f64 / 1024.0;
+    assert!(
+        extra < SMALL_EXTRA_RSS_MIB,
+        "{extra:.1} MiB over a tiny capture"
+    );
+}
+
+#[test]
+fn conflicting_copies_in_the_queue_and_across_the_edge_keep_the_first_copy() {
+    // The ClientHello in three segments A, B, C. Sent as A, C, C' (C shifted by 7 bytes and
+    // forged: it overlaps C in the queue and reaches past it), B, A' (A forged, wholly old),
+    // then the true bytes after C' again. The name and fingerprint come from the first copies;
+    // both conflicts are flagged.
+    let tls = real_tls12();
+    let ch = &tls.client_hello;
+    let (b, c) = (ch.len() / 3, 2 * ch.len() / 3);
+    let forge = |bytes: &[u8]| bytes.iter().map(|x| x ^ 0x5a).collect::<Vec<u8>>();
+    let mut conv = Conv::new(
+        ([10, 1, 5, 1], 45_001),
+        ([192, 0, 2, 12], 443),
+        1_700_000_000_000_000_000,
+    );
+    conv.open();
+    let s = conv.cseq;
+    conv.raw(true, s, ACK | PSH, &ch[..b]);
+    conv.raw(true, s + c as u32, ACK | PSH, &ch[c..]);
+    let mut shifted = forge(&ch[c + 7..]);
+    shifted.extend_from_slice(b"tail past the end");
+    conv.raw(true, s + (c + 7) as u32, ACK | PSH, &shifted);
+    conv.raw(true, s + b as u32, ACK | PSH, &ch[b..c]);
+    conv.raw(true, s, ACK | PSH, &forge(&ch[..b]));
+    conv.cseq = s + ch.len() as u32 + 17;
+    conv.server(&tls.server.concat());
+    conv.client_fin();
+
+    let mut clean = Conv::new(([10, 1, 5, 2], 45_002), ([192, 0, 2, 12], 443), conv.ts_ns);
+    clean.open();
+    clean.client(ch);
+    clean.server(&tls.server.concat());
+    clean.client_fin();
+    let dir = temp_dir("forged");
+    let mut packets = conv.packets;
+    packets.extend(clean.packets);
+    let pcap = common::write_pcap(&dir.join("forged.pcap"), &packets);
+    let (m, recs) = run_json(&["replay", &pcap, "--connections", "-", "--quiet"]);
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    let (forged, clean) = (&recs[0], &recs[1]);
+    for field in ["sni", "ja4", "ja3", "tls_version", "cert"] {
+        assert_eq!(forged[field], clean[field], "{field}");
+    }
+    assert!(clean["sni"].is_string());
+    let an = anomalies(forged);
+    assert!(
+        an.contains(&"client_overlap_mismatch".to_string()),
+        "{an:?}"
+    );
+    assert!(!anomalies(clean).contains(&"client_overlap_mismatch".to_string()));
+}
+
+/// The real exchange, each frame carrying `tags` stacked 802.1Q tags.
+fn tagged_exchange(tags: usize) -> Vec<Packet> {
+    let tls = real_tls12();
+    let packets = exchange(&tls, &tls.client_hello, &tls.server.concat(), 1, 1200);
+    let ids: Vec<u16> = (1..=tags as u16).collect();
+    common::map_frames(&packets, |t| t.to_ethernet(&ids))
+}
+
+#[test]
+fn deep_vlan_stacks_are_counted_as_malformed_without_recursion_trouble() {
+    let dir = temp_dir("vlans");
+    // 8 tags are followed (the first two are recorded); 9, 50 and 10,000 are not traffic.
+    let ok = common::write_pcap(&dir.join("8.pcap"), &tagged_exchange(8));
+    let (m, recs) = run_json(&["replay", &ok, "--connections", "-", "--quiet"]);
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["vlan"], serde_json::json!([1, 2]));
+    assert_eq!(recs[0]["outcome"], "client_alert");
+    for tags in [9, 50, 10_000] {
+        let packets = tagged_exchange(tags);
+        let pcap = common::write_pcap(&dir.join(format!("{tags}.pcap")), &packets);
+        let (m, recs) = run_json(&["replay", &pcap, "--connections", "-"]);
+        assert_eq!(m.code, Some(0), "{tags}: {}", m.stderr);
+        assert!(recs.is_empty(), "{tags}: {recs:?}");
+        assert!(
+            m.stderr.contains(&format!(
+                "packets not analysed: malformed={}\n",
+                packets.len()
+            )),
+            "{tags}: {}",
+            m.stderr
+        );
+    }
+}
+
+// 5. Record lengths that lie ------------------------------------------------------------------
+
+/// Runs a damaged file and checks: exit 4, one stderr line naming the file and the offset of
+/// the damaged record, and exactly the records of the packets before it.
+fn check_damaged(label: &str, file: &std::path::Path, offset: usize, before: &[Packet]) {
+    let name = path_string(file);
+    let out = pinwatch(&["replay", &name, "--connections", "-", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{label}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{label}: {stderr}");
+    assert!(lines[0].contains(&name), "{label}: {stderr}");
+    assert!(
+        lines[0].contains(&format!("offset {offset}")),
+        "{label}: {stderr}"
+    );
+    let dir = file.parent().unwrap();
+    let expected = common::run_packets(dir, &format!("clean-{label}.pcap"), before);
+    assert!(!expected.is_empty());
+    common::assert_same(label, &expected, &ndjson(&out.stdout), |r| r.clone());
+}
+
+#[test]
+fn pcap_record_lengths_that_lie() {
+    let dir = temp_dir("lies");
+    let packets = common::read_pcap(&common::repo_file("captures/mitm-explicit-pinning.pcap"));
+    let clean = common::pcap_bytes(common::LINKTYPE_ETHERNET, false, &packets);
+    let offsets = common::pcap_record_offsets(&packets);
+    let k = packets.len() * 2 / 3;
+    let with_caplen = |caplen: u32| {
+        let mut b = clean.clone();
+        b[offsets[k] + 8..offsets[k] + 12].copy_from_slice(&caplen.to_le_bytes());
+        b
+    };
+    // A captured length no packet has, and one reaching past the end of the file from the
+    // middle of it: the damage is reported where it starts, everything before is kept.
+    for (label, caplen) in [("caplen-ffffffff", u32::MAX), ("caplen-2mib", 2 << 20)] {
+        let file = dir.join(format!("{label}.pcap"));
+        std::fs::write(&file, with_caplen(caplen)).unwrap();
+        check_damaged(label, &file, offsets[k], &packets[..k]);
+    }
+
+    // pcapng: a block whose total length claims nearly 4 GiB.
+    let iface = common::Iface {
+        linktype: common::LINKTYPE_ETHERNET as u16,
+        tsresol: 6,
+    };
+    let ng: Vec<(usize, Packet)> = packets.iter().map(|p| (0, p.clone())).collect();
+    let mut bytes = common::pcapng_bytes(&[iface], &ng);
+    // Block offsets: walk the blocks (section header, interface, then one per packet).
+    let mut at = 0;
+    let mut blocks = Vec::new();
+    while at < bytes.len() {
+        blocks.push(at);
+        at += u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    let damaged = blocks[2 + k];
+    bytes[damaged + 4..damaged + 8].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    let file = dir.join("blocklen.pcapng");
+    std::fs::write(&file, &bytes).unwrap();
+    check_damaged("pcapng-block-length", &file, damaged, &packets[..k]);
+}
+
+#[test]
+fn inconsistent_but_intact_lengths_are_read_like_wireshark_does() {
+    // A captured length above the file's snap length, and a wire length below the captured
+    // length, contradict the headers but not the framing: libpcap and Wireshark read such
+    // packets, and so does pinwatch. Refusing them would lose real traffic.
+    let dir = temp_dir("inconsistent");
+    let path = common::repo_file("captures/mitm-explicit-pinning.pcap");
+    let packets = common::read_pcap(&path);
+    let expected = common::run(std::slice::from_ref(&path));
+    let mut snap = common::pcap_bytes(common::LINKTYPE_ETHERNET, false, &packets);
+    snap[16..20].copy_from_slice(&128u32.to_le_bytes());
+    let mut orig = common::pcap_bytes(common::LINKTYPE_ETHERNET, false, &packets);
+    for at in common::pcap_record_offsets(&packets) {
+        orig[at + 12..at + 16].copy_from_slice(&0u32.to_le_bytes());
+    }
+    for (label, bytes) in [("snaplen-128", snap), ("orig-len-0", orig)] {
+        let file = dir.join(format!("{label}.pcap"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = pinwatch(&[
+            "replay",
+            &path_string(&file),
+            "--connections",
+            "-",
+            "--quiet",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stderr.is_empty());
+        common::assert_same(label, &expected, &ndjson(&out.stdout), |r| r.clone());
+    }
+}
