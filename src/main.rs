@@ -14,6 +14,7 @@ use pinwatch::replay::{ReplayConfig, Summary, replay};
 
 /// Exit codes (documented in the README).
 mod exit {
+    pub const USAGE: u8 = 2;
     pub const INPUT: u8 = 3;
     pub const DAMAGED: u8 = 4;
     pub const OUTPUT: u8 = 5;
@@ -100,11 +101,48 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(e),
+    };
     match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Export(args) => pinwatch::export::run_export(args),
     }
+}
+
+/// Help and version go to standard output as usual; a mistake on the command line is one line
+/// on standard error (clap's own message, its tip folded in) and exit code 2.
+fn command_line_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut message = String::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+    {
+        match line.strip_prefix("tip: ") {
+            Some(tip) => message.push_str(&format!(" ({tip})")),
+            None if message.is_empty() => message.push_str(line.trim_start_matches("error: ")),
+            None => message.push_str(&format!(" {line}")),
+        }
+    }
+    let command = std::env::args()
+        .nth(1)
+        .filter(|a| a == "replay" || a == "export")
+        .map_or_else(|| "pinwatch".to_string(), |c| format!("pinwatch {c}"));
+    eprintln!("pinwatch: {message}; see `{command} --help`");
+    ExitCode::from(exit::USAGE)
 }
 
 fn run_replay(args: ReplayArgs) -> ExitCode {
@@ -113,7 +151,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             "pinwatch: --min-confidence must be between 0 and 1, got {}",
             args.min_confidence
         );
-        return ExitCode::from(2);
+        return ExitCode::from(exit::USAGE);
     }
     let mut proxy_cas = ProxyCas::default();
     for pem in &args.proxy_ca {
@@ -127,6 +165,10 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         (None, Some("-")) => None,
         (None, _) => Some("-".to_string()),
     };
+    if let Some(clash) = output_clash(&args, rules_path.as_deref()) {
+        eprintln!("pinwatch: {clash}");
+        return ExitCode::from(exit::USAGE);
+    }
     let open = |p: &Option<String>| p.as_deref().map(NdjsonSink::create).transpose();
     let (mut sink, mut rules_sink, mut findings_sink) = match (
         open(&args.connections),
@@ -191,6 +233,43 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Some(e) if e.is_mid_file() => ExitCode::from(exit::DAMAGED),
         Some(_) => ExitCode::from(exit::INPUT),
     }
+}
+
+/// An output path that names an input file (opening it for writing would empty it before it
+/// is read) or another output (the two would overwrite each other).
+fn output_clash(args: &ReplayArgs, rules: Option<&str>) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let inputs: Vec<(u64, u64)> = args
+        .files
+        .iter()
+        .filter(|f| f.as_str() != "-")
+        .filter_map(|f| id(f))
+        .collect();
+    let outputs: Vec<(&str, &str)> = [
+        ("--connections", args.connections.as_deref()),
+        ("--rules", rules),
+        ("--findings", args.findings.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p.filter(|p| *p != "-")?)))
+    .collect();
+    for (i, &(flag, path)) in outputs.iter().enumerate() {
+        if id(path).is_some_and(|o| inputs.contains(&o)) {
+            return Some(format!(
+                "{flag} {path} is one of the input files; choose another output path"
+            ));
+        }
+        if let Some((other, _)) = outputs[..i]
+            .iter()
+            .find(|(_, p)| *p == path || id(p).is_some_and(|o| id(path) == Some(o)))
+        {
+            return Some(format!(
+                "{flag} and {other} both name {path}; give each output its own path"
+            ));
+        }
+    }
+    None
 }
 
 fn print_summary(s: &Summary) {

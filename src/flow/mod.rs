@@ -400,7 +400,7 @@ impl FlowTable {
             .filter(|(_, c)| (c.last, c.seq) <= newest)
             .map(|(k, c)| (c.last, c.seq, *k))
             .collect();
-        queue.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        queue.sort_unstable_by_key(|&(last, seq, _)| std::cmp::Reverse((last, seq)));
         self.evict_queue = queue;
     }
 
