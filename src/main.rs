@@ -191,12 +191,85 @@ impl TrackArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(e),
+    };
     match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Live(args) => run_live(args),
         Command::Export(args) => pinwatch::export::run_export(args),
     }
+}
+
+/// Help and version go to standard output as usual; a mistake on the command line is one line
+/// on standard error (clap's own message, its tip folded in) and exit code 2.
+fn command_line_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut message = String::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+    {
+        match line.strip_prefix("tip: ") {
+            Some(tip) => message.push_str(&format!(" ({tip})")),
+            None if message.is_empty() => message.push_str(line.trim_start_matches("error: ")),
+            None => message.push_str(&format!(" {line}")),
+        }
+    }
+    let command = std::env::args()
+        .nth(1)
+        .filter(|a| a == "replay" || a == "live" || a == "export")
+        .map_or_else(|| "pinwatch".to_string(), |c| format!("pinwatch {c}"));
+    eprintln!("pinwatch: {message}; see `{command} --help`");
+    ExitCode::from(exit::USAGE)
+}
+
+/// An output path that names an input file (opening it for writing would empty it before it
+/// is read) or another output (the two would overwrite each other).
+fn output_clash(files: &[String], out: &OutputArgs, rules: Option<&str>) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let inputs: Vec<(u64, u64)> = files
+        .iter()
+        .filter(|f| f.as_str() != "-")
+        .filter_map(|f| id(f))
+        .collect();
+    let outputs: Vec<(&str, &str)> = [
+        ("--connections", out.connections.as_deref()),
+        ("--rules", rules),
+        ("--findings", out.findings.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p.filter(|p| *p != "-")?)))
+    .collect();
+    for (i, &(flag, path)) in outputs.iter().enumerate() {
+        if id(path).is_some_and(|o| inputs.contains(&o)) {
+            return Some(format!(
+                "{flag} {path} is one of the input files; choose another output path"
+            ));
+        }
+        if let Some((other, _)) = outputs[..i]
+            .iter()
+            .find(|(_, p)| *p == path || id(p).is_some_and(|o| id(path) == Some(o)))
+        {
+            return Some(format!(
+                "{flag} and {other} both name {path}; give each output its own path"
+            ));
+        }
+    }
+    None
 }
 
 /// A failed run: the one line to print and the exit code.
@@ -279,12 +352,16 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn open(out: &OutputArgs, flush: Flush) -> Result<Sinks, Failure> {
+    /// Opens the outputs; `inputs` are the capture files, which no output may name.
+    fn open(out: &OutputArgs, inputs: &[String], flush: Flush) -> Result<Sinks, Failure> {
         let rules_path = match (&out.rules, out.connections.as_deref()) {
             (Some(p), _) => Some(p.clone()),
             (None, Some("-")) => None,
             (None, _) => Some("-".to_string()),
         };
+        if let Some(clash) = output_clash(inputs, out, rules_path.as_deref()) {
+            return Err(Failure(clash, exit::USAGE));
+        }
         let open = |p: &Option<String>| {
             p.as_deref()
                 .map(|p| LineSink::open(Target::parse(p), flush))
@@ -373,7 +450,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
 
 fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     let settings = settings(&args.out)?;
-    let mut sinks = Sinks::open(&args.out, Flush::Manual)?;
+    let mut sinks = Sinks::open(&args.out, &args.files, Flush::Manual)?;
     let signals = Signals::install();
     let threads = args.track.threads();
     let evidence = Arc::new(EvidenceTable::default());
@@ -551,7 +628,7 @@ mod live {
             pinwatch::privs::drop_privileges(user)
                 .map_err(|e| Failure(format!("--user {user}: {e}"), exit::PRIVILEGES))?;
         }
-        let mut sinks = Sinks::open(&args.out, Flush::EveryLine)?;
+        let mut sinks = Sinks::open(&args.out, &[], Flush::EveryLine)?;
         let signals = Signals::install();
         let threads = args.track.threads();
         let stats = Arc::new(Stats::new(threads));

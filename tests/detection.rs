@@ -16,11 +16,10 @@ struct Run {
 }
 
 fn run(files: &[String], extra: &[&str]) -> Run {
-    let dir = std::env::temp_dir().join(format!(
-        "pinwatch-detect-{}-{}",
-        std::process::id(),
-        files.len() + extra.len()
-    ));
+    // One directory per call: tests run in parallel and must not share a findings file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pinwatch-detect-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let findings = dir.join("findings.jsonl");
     let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))

@@ -19,30 +19,48 @@ const MAX_RECORD: usize = 1 << 20;
 const READ_BUFFER: usize = 4 << 20;
 
 /// A failure to read a capture file. The offset is the byte position in the file where the
-/// damage starts; every packet before it has already been handed out.
+/// damage starts; every packet before it has already been handed out. Each message is one line
+/// that says what is wrong and what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("{name}: cannot open: {source}")]
+    #[error("{name}: cannot open: {source}{}", open_hint(.source))]
     Open {
         name: String,
         source: std::io::Error,
     },
-    #[error("{name}: is a directory, not a capture file")]
+    #[error("{name}: is a directory, not a capture file; name the capture files in it")]
     IsDirectory { name: String },
-    #[error("{name}: empty file, not a pcap or pcapng capture")]
+    #[error("{name}: empty file, not a pcap or pcapng capture; nothing to replay")]
     Empty { name: String },
-    #[error("{name}: not a pcap or pcapng capture (unrecognised header at offset 0)")]
+    #[error(
+        "{name}: not a pcap or pcapng capture (unrecognised header at offset 0); \
+         convert it with `tshark -F pcapng -r FILE -w FILE.pcapng`"
+    )]
     NotCapture { name: String },
-    #[error("{name}: truncated: the record at offset {offset} ends before its stated length")]
+    #[error(
+        "{name}: truncated: the record at offset {offset} ends before its stated length; \
+         the packets before it were replayed"
+    )]
     Truncated { name: String, offset: u64 },
-    #[error("{name}: damaged at offset {offset}: {what}")]
+    #[error("{name}: damaged at offset {offset}: {what}; the packets before it were replayed")]
     Damaged {
         name: String,
         offset: u64,
         what: String,
     },
-    #[error("{name}: read error at offset {offset}")]
+    #[error("{name}: read error at offset {offset}; the packets before it were replayed")]
     Read { name: String, offset: u64 },
+}
+
+/// What to do when a file cannot be opened, for the causes a user can fix.
+fn open_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "; check the path",
+        std::io::ErrorKind::PermissionDenied => {
+            "; give the user running pinwatch read access, or copy the file"
+        }
+        _ => "",
+    }
 }
 
 impl CaptureError {
@@ -119,7 +137,7 @@ impl CaptureReader {
     /// Opens a file by path; `-` reads standard input.
     pub fn open(path: &str) -> Result<Self, CaptureError> {
         if path == "-" {
-            return Self::from_read(path.to_string(), std::io::stdin());
+            return Self::from_read("standard input".to_string(), std::io::stdin());
         }
         let meta = std::fs::metadata(path).map_err(|source| CaptureError::Open {
             name: path.to_string(),
