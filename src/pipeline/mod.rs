@@ -71,8 +71,12 @@ impl Default for Config {
 /// Packets per batch handed to a worker: large enough to amortise the channel, small enough
 /// to keep a live sensor's latency low.
 const BATCH_PACKETS: usize = 256;
-/// Batches waiting per worker before the source waits or drops.
-const QUEUE_BATCHES: usize = 64;
+/// Batches waiting per worker before the source waits or drops (at most ~6 MB of frames each).
+const QUEUE_BATCHES: usize = 16;
+/// Every worker hears from the source at least once per this many packets, even when its
+/// share of the traffic is empty, so the collector never holds more than about this many
+/// packets' worth of finished connections waiting for a quiet worker.
+const HEARTBEAT_PACKETS: u64 = 4096;
 /// Sweep idle and closed flows once per this much capture time.
 const TICK_NS: i64 = 1_000_000_000;
 
@@ -649,6 +653,12 @@ fn dispatch<S: Source>(
                 }
             }
             Err(skip) => *counts.skipped.entry(skip.as_str()).or_default() += 1,
+        }
+        if counts.packets.is_multiple_of(HEARTBEAT_PACKETS) {
+            for (w, b) in batches.iter_mut().enumerate() {
+                send(w, b, dispatched, last_ts, counts);
+            }
+            last_handover = Instant::now();
         }
         // A slow live link must not leave packets waiting in a half-full batch.
         if config.drop_when_full

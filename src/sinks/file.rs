@@ -68,14 +68,17 @@ pub enum Flush {
 #[derive(Debug, thiserror::Error)]
 pub enum FileSinkError {
     /// ENOSPC. Lines not yet written stay buffered and go out on a later flush if space frees.
-    #[error("{target}: disk full, cannot write")]
+    #[error(
+        "{target}: disk full, cannot write (No space left on device); free some space or write \
+         elsewhere (records up to the failure were written)"
+    )]
     DiskFull { target: String },
     /// EPIPE: the reader of standard output (or a FIFO) went away.
     #[error("{target}: the reader went away (broken pipe)")]
     Closed { target: String },
-    #[error("{target}: cannot write: {source}")]
+    #[error("{target}: cannot write: {source}{}", remedy(.source))]
     Write { target: String, source: io::Error },
-    #[error("{target}: cannot open: {source}")]
+    #[error("{target}: cannot open: {source}{}", remedy(.source))]
     Open { target: String, source: io::Error },
     /// Not fatal: the sink keeps writing to the file it had, and the line that triggered the
     /// reopen was not written. Request another reopen to try again.
@@ -83,6 +86,19 @@ pub enum FileSinkError {
     Reopen { target: String, source: io::Error },
     #[error("cannot serialise record: {0}")]
     Serialize(#[from] serde_json::Error),
+}
+
+/// What to do about an open or write failure, for the causes a user can fix.
+fn remedy(e: &io::Error) -> &'static str {
+    use io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "; the directory does not exist",
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem | ErrorKind::IsADirectory => {
+            "; choose a writable file path"
+        }
+        ErrorKind::QuotaExceeded => "; free some space or write elsewhere",
+        _ => "",
+    }
 }
 
 impl FileSinkError {

@@ -270,6 +270,18 @@ impl Measured {
 /// a small process in between, and its child's figure is clean.
 const GNU_TIME: &str = "/usr/bin/time";
 
+/// Measured replays use one worker thread unless told otherwise: the bounds asserted here are
+/// those of the flow table, reassembly and TLS stages, and with one worker `--max-flows` is one
+/// table's exact LRU cap. (Several workers add their fixed input queues, up to 16 batches of
+/// 256 frames each, and split `--max-flows` between them.)
+fn one_worker(args: &[&str]) -> &'static [&'static str] {
+    if args.first() == Some(&"replay") && !args.contains(&"--threads") {
+        &["--threads", "1"]
+    } else {
+        &[]
+    }
+}
+
 /// Runs pinwatch with `args`, handing each line of its standard output to `on_line` as it
 /// comes (so millions of records need no memory here), and measures it.
 pub fn run_measured(args: &[&str], mut on_line: impl FnMut(&str) + Send) -> Measured {
@@ -286,6 +298,7 @@ pub fn run_measured(args: &[&str], mut on_line: impl FnMut(&str) + Send) -> Meas
         .arg(&report)
         .arg(BIN)
         .args(args)
+        .args(one_worker(args))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
