@@ -76,9 +76,10 @@ fuzz_target!(|data: &[u8]| {
         stopped: false,
     };
     let baseline = live_bytes();
-    // The queue holds at most `cap` payload bytes and the retained prefix too (its vector may
-    // have grown to twice that by doubling); a few KiB cover the map's fixed part.
-    let bound = 3 * cap + 4096;
+    // The queue is charged its bytes plus a fixed cost per piece and holds at most `cap` of
+    // that (the map's half-empty nodes may take a little more than the charge); the retained
+    // prefix holds at most `cap` bytes, in a vector that may have doubled past that.
+    let bound = 4 * cap + 4096;
     while let Some(op) = input.u8() {
         let offset = if op & 8 != 0 { input.u32() } else { input.u16().map(u32::from) };
         let Some(offset) = offset else { break };
