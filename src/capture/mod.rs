@@ -15,8 +15,10 @@ use pcap_parser::{PcapBlockOwned, PcapError};
 /// Largest record a capture may claim. libpcap's own maximum snap length is 256 KiB; anything
 /// larger is a lie in the file, not a packet.
 const MAX_RECORD: usize = 1 << 20;
-/// Read buffer: large reads keep replay from being syscall-bound.
-const READ_BUFFER: usize = 4 << 20;
+/// Read buffer: large reads keep replay from being syscall-bound. Fuzz builds (`cargo fuzz`
+/// sets `cfg(fuzzing)`) start small: a fresh 4 MiB buffer per input would make every run a
+/// page-fault storm, and a small one also exercises the buffer-growing path on small inputs.
+const READ_BUFFER: usize = if cfg!(fuzzing) { 64 << 10 } else { 4 << 20 };
 
 /// A failure to read a capture file. The offset is the byte position in the file where the
 /// damage starts; every packet before it has already been handed out. Each message is one line

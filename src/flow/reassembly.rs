@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 
 /// An acknowledgement further ahead than this is not believed (hostile or garbage).
 const MAX_ACK_AHEAD: u64 = 16 << 20;
+/// What one queued piece costs beyond its bytes (its vector, its map entry, the allocator's
+/// rounding), charged against the cap. Without it a sender of 1-byte out-of-order segments made
+/// the queue hold tens of times the cap in bookkeeping (found by fuzzing, see fuzz/).
+const PIECE_COST: usize = 64;
 
 /// What the reassembler hands to its consumer, in stream order.
 #[derive(Debug, PartialEq, Eq)]
@@ -169,16 +173,19 @@ impl Reassembler {
     }
 
     fn enqueue(&mut self, start: u64, data: &[u8], end: u64, out: &mut dyn FnMut(Chunk<'_>)) {
-        if self.queued_bytes + data.len() > self.cap {
+        let cost = if data.is_empty() {
+            0
+        } else {
+            data.len() + PIECE_COST
+        };
+        if self.queued_bytes + cost > self.cap {
             // Full: give up holes, oldest first, until the segment fits or is in order.
             self.stats.queue_overflows += 1;
-            while self.queued_bytes + data.len() > self.cap
-                && !self.queue.is_empty()
-                && start > self.next
+            while self.queued_bytes + cost > self.cap && !self.queue.is_empty() && start > self.next
             {
                 self.skip_hole(out);
             }
-            if start > self.next && self.queued_bytes + data.len() > self.cap {
+            if start > self.next && self.queued_bytes + cost > self.cap {
                 // The segment alone is larger than the queue: the hole before it is lost.
                 self.skip_to(start, out);
             }
@@ -187,6 +194,14 @@ impl Reassembler {
             }
         }
         self.insert_first_copy_wins(start, data);
+        // A segment spanning several queued pieces is queued as several pieces, which may cost
+        // more than estimated above: give up the oldest holes until the queue is within its cap.
+        if self.queued_bytes > self.cap {
+            self.stats.queue_overflows += 1;
+            while self.queued_bytes > self.cap && !self.queue.is_empty() {
+                self.skip_hole(out);
+            }
+        }
     }
 
     /// Queues the parts of a segment that no queued segment covers yet; where they overlap, the
@@ -227,7 +242,7 @@ impl Reassembler {
 
     fn queue_piece(&mut self, at: u64, bytes: &[u8]) {
         if !bytes.is_empty() {
-            self.queued_bytes += bytes.len();
+            self.queued_bytes += bytes.len() + PIECE_COST;
             self.queue.insert(at, bytes.to_vec());
         }
     }
@@ -280,7 +295,7 @@ impl Reassembler {
                 break;
             }
             let data = entry.remove();
-            self.queued_bytes -= data.len();
+            self.queued_bytes -= data.len() + PIECE_COST;
             let end = start + data.len() as u64;
             if end <= self.next {
                 self.compare_with_retained(start, &data);
