@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
     // what it keeps of the hellos and certificate; plus the table's own map.
     let bound = max_flows * (40 * cap + (300 << 10)) + (64 << 10);
     let mut at = At { pkt: 0, ts_ns: 1_700_000_000_000_000_000 };
+    let mut last_sweep_ns = at.ts_ns;
     while let Some(head) = input.take(HEADER) {
         let mut h = Input::new(head);
         let (Some(addrs), Some(sport), Some(dport), Some(flags)) = (h.u8(), h.u16(), h.u16(), h.u8())
@@ -101,7 +102,13 @@ fuzz_target!(|data: &[u8]| {
             flags,
             payload,
             wire_len: payload.len() as u32 + u32::from(cut),
+            tunnel: None,
         };
+        // The pipeline sweeps once per capture second; so does this.
+        if at.ts_ns - last_sweep_ns >= 1_000_000_000 {
+            last_sweep_ns = at.ts_ns;
+            table.sweep(at.ts_ns, &mut |c| finished.take(c));
+        }
         table.packet(&seg, at, &mut |c| finished.take(c));
         assert!(table.len() <= max_flows, "{} flows tracked, {max_flows} allowed", table.len());
         let held = live_bytes().saturating_sub(baseline);

@@ -1,43 +1,73 @@
-//! The whole offline pipeline on a fuzzed capture file, wired as `replay` wires it: capture
-//! reader -> decode -> flow table -> connection records -> correlation -> rules, and the rules
-//! through `export`'s reader and every renderer.
+//! The whole offline pipeline on a fuzzed capture file, as `replay` runs it (`pipeline::run`:
+//! capture reader -> decode -> flow table -> connection records -> evidence table), then
+//! correlation -> rules, and the rules through `export`'s reader and every renderer.
 #![no_main]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use libfuzzer_sys::fuzz_target;
 use pinwatch::capture::CaptureReader;
-use pinwatch::correlate::{Config, Correlator};
-use pinwatch::decode;
+use pinwatch::classify::Verdict;
+use pinwatch::correlate::{Config, Correlator, EvidenceTable};
 use pinwatch::export::{self, Format};
-use pinwatch::flow::{Connection, FlowConfig, FlowTable};
-use pinwatch::output::record;
-use pinwatch::tls::At;
+use pinwatch::flow::FlowConfig;
+use pinwatch::output::record::ConnectionRecord;
+use pinwatch::pipeline::{self, Next, Output, Source};
+use pinwatch::stats::Stats;
+
+/// The fuzzed bytes as a capture file for the pipeline.
+struct Bytes(CaptureReader);
+
+impl Source for Bytes {
+    fn next(&mut self) -> Next<'_> {
+        match self.0.advance() {
+            Ok(true) => self.0.frame().map_or(Next::End, Next::Frame),
+            _ => Next::End,
+        }
+    }
+}
+
+/// Records must serialise and agree with their verdict.
+struct Check;
+
+impl Output for Check {
+    type Error = std::convert::Infallible;
+    fn record(&mut self, rec: &ConnectionRecord, verdict: &Verdict) -> Result<(), Self::Error> {
+        assert_eq!(rec.outcome, verdict.outcome.as_str());
+        serde_json::to_string(rec).expect("a connection record serialises");
+        Ok(())
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut reader) = CaptureReader::from_read("fuzz".into(), std::io::Cursor::new(data.to_vec()))
+    let Ok(reader) = CaptureReader::from_read("fuzz".into(), std::io::Cursor::new(data.to_vec()))
     else {
         return;
     };
-    // A small table so that eviction happens too; the default handshake cap.
-    let mut table = FlowTable::new(FlowConfig {
-        max_flows: 64,
-        ..FlowConfig::default()
-    });
-    let mut correlator = Correlator::new(Config::default());
-    let mut finish = |conn: Connection| {
-        let (rec, verdict) = record::build(&conn);
-        assert_eq!(rec.outcome, verdict.outcome.as_str());
-        serde_json::to_string(&rec).expect("a connection record serialises");
-        correlator.observe(&rec, rec.ts_start_ns);
+    // A small table so that eviction happens too; the default handshake cap; one worker (the
+    // inline path: no threads in a fuzzer).
+    let config = pipeline::Config {
+        flow: FlowConfig {
+            max_flows: 64,
+            ..FlowConfig::default()
+        },
+        threads: 1,
+        ..pipeline::Config::default()
     };
-    let mut pkt = 0;
-    while let Ok(Some(frame)) = reader.next_frame() {
-        pkt += 1;
-        let at = At { pkt, ts_ns: frame.ts_ns };
-        if let Ok(seg) = decode::decode(frame.linktype, frame.data) {
-            table.packet(&seg, at, &mut finish);
-        }
-    }
-    table.drain(&mut finish);
+    let evidence = Arc::new(EvidenceTable::default());
+    let correlator = Correlator::with_table(Config::default(), Arc::clone(&evidence));
+    let stats = Arc::new(Stats::new(1));
+    let summary = pipeline::run(
+        &mut Bytes(reader),
+        config,
+        &evidence,
+        &stats,
+        &AtomicBool::new(false),
+        &mut Check,
+    )
+    .unwrap_or_else(|never| match never {});
+    assert!(summary.connections <= summary.tcp_segments, "more connections than segments");
     let report = correlator.conclude();
     let mut ndjson = String::new();
     for rule in &report.candidates {
