@@ -364,6 +364,11 @@ impl Analysis<'_> {
         for (name, conns) in &per_name {
             let facts = score::NameFacts {
                 name,
+                first_seen_ns: conns
+                    .iter()
+                    .map(|&(i, _)| self.obs[i].ts_ns)
+                    .min()
+                    .unwrap_or(capture_start),
                 origin_seen_upstream: origin_names.contains(name),
                 capture_span_ns: capture_end - capture_start,
                 capture_end_ns: capture_end,

@@ -24,6 +24,13 @@ const CAP_RECENT: f64 = 0.5;
 /// A name whose first failure falls in the last RECENT_NS of an observation window at least
 /// twice as long is "brand new".
 const RECENT_NS: i64 = 10 * 60 * 1_000_000_000;
+const CAP_BURST: f64 = 0.5;
+/// A burst for a fresh name: the name first appeared after at least BURST_NS of observation,
+/// and every failure came within BURST_NS, from hosts of one /24 (IPv6: one /64). That is what
+/// a few machines of one subnet faking aborts to win a bypass look like. A real pinned app
+/// keeps failing, later or on other subnets, and so lifts the cap; without that much history
+/// (a lab capture) nothing tells the two apart and the cap does not apply.
+const BURST_NS: i64 = 10 * 60 * 1_000_000_000;
 
 /// How much one failed connection says about pinning.
 pub fn failure_weight(outcome: &str, detail: Option<&str>, delay_ms: Option<f64>) -> f64 {
@@ -123,6 +130,9 @@ pub struct Evidence {
     hosts: BTreeSet<IpAddr>,
     #[serde(skip)]
     first_ns: i64,
+    /// Time of the last failure.
+    #[serde(skip)]
+    last_ns: i64,
     #[serde(skip)]
     ip_literal: bool,
 }
@@ -157,6 +167,8 @@ pub struct ConnView<'a> {
 
 pub struct NameFacts<'a> {
     pub name: &'a str,
+    /// The name's first connection, from any client.
+    pub first_seen_ns: i64,
     pub origin_seen_upstream: bool,
     pub capture_span_ns: i64,
     pub capture_end_ns: i64,
@@ -195,6 +207,7 @@ fn add(ev: &mut Evidence, c: &ConnView<'_>, path: Path) {
     if ev.first_ns == 0 || c.ts_ns < ev.first_ns {
         ev.first_ns = c.ts_ns;
     }
+    ev.last_ns = ev.last_ns.max(c.ts_ns);
     *ev.failure_kinds.entry(c.outcome.to_string()).or_default() += 1;
     if c.outcome == "client_alert"
         && let Some(d) = c.detail
@@ -275,6 +288,7 @@ fn merge(into: &mut Evidence, e: &Evidence) {
     if into.first_ns == 0 || (e.first_ns != 0 && e.first_ns < into.first_ns) {
         into.first_ns = e.first_ns;
     }
+    into.last_ns = into.last_ns.max(e.last_ns);
     if !e.first_seen.is_empty() && (into.first_seen.is_empty() || e.first_seen < into.first_seen) {
         into.first_seen = e.first_seen.clone();
     }
@@ -404,7 +418,36 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
             &mut why,
         );
     }
+    let capture_start = facts.capture_end_ns - facts.capture_span_ns;
+    if facts.first_seen_ns - capture_start >= BURST_NS
+        && ev.last_ns - ev.first_ns <= BURST_NS
+        && let Some(net) = one_subnet(&ev.hosts)
+    {
+        cap(
+            CAP_BURST,
+            "subnet_burst",
+            &format!("a new name, failing only from {net} and all within 10 minutes"),
+            &mut conf,
+            &mut why,
+        );
+    }
     (conf.clamp(0.0, 1.0), why.join("; "), capped)
+}
+
+/// The /24 (IPv4) or /64 (IPv6) holding every one of the hosts, if there is one.
+fn one_subnet(hosts: &BTreeSet<IpAddr>) -> Option<String> {
+    let net = |ip: &IpAddr| match ip {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(*a) & !0xff).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(*a) & !u128::from(u64::MAX)).into()),
+    };
+    let first = net(hosts.first()?);
+    if !hosts.iter().all(|h| net(h) == first) {
+        return None;
+    }
+    Some(match first {
+        IpAddr::V4(_) => format!("{first}/24"),
+        IpAddr::V6(_) => format!("{first}/64"),
+    })
 }
 
 fn describe_failures(ev: &Evidence) -> String {
@@ -557,6 +600,27 @@ mod tests {
             failure_weight("server_abort", Some("handshake_failure"), None),
             0.0
         );
+    }
+
+    #[test]
+    fn one_subnet_is_a_shared_slash_24_or_slash_64() {
+        let set =
+            |ips: &[&str]| -> BTreeSet<IpAddr> { ips.iter().map(|i| i.parse().unwrap()).collect() };
+        assert_eq!(
+            one_subnet(&set(&["10.66.6.1", "10.66.6.254"])).as_deref(),
+            Some("10.66.6.0/24")
+        );
+        assert_eq!(one_subnet(&set(&["10.66.6.1", "10.66.7.1"])), None);
+        assert_eq!(
+            one_subnet(&set(&["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"])).as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            one_subnet(&set(&["2001:db8:1:2::1", "2001:db8:1:3::1"])),
+            None
+        );
+        assert_eq!(one_subnet(&set(&["10.66.6.1", "::ffff:10.66.6.2"])), None);
+        assert_eq!(one_subnet(&set(&[])), None);
     }
 
     #[test]
