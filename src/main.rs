@@ -253,6 +253,8 @@ fn output_clash(files: &[String], out: &OutputArgs, rules: Option<&str>) -> Opti
     ]
     .into_iter()
     .filter_map(|(flag, p)| Some((flag, p.filter(|p| *p != "-")?)))
+    // Devices and pipes (/dev/null, a FIFO) can take several writers.
+    .filter(|(_, p)| std::fs::metadata(p).map_or(true, |m| m.is_file()))
     .collect();
     for (i, &(flag, path)) in outputs.iter().enumerate() {
         if id(path).is_some_and(|o| inputs.contains(&o)) {
