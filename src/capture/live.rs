@@ -151,7 +151,8 @@ fn libpcap_message(err: &pcap::Error) -> String {
 /// Packet counters since the capture was opened (`pcap_stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveStats {
-    /// Packets that passed the filter and reached the capture buffer (Linux semantics).
+    /// Packets that passed the filter and reached the capture buffer (Linux semantics). On `lo`
+    /// the kernel counts each packet twice (sent and received) while pinwatch gets it once.
     pub received: u64,
     /// Packets the kernel dropped because the buffer was full: pinwatch did not keep up.
     pub dropped_kernel: u64,
