@@ -14,8 +14,11 @@ pub mod decode;
 pub mod export;
 pub mod flow;
 pub mod output;
+pub mod pipeline;
 #[cfg(target_os = "linux")]
 pub mod privs;
 pub mod replay;
 pub mod session;
+pub mod sinks;
+pub mod stats;
 pub mod tls;

@@ -16,11 +16,10 @@ struct Run {
 }
 
 fn run(files: &[String], extra: &[&str]) -> Run {
-    let dir = std::env::temp_dir().join(format!(
-        "pinwatch-detect-{}-{}",
-        std::process::id(),
-        files.len() + extra.len()
-    ));
+    // One directory per call: tests run in parallel and must not share a findings file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pinwatch-detect-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let findings = dir.join("findings.jsonl");
     let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
@@ -325,4 +324,87 @@ fn several_failing_hosts_of_one_domain_become_one_suffix_rule() {
     assert!(rule["evidence"]["client_hosts"].as_u64().unwrap() >= 3);
     // www.shop.test (browser-like curl, succeeding) is not part of it.
     assert!(!rule["reason"].as_str().unwrap().contains("shop.test"));
+}
+
+/// Every bundled capture in one run: 1, 2 and 3 worker threads give the same records, the
+/// same rules and the same findings, byte for byte.
+#[test]
+fn worker_threads_do_not_change_records_rules_or_findings() {
+    let mut files: Vec<String> =
+        std::fs::read_dir(format!("{}/captures", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().to_string_lossy().into_owned())
+            .filter(|p| p.ends_with(".pcap") || p.ends_with(".pcapng"))
+            .collect();
+    files.sort();
+    assert!(files.len() >= 10, "captures missing: {files:?}");
+    let dir = std::env::temp_dir().join(format!("pinwatch-threads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let outputs: Vec<(String, String, String, String)> = ["1", "2", "3"]
+        .iter()
+        .map(|threads| {
+            let conns = dir.join(format!("conns-{threads}.jsonl"));
+            let findings = dir.join(format!("findings-{threads}.jsonl"));
+            let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+                .arg("replay")
+                .args(&files)
+                .args(["--threads", threads, "--min-confidence", "0"])
+                .args(["--connections", conns.to_str().unwrap()])
+                .args(["--findings", findings.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                stderr.contains(&format!("with {threads} worker thread(s)")),
+                "{stderr}"
+            );
+            // The table after the first summary line is the same whatever the thread count.
+            let table = stderr.lines().skip(1).collect::<Vec<_>>().join("\n");
+            (
+                std::fs::read_to_string(&conns).unwrap(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                std::fs::read_to_string(&findings).unwrap(),
+                table,
+            )
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (records, rules, _, _) = &outputs[0];
+    assert!(
+        records.lines().count() > 100,
+        "too few records to mean anything"
+    );
+    assert!(
+        rules.lines().count() >= 5,
+        "too few candidate rules: {rules}"
+    );
+    for (i, other) in outputs.iter().enumerate().skip(1) {
+        assert!(
+            other.0 == outputs[0].0,
+            "records differ with {} threads",
+            i + 1
+        );
+        assert!(
+            other.1 == outputs[0].1,
+            "rules differ with {} threads",
+            i + 1
+        );
+        assert!(
+            other.2 == outputs[0].2,
+            "findings differ with {} threads",
+            i + 1
+        );
+        assert_eq!(
+            other.3,
+            outputs[0].3,
+            "summary table differs with {} threads",
+            i + 1
+        );
+    }
 }

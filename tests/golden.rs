@@ -3,6 +3,9 @@
 //! (`captures/NAME.connections.jsonl`, `tests/corpus/NAME.connections.jsonl`). Every record is
 //! also validated against `schema/connection.schema.json`.
 //!
+//! Each capture is also replayed with 2 and 3 worker threads, which must give the same
+//! records in the same order.
+//!
 //! After a deliberate change, `PINWATCH_BLESS=1 cargo test --test golden` rewrites the goldens;
 //! read the diff before committing it.
 
@@ -26,11 +29,14 @@ fn schema_validator() -> jsonschema::Validator {
 }
 
 /// Replays one file; returns the NDJSON text and the capture errors (one line each).
-fn replay_ndjson(path: &Path) -> (String, Vec<String>) {
+fn replay_ndjson(path: &Path, threads: usize) -> (String, Vec<String>) {
     let mut out = String::new();
     let summary = replay::<std::convert::Infallible>(
         &[path.to_string_lossy().into_owned()],
-        ReplayConfig::default(),
+        ReplayConfig {
+            threads,
+            ..ReplayConfig::default()
+        },
         &mut |rec, _| {
             out.push_str(&serde_json::to_string(rec).unwrap());
             out.push('\n');
@@ -42,7 +48,15 @@ fn replay_ndjson(path: &Path) -> (String, Vec<String>) {
 }
 
 fn check(capture: &Path, golden: &Path, validator: &jsonschema::Validator) -> Result<(), String> {
-    let (actual, _errors) = replay_ndjson(capture);
+    let (actual, errors) = replay_ndjson(capture, 1);
+    for threads in [2, 3] {
+        if replay_ndjson(capture, threads) != (actual.clone(), errors.clone()) {
+            return Err(format!(
+                "{}: {threads} worker threads give other records than one",
+                capture.display()
+            ));
+        }
+    }
     for (i, line) in actual.lines().enumerate() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         if let Some(err) = validator.iter_errors(&value).next() {
@@ -163,7 +177,7 @@ fn public_corpus_matches_its_goldens() {
 #[test]
 fn damaged_corpus_file_reports_offset_and_keeps_earlier_records() {
     let damaged = corpus().join("suricata-verify/tests/bug-1450-04/tls_DER-incomplete-header.pcap");
-    let (records, errors) = replay_ndjson(&damaged);
+    let (records, errors) = replay_ndjson(&damaged, 2);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains("tls_DER-incomplete-header.pcap") && errors[0].contains("offset 5035"),

@@ -25,6 +25,14 @@ proxy (`-s 0`, Ethernet link type, filter `tcp or icmp`); `both-legs.pcap` uses
 `-i any` (Linux SLL2) so the proxy's upstream connections on `wan0` appear too.
 Names resolve through `/etc/netns/<ns>/hosts`; there is no DNS.
 
+The `tunnel-*` captures (`scripts/captures/tunnels.py`, run by `make-captures`) carry the
+same kind of traffic in tunnels and are captured on the underlay (10.77.9.0/24 and fd77:9::/64):
+a Linux kernel VXLAN overlay between the client hosts and the proxy (`tunnel-vxlan`), and Open
+vSwitch (userspace datapath) mirroring each client's switch port into GRE (`tunnel-gre`) or
+ERSPAN type II/III (`tunnel-erspan`) towards a sensor host. Each truth entry names its `tunnel`
+(type, id, underlay family); their CAs are `certs/mitmproxy-ca-tunnel.pem` and
+`certs/origin-ca-tunnel.pem`.
+
 Regenerating produces the same connections in the same order with the same labels,
 but not the same bytes (ports, keys, certificates, timestamps all change). Any
 `NAME.connections.jsonl` golden files beside the pcaps (pinwatch output, not written by

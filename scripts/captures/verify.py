@@ -18,6 +18,10 @@ FIELDS = ["frame.time_relative", "tcp.stream", "ip.src", "ip.dst", "tcp.srcport"
           "tls.handshake.extensions_server_name", "tls.handshake.extensions.supported_version",
           "http.request.method", "http.request.uri", "http.response.code", "sll.ifindex"]
 
+# Linux's default VXLAN port (no `dstport` given), which tshark does not know as VXLAN.
+VXLAN_LINUX = ["-d", "udp.port==8472,vxlan"]
+# One value per packet, except in tunnels (outer and inner IP header).
+SCALAR_FIELDS = ["ip.src", "ip.dst"]
 ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 40: "handshake_failure", 42: "bad_certificate",
           43: "unsupported_certificate", 44: "certificate_revoked", 45: "certificate_expired", 46: "certificate_unknown",
           47: "illegal_parameter", 48: "unknown_ca", 49: "access_denied", 50: "decode_error", 51: "decrypt_error",
@@ -38,7 +42,7 @@ def ints(v):
 
 
 def load(pcap):
-    cmd = ["tshark", "-n", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE", "-T", "fields",
+    cmd = ["tshark", "-n", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE", *VXLAN_LINUX, "-T", "fields",
            "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=;"]
     for f in FIELDS:
         cmd += ["-e", f]
@@ -46,6 +50,10 @@ def load(pcap):
     streams = {}
     for line in out.splitlines():
         v = dict(zip(FIELDS, line.split("\t")))
+        # Inside a tunnel tshark lists the outer header's fields first: keep the innermost.
+        for f in SCALAR_FIELDS:
+            if v.get(f):
+                v[f] = v[f].split(";")[-1]
         if not v.get("tcp.stream"):
             continue
         sid = int(v["tcp.stream"])
@@ -196,7 +204,7 @@ def ja4(f):
 
 
 def ja4_by_stream(pcap):
-    cmd = ["tshark", "-n", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE", "-Y", "tls.handshake.type == 1", "-T", "fields",
+    cmd = ["tshark", "-n", "-r", str(pcap), "-o", "tcp.desegment_tcp_streams:TRUE", *VXLAN_LINUX, "-Y", "tls.handshake.type == 1", "-T", "fields",
            "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=;"]
     for f in JA4_FIELDS:
         cmd += ["-e", f]

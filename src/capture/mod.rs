@@ -20,30 +20,48 @@ const MAX_RECORD: usize = 1 << 20;
 const READ_BUFFER: usize = 4 << 20;
 
 /// A failure to read a capture file. The offset is the byte position in the file where the
-/// damage starts; every packet before it has already been handed out.
+/// damage starts; every packet before it has already been handed out. Each message is one line
+/// that says what is wrong and what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("{name}: cannot open: {source}")]
+    #[error("{name}: cannot open: {source}{}", open_hint(.source))]
     Open {
         name: String,
         source: std::io::Error,
     },
-    #[error("{name}: is a directory, not a capture file")]
+    #[error("{name}: is a directory, not a capture file; name the capture files in it")]
     IsDirectory { name: String },
-    #[error("{name}: empty file, not a pcap or pcapng capture")]
+    #[error("{name}: empty file, not a pcap or pcapng capture; nothing to replay")]
     Empty { name: String },
-    #[error("{name}: not a pcap or pcapng capture (unrecognised header at offset 0)")]
+    #[error(
+        "{name}: not a pcap or pcapng capture (unrecognised header at offset 0); \
+         convert it with `tshark -F pcapng -r FILE -w FILE.pcapng`"
+    )]
     NotCapture { name: String },
-    #[error("{name}: truncated: the record at offset {offset} ends before its stated length")]
+    #[error(
+        "{name}: truncated: the record at offset {offset} ends before its stated length; \
+         the packets before it were replayed"
+    )]
     Truncated { name: String, offset: u64 },
-    #[error("{name}: damaged at offset {offset}: {what}")]
+    #[error("{name}: damaged at offset {offset}: {what}; the packets before it were replayed")]
     Damaged {
         name: String,
         offset: u64,
         what: String,
     },
-    #[error("{name}: read error at offset {offset}")]
+    #[error("{name}: read error at offset {offset}; the packets before it were replayed")]
     Read { name: String, offset: u64 },
+}
+
+/// What to do when a file cannot be opened, for the causes a user can fix.
+fn open_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "; check the path",
+        std::io::ErrorKind::PermissionDenied => {
+            "; give the user running pinwatch read access, or copy the file"
+        }
+        _ => "",
+    }
 }
 
 impl CaptureError {
@@ -112,13 +130,15 @@ pub struct CaptureReader {
     interfaces: Vec<Interface>,
     /// Bytes read so far, for the progress bar.
     bytes_read: u64,
+    /// The packet [`CaptureReader::advance`] stopped at.
+    current: Option<Pending>,
 }
 
 impl CaptureReader {
     /// Opens a file by path; `-` reads standard input.
     pub fn open(path: &str) -> Result<Self, CaptureError> {
         if path == "-" {
-            return Self::from_read(path.to_string(), std::io::stdin());
+            return Self::from_read("standard input".to_string(), std::io::stdin());
         }
         let meta = std::fs::metadata(path).map_err(|source| CaptureError::Open {
             name: path.to_string(),
@@ -158,6 +178,7 @@ impl CaptureReader {
             legacy: None,
             interfaces: Vec::new(),
             bytes_read: 0,
+            current: None,
         })
     }
 
@@ -184,26 +205,39 @@ impl CaptureReader {
 
     /// The next frame, `Ok(None)` at the clean end of the file.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        Ok(if self.advance()? { self.frame() } else { None })
+    }
+
+    /// Moves to the next packet; `Ok(false)` at the clean end of the file. The packet is then
+    /// available from [`CaptureReader::frame`] until the next call.
+    pub fn advance(&mut self) -> Result<bool, CaptureError> {
+        self.current = None;
         loop {
             if self.to_consume > 0 {
                 self.reader.consume(self.to_consume);
                 self.offset += self.to_consume as u64;
                 self.to_consume = 0;
             }
-            let pending = match self.next_block()? {
-                None => return Ok(None),
-                Some(p) => p,
-            };
-            if let Some(p) = pending {
-                let data = &self.reader.data()[p.start..p.start + p.len];
-                return Ok(Some(Frame {
-                    ts_ns: p.ts_ns,
-                    linktype: p.linktype,
-                    data,
-                    orig_len: p.orig_len,
-                }));
+            match self.next_block()? {
+                None => return Ok(false),
+                Some(None) => {}
+                Some(Some(p)) => {
+                    self.current = Some(p);
+                    return Ok(true);
+                }
             }
         }
+    }
+
+    /// The packet the last successful [`CaptureReader::advance`] stopped at.
+    pub fn frame(&self) -> Option<Frame<'_>> {
+        let p = self.current.as_ref()?;
+        Some(Frame {
+            ts_ns: p.ts_ns,
+            linktype: p.linktype,
+            data: &self.reader.data()[p.start..p.start + p.len],
+            orig_len: p.orig_len,
+        })
     }
 
     /// Reads one block. `Ok(None)`: end of file; `Ok(Some(None))`: a non-packet block was

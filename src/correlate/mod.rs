@@ -6,9 +6,14 @@
 
 pub mod proxy;
 pub mod score;
+pub mod stream;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
 
 use crate::output::record::ConnectionRecord;
 use proxy::{CaVerdict, ProxyCas};
@@ -35,9 +40,15 @@ pub enum Path {
     Unknown,
 }
 
+/// Where a connection stands in the run's deterministic order: the pipeline's release key
+/// (which packet or tick finished it, then which packet created it). Evidence is analysed in
+/// this order whatever thread observed it.
+pub type Order = (u64, u64);
+
 /// The fields of a record that correlation needs.
 #[derive(Debug, Clone)]
 struct Obs {
+    order: Order,
     ts_ns: i64,
     name: Option<String>,
     ip_literal: bool,
@@ -95,42 +106,130 @@ impl Report {
     }
 }
 
-#[derive(Default)]
-pub struct Correlator {
-    config: Config,
-    obs: Vec<Obs>,
+/// Bounds of the evidence table. A sensor runs for days: the oldest evidence goes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Observations kept per name (most recent).
+    pub per_name: usize,
+    /// Observations kept in all.
+    pub total: usize,
 }
 
-/// The registrable domain (public suffix + 1) of a host name.
-pub fn registrable(name: &str) -> String {
-    if name.parse::<IpAddr>().is_ok() {
-        return name.to_string();
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_name: 2_000,
+            total: 1_000_000,
+        }
     }
-    psl::domain_str(name).unwrap_or(name).to_ascii_lowercase()
 }
 
-impl Correlator {
-    pub fn new(config: Config) -> Self {
-        Correlator {
-            config,
-            obs: Vec::new(),
+/// The shared evidence table: one small observation per finished TLS connection, keyed by
+/// name. Worker threads add to it concurrently; the rule stage reads a consistent prefix of it
+/// (everything up to an [`Order`]) when it scores.
+#[derive(Debug, Default)]
+pub struct EvidenceTable {
+    by_name: DashMap<String, VecDeque<Obs>>,
+    limits: Limits,
+    total: AtomicUsize,
+    /// Observations dropped to stay within the limits.
+    pub dropped: AtomicU64,
+}
+
+impl EvidenceTable {
+    pub fn new(limits: Limits) -> Self {
+        EvidenceTable {
+            limits,
+            ..EvidenceTable::default()
         }
     }
 
-    /// Takes one finished connection.
-    pub fn observe(&mut self, rec: &ConnectionRecord, ts_ns: i64) {
-        let Some(ja4) = rec.ja4.clone() else { return };
-        let Ok(client_ip) = rec.client_ip.parse() else {
+    /// Takes one finished connection (anything without a ClientHello is ignored).
+    pub fn observe(&self, rec: &ConnectionRecord, order: Order) {
+        let Some(obs) = Obs::of(rec, order) else {
             return;
         };
+        let mut queue = self
+            .by_name
+            .entry(obs.name.clone().unwrap_or_default())
+            .or_default();
+        queue.push_back(obs);
+        if queue.len() > self.limits.per_name.max(1) {
+            queue.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Observations held.
+    pub fn len(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the oldest observations until a quarter of the room is free again, when the table
+    /// is over its total limit.
+    pub fn prune(&self) {
+        let held = self.len();
+        if held <= self.limits.total {
+            return;
+        }
+        let mut times: Vec<i64> = Vec::with_capacity(held);
+        for entry in self.by_name.iter() {
+            times.extend(entry.value().iter().map(|o| o.ts_ns));
+        }
+        let goal = self.limits.total / 4 * 3;
+        let drop_count = times.len().saturating_sub(goal);
+        if drop_count == 0 {
+            return;
+        }
+        let (_, cutoff, _) = times.select_nth_unstable(drop_count - 1);
+        let cutoff = *cutoff;
+        let mut removed = 0usize;
+        self.by_name.retain(|_, queue| {
+            let before = queue.len();
+            queue.retain(|o| o.ts_ns > cutoff);
+            removed += before - queue.len();
+            !queue.is_empty()
+        });
+        self.total.fetch_sub(removed, Ordering::Relaxed);
+        self.dropped.fetch_add(removed as u64, Ordering::Relaxed);
+    }
+
+    /// Everything observed up to `upto` (all of it when `None`), in run order.
+    fn snapshot(&self, upto: Option<Order>) -> Vec<Obs> {
+        let mut all: Vec<Obs> = Vec::with_capacity(self.len());
+        for entry in self.by_name.iter() {
+            all.extend(
+                entry
+                    .value()
+                    .iter()
+                    .filter(|o| upto.is_none_or(|u| o.order <= u))
+                    .cloned(),
+            );
+        }
+        all.sort_unstable_by_key(|o| o.order);
+        all
+    }
+}
+
+impl Obs {
+    fn of(rec: &ConnectionRecord, order: Order) -> Option<Obs> {
+        let ja4 = rec.ja4.clone()?;
+        let client_ip = rec.client_ip.parse().ok()?;
         let name = rec
             .sni
             .clone()
             .or_else(|| rec.connect.as_ref().map(|c| c.host.clone()))
             .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
         let ip_literal = name.as_deref().is_none_or(|n| n.parse::<IpAddr>().is_ok());
-        self.obs.push(Obs {
-            ts_ns,
+        Some(Obs {
+            order,
+            ts_ns: rec.ts_start_ns,
             name,
             ip_literal,
             ja4,
@@ -144,11 +243,78 @@ impl Correlator {
             has_sct: rec.cert.as_ref().is_some_and(|c| c.has_sct),
             connect: rec.connect.is_some(),
             ts_start: rec.ts_start.clone(),
-        });
+        })
+    }
+}
+
+/// The rule stage's view of the evidence: configuration plus the shared table.
+#[derive(Default)]
+pub struct Correlator {
+    config: Config,
+    table: Arc<EvidenceTable>,
+    /// Order given to observations passed to [`Correlator::observe`] directly.
+    next_order: u64,
+}
+
+/// The registrable domain (public suffix + 1) of a host name.
+pub fn registrable(name: &str) -> String {
+    if name.parse::<IpAddr>().is_ok() {
+        return name.to_string();
+    }
+    psl::domain_str(name).unwrap_or(name).to_ascii_lowercase()
+}
+
+impl Correlator {
+    pub fn new(config: Config) -> Self {
+        Self::with_table(config, Arc::new(EvidenceTable::default()))
+    }
+
+    /// A correlator reading a table that other threads fill.
+    pub fn with_table(config: Config, table: Arc<EvidenceTable>) -> Self {
+        Correlator {
+            config,
+            table,
+            next_order: 0,
+        }
+    }
+
+    pub fn table(&self) -> &Arc<EvidenceTable> {
+        &self.table
+    }
+
+    /// Takes one finished connection, in arrival order (single-threaded use).
+    pub fn observe(&mut self, rec: &ConnectionRecord) {
+        self.next_order += 1;
+        self.table.observe(rec, (self.next_order, 0));
     }
 
     /// Draws conclusions from everything observed.
     pub fn conclude(&self) -> Report {
+        self.conclude_upto(None)
+    }
+
+    /// Draws conclusions from the evidence up to `upto` in run order.
+    pub fn conclude_upto(&self, upto: Option<Order>) -> Report {
+        Analysis {
+            config: &self.config,
+            obs: self.table.snapshot(upto),
+        }
+        .conclude()
+    }
+}
+
+/// Times and hosts of one name's proxied connections in time order, and for each entry the
+/// index of the next entry from another host.
+type ProxiedTimes = (Vec<(i64, IpAddr)>, Vec<usize>);
+
+/// One scoring pass over a snapshot of the evidence.
+struct Analysis<'a> {
+    config: &'a Config,
+    obs: Vec<Obs>,
+}
+
+impl Analysis<'_> {
+    fn conclude(&self) -> Report {
         let mut report = Report::default();
         let cas = self.learn_cas(&mut report);
         let paths = self.paths(&cas);
@@ -331,12 +497,32 @@ impl Correlator {
     /// repeat, within a second, the names that clients just asked the proxy for.
     fn upstream_hosts(&self, paths: &[Path]) -> BTreeSet<IpAddr> {
         let mut hosts: BTreeSet<IpAddr> = self.config.proxy_addrs.iter().copied().collect();
-        let proxied: Vec<(i64, &str, IpAddr)> = self
-            .obs
-            .iter()
-            .zip(paths)
-            .filter(|(_, p)| matches!(p, Path::Proxy | Path::ProxyInferred))
-            .filter_map(|(o, _)| o.name.as_deref().map(|n| (o.ts_ns, n, o.client_ip)))
+        // Per name, the times and hosts of connections that went through the proxy, in time
+        // order, so each candidate leg looks only at the second before it.
+        let mut proxied: HashMap<&str, Vec<(i64, IpAddr)>> = HashMap::new();
+        for (o, p) in self.obs.iter().zip(paths) {
+            if matches!(p, Path::Proxy | Path::ProxyInferred)
+                && let Some(n) = o.name.as_deref()
+            {
+                proxied.entry(n).or_default().push((o.ts_ns, o.client_ip));
+            }
+        }
+        // Beside each entry, the index of the next entry from another host: answers "any other
+        // host in this window?" in constant time, even under a flood from one host.
+        let proxied: HashMap<&str, ProxiedTimes> = proxied
+            .into_iter()
+            .map(|(n, mut times)| {
+                times.sort_unstable();
+                let mut next_other = vec![times.len(); times.len()];
+                for i in (0..times.len().saturating_sub(1)).rev() {
+                    next_other[i] = if times[i + 1].1 != times[i].1 {
+                        i + 1
+                    } else {
+                        next_other[i + 1]
+                    };
+                }
+                (n, (times, next_other))
+            })
             .collect();
         let mut per_client: HashMap<IpAddr, (usize, usize)> = HashMap::new();
         for (o, p) in self.obs.iter().zip(paths) {
@@ -345,11 +531,13 @@ impl Correlator {
             // An upstream leg shows the origin (or hides it under TLS 1.3), never the proxy's
             // certificate, and follows another host's request for the same name.
             let follows = *p != Path::Proxy
-                && o.name.as_deref().is_some_and(|n| {
-                    proxied.iter().any(|&(t, pn, ip)| {
-                        pn == n && ip != o.client_ip && o.ts_ns >= t && o.ts_ns - t <= 1_000_000_000
-                    })
-                });
+                && o.name.as_deref().and_then(|n| proxied.get(n)).is_some_and(
+                    |(times, next_other)| {
+                        let from = times.partition_point(|&(t, _)| t < o.ts_ns - 1_000_000_000);
+                        let to = times.partition_point(|&(t, _)| t <= o.ts_ns);
+                        from < to && (times[from].1 != o.client_ip || next_other[from] < to)
+                    },
+                );
             e.1 += usize::from(follows);
         }
         for (ip, (total, follows)) in per_client {

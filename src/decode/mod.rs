@@ -2,10 +2,20 @@
 //! frame's bytes (nothing is copied). Every length is checked before use; a frame that is cut
 //! by the snap length still yields its headers, with the missing payload reported so that
 //! reassembly treats it as a hole instead of mis-reading it.
+//!
+//! Tunnels (VXLAN, GRE, ERSPAN; see `tunnel`) are followed down to the TCP segment inside, at most
+//! `MAX_TUNNEL_LAYERS` deep. The segment then carries its innermost tunnel: that is the one whose
+//! network the inner addresses belong to (an ERSPAN session mirroring a VXLAN overlay still has
+//! the overlay's addresses inside), so it is what keeps overlapping address spaces apart.
+
+pub mod tunnel;
 
 use std::net::IpAddr;
 
-use etherparse::{LaxIpSlice, TcpSlice};
+use etherparse::{IpNumber, LaxIpPayloadSlice, LaxIpSlice, TcpSlice};
+
+use tunnel::{Decapsulated, Inner};
+pub use tunnel::{MAX_TUNNEL_LAYERS, Tunnel, TunnelKey, TunnelKind};
 
 /// LINKTYPE_* values this stage understands.
 pub mod linktype {
@@ -40,6 +50,11 @@ pub enum Skip {
     NotTcp,
     Fragment,
     Malformed,
+    /// A tunnel header pinwatch does not follow: VXLAN without the I flag, GRE version 1 (PPTP)
+    /// or with source routing, an unknown ERSPAN version or frame type.
+    TunnelUnsupported,
+    /// More than `MAX_TUNNEL_LAYERS` tunnels inside each other.
+    TunnelTooDeep,
 }
 
 impl Skip {
@@ -50,6 +65,8 @@ impl Skip {
             Skip::NotTcp => "not_tcp",
             Skip::Fragment => "ip_fragment",
             Skip::Malformed => "malformed",
+            Skip::TunnelUnsupported => "tunnel_unsupported",
+            Skip::TunnelTooDeep => "tunnel_too_deep",
         }
     }
 }
@@ -65,6 +82,7 @@ pub mod flags {
 /// A decoded TCP segment: a view into the frame.
 #[derive(Debug, Clone)]
 pub struct Segment<'a> {
+    /// VLAN tags of the innermost Ethernet frame (the underlay's tags are not kept).
     pub vlans: [u16; MAX_VLANS],
     pub vlan_count: u8,
     pub src: IpAddr,
@@ -78,6 +96,8 @@ pub struct Segment<'a> {
     pub payload: &'a [u8],
     /// Payload length on the wire; larger than `payload.len()` when the snap length cut it.
     pub wire_len: u32,
+    /// The innermost tunnel the segment arrived in, if any.
+    pub tunnel: Option<Tunnel>,
 }
 
 impl Segment<'_> {
@@ -87,6 +107,29 @@ impl Segment<'_> {
     pub fn vlans(&self) -> &[u16] {
         &self.vlans[..self.vlan_count as usize]
     }
+
+    /// A hash of the connection that is the same for both directions, for sharding flows
+    /// across worker threads. Not for hash tables an attacker can aim at: it is only used to
+    /// pick a worker.
+    pub fn flow_hash(&self) -> u64 {
+        let a = endpoint_hash(self.src, self.sport);
+        let b = endpoint_hash(self.dst, self.dport);
+        let mut h = a.min(b) ^ b.max(a).rotate_left(29);
+        for &v in self.vlans() {
+            h = (h ^ u64::from(v)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        h ^= h >> 31;
+        h.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 7
+    }
+}
+
+fn endpoint_hash(ip: IpAddr, port: u16) -> u64 {
+    let bits: u128 = match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let folded = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(17);
+    (folded ^ u64::from(port).rotate_left(48)).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
 /// Decodes one frame of the given link type into a TCP segment.
@@ -185,18 +228,67 @@ fn ether_payload<'a>(
     }
 }
 
-fn ip_tcp(data: &[u8], vlans: Vlans) -> Result<Segment<'_>, Skip> {
-    let (ip, _ext_err) = LaxIpSlice::from_slice(data).map_err(|_| Skip::NotIp)?;
-    let payload = ip.payload();
-    if payload.fragmented {
-        return Err(Skip::Fragment);
+/// Parses IP headers, following tunnels, down to a TCP segment.
+fn ip_tcp(mut data: &[u8], mut vlans: Vlans) -> Result<Segment<'_>, Skip> {
+    let mut tunnel: Option<Tunnel> = None;
+    loop {
+        let (ip, _ext_err) = LaxIpSlice::from_slice(data).map_err(|_| Skip::NotIp)?;
+        let payload = ip.payload();
+        if payload.fragmented {
+            return Err(Skip::Fragment);
+        }
+        let (src, dst) = addresses(&ip);
+        let decap = match payload.ip_number {
+            IpNumber::TCP => return tcp(&ip, payload, src, dst, vlans, tunnel),
+            IpNumber::UDP => tunnel::udp(payload.payload)?.ok_or(Skip::NotTcp)?,
+            IpNumber::GRE => tunnel::gre(payload.payload)?,
+            _ => return Err(Skip::NotTcp),
+        };
+        let layers = tunnel.map_or(0, |t| t.layers) + 1;
+        if layers > MAX_TUNNEL_LAYERS {
+            return Err(Skip::TunnelTooDeep);
+        }
+        let Decapsulated { kind, id, inner } = decap;
+        tunnel = Some(Tunnel {
+            kind,
+            id,
+            outer_src: src,
+            outer_dst: dst,
+            layers,
+        });
+        // The inner frame's own tags are what scope its addresses; the underlay's are dropped.
+        vlans = Vlans::default();
+        data = match inner {
+            Inner::Ethernet(frame) => ethernet(frame, &mut vlans)?,
+            Inner::EtherType(ether_type, rest) => ether_payload(ether_type, rest, &mut vlans, 0)?,
+        };
     }
-    if payload.ip_number != etherparse::IpNumber::TCP {
-        return Err(Skip::NotTcp);
+}
+
+fn addresses(ip: &LaxIpSlice<'_>) -> (IpAddr, IpAddr) {
+    match ip {
+        LaxIpSlice::Ipv4(v4) => (
+            IpAddr::V4(v4.header().source_addr()),
+            IpAddr::V4(v4.header().destination_addr()),
+        ),
+        LaxIpSlice::Ipv6(v6) => (
+            IpAddr::V6(v6.header().source_addr()),
+            IpAddr::V6(v6.header().destination_addr()),
+        ),
     }
+}
+
+fn tcp<'a>(
+    ip: &LaxIpSlice<'a>,
+    payload: &LaxIpPayloadSlice<'a>,
+    src: IpAddr,
+    dst: IpAddr,
+    vlans: Vlans,
+    tunnel: Option<Tunnel>,
+) -> Result<Segment<'a>, Skip> {
     // What the IP header says the TCP segment's length is (the slice may be shorter when the
     // snap length cut the frame).
-    let ip_stated_len = match &ip {
+    let ip_stated_len = match ip {
         LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
             (h.total_len() as usize).saturating_sub(h.ihl() as usize * 4)
@@ -213,16 +305,6 @@ fn ip_tcp(data: &[u8], vlans: Vlans) -> Result<Segment<'_>, Skip> {
     } else {
         present.len()
     };
-    let (src, dst) = match &ip {
-        LaxIpSlice::Ipv4(v4) => (
-            IpAddr::V4(v4.header().source_addr()),
-            IpAddr::V4(v4.header().destination_addr()),
-        ),
-        LaxIpSlice::Ipv6(v6) => (
-            IpAddr::V6(v6.header().source_addr()),
-            IpAddr::V6(v6.header().destination_addr()),
-        ),
-    };
     let raw_flags = tcp.header_slice()[13];
     Ok(Segment {
         vlans: vlans.ids,
@@ -236,6 +318,7 @@ fn ip_tcp(data: &[u8], vlans: Vlans) -> Result<Segment<'_>, Skip> {
         flags: raw_flags,
         payload: present,
         wire_len: wire_len.min(u32::MAX as usize) as u32,
+        tunnel,
     })
 }
 

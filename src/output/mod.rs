@@ -10,10 +10,26 @@ use std::io::{BufWriter, Write};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: cannot write: {source}")]
+#[error("{path}: cannot write: {source}{}", write_hint(.source))]
 pub struct SinkError {
     pub path: String,
     pub source: std::io::Error,
+}
+
+/// What to do about a write failure, for the causes a user can fix.
+fn write_hint(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "; the directory does not exist",
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem | ErrorKind::IsADirectory => {
+            "; choose a writable file path"
+        }
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            "; free some space or write elsewhere (records up to the failure were written)"
+        }
+        ErrorKind::BrokenPipe => "; the reading end of the pipe closed",
+        _ => "",
+    }
 }
 
 /// Newline-delimited JSON to a path or `-` (standard output).
@@ -24,17 +40,19 @@ pub struct NdjsonSink {
 }
 
 impl NdjsonSink {
+    /// `-` is standard output, named so in errors.
     pub fn create(path: &str) -> Result<Self, SinkError> {
-        let out: Box<dyn Write + Send> = if path == "-" {
-            Box::new(std::io::stdout())
+        let (name, out): (&str, Box<dyn Write + Send>) = if path == "-" {
+            ("standard output", Box::new(std::io::stdout()))
         } else {
-            Box::new(File::create(path).map_err(|source| SinkError {
+            let file = File::create(path).map_err(|source| SinkError {
                 path: path.to_string(),
                 source,
-            })?)
+            })?;
+            (path, Box::new(file))
         };
         Ok(NdjsonSink {
-            path: path.to_string(),
+            path: name.to_string(),
             out: BufWriter::with_capacity(256 * 1024, out),
             written: 0,
         })

@@ -34,6 +34,21 @@ pub struct ConnectRecord {
     pub reason: Option<String>,
 }
 
+/// The tunnel a connection was carried in (the innermost one when tunnels nest).
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelRecord {
+    /// `vxlan`, `gre`, `erspan_i`, `erspan_ii` or `erspan_iii`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// VXLAN VNI, GRE key, ERSPAN session id; null for GRE without a key and ERSPAN type I.
+    pub id: Option<u32>,
+    /// Underlay source and destination of the connection's first packet.
+    pub outer_src: String,
+    pub outer_dst: String,
+    /// Tunnel layers around the connection's packets (1 = not nested).
+    pub layers: u8,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionRecord {
     pub schema: &'static str,
@@ -47,6 +62,10 @@ pub struct ConnectionRecord {
     pub server_ip: String,
     pub server_port: u16,
     pub vlan: Vec<u16>,
+    /// Absent (not null) for connections outside any tunnel, so records of plain captures keep
+    /// their shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelRecord>,
     pub sni: Option<String>,
     pub outcome: &'static str,
     pub outcome_detail: Option<String>,
@@ -162,6 +181,13 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         server_ip: conn.server.endpoint.ip.to_string(),
         server_port: conn.server.endpoint.port,
         vlan: conn.vlans.clone(),
+        tunnel: conn.tunnel.map(|t| TunnelRecord {
+            kind: t.kind.as_str(),
+            id: t.id,
+            outer_src: t.outer_src.to_string(),
+            outer_dst: t.outer_dst.to_string(),
+            layers: t.layers,
+        }),
         sni: ch.and_then(|c| c.fields.sni.clone()),
         outcome: verdict.outcome.as_str(),
         outcome_detail: verdict.detail.clone(),

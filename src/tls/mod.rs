@@ -501,30 +501,36 @@ impl Session {
             body = &body[n..];
         }
         st.handshake.extend_from_slice(body);
-        loop {
-            let st = self.state_mut(dir);
-            if st.handshake.len() < 4 {
-                return;
-            }
-            let h = &st.handshake;
-            let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        // Whole messages are read at a cursor and the buffer is shifted once at the end:
+        // draining each message from the front moved the rest of the record every time,
+        // quadratic in the record size (a 16 KiB record holds 4096 empty messages).
+        let mut buf = std::mem::take(&mut self.state_mut(dir).handshake);
+        let mut pos = 0;
+        while let Some(h) = buf.get(pos..pos + 4) {
+            let (kind, len) = (h[0], u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize);
             if 4 + len > cap {
                 // Larger than anything worth buffering (a 16 MiB claim, or a huge chain):
-                // skip it without allocating and say so.
-                let have = st.handshake.len() - 4;
-                st.handshake_skip = len.saturating_sub(have);
-                let kind = st.handshake[0];
-                st.handshake.clear();
+                // skip it without allocating and say so. Bytes after it stay (a small cap
+                // and a large record can hold both).
+                let have = buf.len() - pos - 4;
+                if have >= len {
+                    pos += 4 + len;
+                } else {
+                    self.state_mut(dir).handshake_skip = len - have;
+                    pos = buf.len();
+                }
                 self.obs.flag("handshake_message_over_cap");
                 self.message_skipped(dir, kind, at);
                 continue;
             }
-            if st.handshake.len() < 4 + len {
-                return;
-            }
-            let msg: Vec<u8> = st.handshake.drain(..4 + len).collect();
-            self.message(dir, &msg, at);
+            let Some(msg) = buf.get(pos..pos + 4 + len) else {
+                break;
+            };
+            self.message(dir, msg, at);
+            pos += 4 + len;
         }
+        buf.drain(..pos);
+        self.state_mut(dir).handshake = buf;
     }
 
     /// An oversized message still moves the handshake forward.

@@ -1,0 +1,738 @@
+//! The pipeline that replay and live share:
+//!
+//! ```text
+//! source (capture + decode + shard) ──batches──▶ worker 1..N (flow, TLS, classify, record)
+//!                                                   │ evidence ─▶ shared EvidenceTable
+//!                                                   ▼ finished connections
+//!                               collector (puts them back in run order) ─▶ Output
+//! ```
+//!
+//! The source reads frames, decodes them just far enough to hash the flow symmetrically (both
+//! directions of a connection land on one worker), and appends them to that worker's batch.
+//! Workers own a shard of the flow table each. Once per capture second the source sends every
+//! worker a tick that sweeps idle and closed flows, so sweeping happens at the same points
+//! whatever the number of threads.
+//!
+//! Every finished connection carries an [`Order`] key: which event finished it (a tick before
+//! packet P, packet P itself, or the end of input) and which packet created it. Workers report
+//! after each batch how far they have got; the collector releases connections in key order once
+//! every worker is past them. With one thread or many, the output is the same records in the
+//! same order, and the rule stage scores the same evidence.
+
+pub mod source;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use crate::capture::{CaptureError, Frame};
+use crate::classify::{Outcome, Verdict};
+use crate::correlate::{EvidenceTable, Order};
+use crate::decode::{self, Segment};
+use crate::flow::{Connection, FlowConfig, FlowTable};
+use crate::output::record::{self, ConnectionRecord};
+use crate::stats::{Stats, WorkerStats};
+use crate::tls::At;
+#[cfg(feature = "live")]
+pub use source::LiveSource;
+pub use source::{FileSource, Next, Source};
+
+/// How the pipeline runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub flow: FlowConfig,
+    /// Worker threads; 1 runs every stage on the calling thread.
+    pub threads: usize,
+    /// A full worker queue makes the source wait (replay: nothing is lost) or drop the batch
+    /// and count it (live: the capture must keep draining the kernel buffer).
+    pub drop_when_full: bool,
+    /// Time each packet's processing for the latency histogram (costs a clock read per packet).
+    pub measure_latency: bool,
+    /// In live mode, a partly filled batch is handed over after this long.
+    pub max_batch_delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            flow: FlowConfig::default(),
+            threads: 1,
+            drop_when_full: false,
+            measure_latency: false,
+            max_batch_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Packets per batch handed to a worker: large enough to amortise the channel, small enough
+/// to keep a live sensor's latency low.
+const BATCH_PACKETS: usize = 256;
+/// Batches waiting per worker before the source waits or drops.
+const QUEUE_BATCHES: usize = 64;
+/// Sweep idle and closed flows once per this much capture time.
+const TICK_NS: i64 = 1_000_000_000;
+
+/// What the caller does with the pipeline's results, on the calling thread.
+pub trait Output {
+    type Error;
+    /// One finished connection, in run order.
+    fn record(&mut self, rec: &ConnectionRecord, verdict: &Verdict) -> Result<(), Self::Error>;
+    /// Every connection up to `upto` has been passed to `record`, and its evidence is in the
+    /// shared table; capture time is `ts_ns`. Called at least once per capture second of
+    /// traffic and when a live capture is idle.
+    fn progress(&mut self, upto: Order, ts_ns: i64) -> Result<(), Self::Error> {
+        let _ = (upto, ts_ns);
+        Ok(())
+    }
+}
+
+/// What a run saw, for the summary at the end.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files: usize,
+    pub packets: u64,
+    /// Captured bytes handed to the decoder.
+    pub bytes: u64,
+    pub tcp_segments: u64,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub connections: u64,
+    pub outcomes: BTreeMap<Outcome, u64>,
+    pub anomalies: BTreeMap<String, u64>,
+    pub evicted: u64,
+    /// Packets dropped because a worker's queue was full (live mode only).
+    pub queue_drops: u64,
+    pub threads: usize,
+    pub elapsed: Duration,
+    /// Inputs that could not be read to the end, with the reason (one line each).
+    pub errors: Vec<CaptureError>,
+}
+
+impl Summary {
+    pub fn packets_per_sec(&self) -> f64 {
+        self.packets as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn gbit_per_sec(&self) -> f64 {
+        self.bytes as f64 * 8.0 / 1e9 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// One finished connection on its way to the collector.
+struct Finished {
+    order: Order,
+    record: ConnectionRecord,
+    verdict: Verdict,
+}
+
+/// The order key of an event: ticks sort before the packet they precede.
+fn tick_event(pkt: u64) -> u64 {
+    pkt.saturating_mul(2)
+}
+fn packet_event(pkt: u64) -> u64 {
+    pkt.saturating_mul(2).saturating_add(1)
+}
+const END_EVENT: u64 = u64::MAX;
+
+/// One worker's shard of the flow table and what it finished.
+struct Worker {
+    table: FlowTable,
+    evidence: Arc<EvidenceTable>,
+    stats: WorkerStats,
+    finished: Vec<Finished>,
+    tracked: usize,
+}
+
+impl Worker {
+    fn new(flow: FlowConfig, evidence: Arc<EvidenceTable>, stats: &Arc<Stats>) -> Self {
+        Worker {
+            table: FlowTable::new(flow),
+            evidence,
+            stats: stats.worker(),
+            finished: Vec::new(),
+            tracked: 0,
+        }
+    }
+
+    fn packet(&mut self, seg: &Segment<'_>, at: At) {
+        let event = packet_event(at.pkt);
+        let (table, evidence, finished) = (&mut self.table, &self.evidence, &mut self.finished);
+        let evicted_before = table.evicted;
+        table.packet(seg, at, &mut |c| finish(c, event, evidence, finished));
+        let evicted = table.evicted - evicted_before;
+        if evicted > 0 {
+            self.stats.evicted(evicted);
+        }
+        self.track_size();
+    }
+
+    fn tick(&mut self, now_ns: i64, pkt: u64) {
+        let event = tick_event(pkt);
+        let (table, evidence, finished) = (&mut self.table, &self.evidence, &mut self.finished);
+        table.sweep(now_ns, &mut |c| finish(c, event, evidence, finished));
+        self.track_size();
+    }
+
+    fn drain(&mut self) {
+        let (table, evidence, finished) = (&mut self.table, &self.evidence, &mut self.finished);
+        table.drain(&mut |c| finish(c, END_EVENT, evidence, finished));
+        self.track_size();
+    }
+
+    /// Keeps the shared flow gauge in step with this shard.
+    fn track_size(&mut self) {
+        let now = self.table.len();
+        if now > self.tracked {
+            (self.tracked..now).for_each(|_| self.stats.flow_opened());
+        } else {
+            (now..self.tracked).for_each(|_| self.stats.flow_closed());
+        }
+        self.tracked = now;
+    }
+
+    fn take_finished(&mut self) -> Vec<Finished> {
+        for f in &self.finished {
+            self.stats.outcome(f.verdict.outcome);
+        }
+        std::mem::take(&mut self.finished)
+    }
+}
+
+/// Builds the record of a finished connection and adds its evidence to the shared table.
+fn finish(conn: Connection, event: u64, evidence: &EvidenceTable, out: &mut Vec<Finished>) {
+    let order = (event, conn.seq);
+    let (record, verdict) = record::build(&conn);
+    evidence.observe(&record, order);
+    out.push(Finished {
+        order,
+        record,
+        verdict,
+    });
+}
+
+/// Puts finished connections back in run order and hands them to the output.
+struct Collector<'o, O: Output> {
+    output: &'o mut O,
+    pending: BinaryHeap<Reverse<OrderedFinished>>,
+    /// How far each worker has got (an event key), and the capture time there.
+    progress: Vec<(u64, i64)>,
+    released: (u64, i64),
+    summary: Summary,
+}
+
+struct OrderedFinished(Finished);
+impl PartialEq for OrderedFinished {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.order == other.0.order
+    }
+}
+impl Eq for OrderedFinished {}
+impl PartialOrd for OrderedFinished {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrderedFinished {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.order.cmp(&other.0.order)
+    }
+}
+
+impl<'o, O: Output> Collector<'o, O> {
+    fn new(output: &'o mut O, workers: usize) -> Self {
+        Collector {
+            output,
+            pending: BinaryHeap::new(),
+            progress: vec![(0, i64::MIN); workers],
+            released: (0, i64::MIN),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Worker `w` finished these connections and has processed every event up to `upto`.
+    fn take(
+        &mut self,
+        w: usize,
+        finished: Vec<Finished>,
+        upto: u64,
+        ts_ns: i64,
+    ) -> Result<(), O::Error> {
+        self.pending
+            .extend(finished.into_iter().map(|f| Reverse(OrderedFinished(f))));
+        self.progress[w] = (upto, ts_ns);
+        let (upto, ts) = self
+            .progress
+            .iter()
+            .copied()
+            .min_by_key(|p| p.0)
+            .unwrap_or((0, i64::MIN));
+        while let Some(Reverse(next)) = self.pending.peek()
+            && next.0.order.0 <= upto
+        {
+            let Some(Reverse(OrderedFinished(f))) = self.pending.pop() else {
+                break;
+            };
+            self.summary.connections += 1;
+            *self.summary.outcomes.entry(f.verdict.outcome).or_default() += 1;
+            for a in &f.record.anomalies {
+                *self.summary.anomalies.entry(a.clone()).or_default() += 1;
+            }
+            self.output.record(&f.record, &f.verdict)?;
+        }
+        if (upto, ts) > self.released {
+            self.released = (upto, ts);
+            self.output.progress((upto, u64::MAX), ts)?;
+        }
+        Ok(())
+    }
+}
+
+/// One unit of work for a worker.
+enum Item {
+    Packet {
+        at: At,
+        linktype: i32,
+        start: u32,
+        len: u32,
+    },
+    Tick {
+        now_ns: i64,
+        pkt: u64,
+    },
+    /// End of input: finish every flow.
+    Drain,
+}
+
+/// Frames for one worker, copied into one buffer.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    items: Vec<Item>,
+    /// The source had dispatched every event up to this key when it sent the batch.
+    upto: u64,
+    ts_ns: i64,
+}
+
+impl Batch {
+    fn push_frame(&mut self, frame: &Frame<'_>, at: At) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(frame.data);
+        self.items.push(Item::Packet {
+            at,
+            linktype: frame.linktype,
+            start,
+            len: frame.data.len() as u32,
+        });
+    }
+    fn packets(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// A worker's report after a batch.
+struct Report {
+    worker: usize,
+    finished: Vec<Finished>,
+    upto: u64,
+    ts_ns: i64,
+}
+
+/// Runs `source` through the pipeline to its end, or until `stop` is set. Connection records
+/// go to `output` in run order; evidence goes to `evidence`. An error from `output` stops the
+/// run and is returned.
+pub fn run<S: Source + Send, O: Output>(
+    source: &mut S,
+    config: Config,
+    evidence: &Arc<EvidenceTable>,
+    stats: &Arc<Stats>,
+    stop: &AtomicBool,
+    output: &mut O,
+) -> Result<Summary, O::Error> {
+    let started = Instant::now();
+    let threads = config.threads.max(1);
+    let mut collector = Collector::new(output, threads);
+    let mut counts = SourceCounts::default();
+    let result = if threads == 1 {
+        run_inline(
+            source,
+            config,
+            evidence,
+            stats,
+            stop,
+            &mut collector,
+            &mut counts,
+        )
+    } else {
+        run_threaded(
+            source,
+            config,
+            evidence,
+            stats,
+            stop,
+            &mut collector,
+            &mut counts,
+        )
+    };
+    let mut summary = std::mem::take(&mut collector.summary);
+    result?;
+    summary.threads = threads;
+    summary.files = source.files_opened();
+    summary.errors = source.take_errors();
+    summary.packets = counts.packets;
+    summary.bytes = counts.bytes;
+    summary.tcp_segments = counts.tcp_segments;
+    summary.skipped = counts.skipped;
+    summary.queue_drops = counts.queue_drops;
+    summary.evicted = counts.evicted;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// What the source stage counts.
+#[derive(Default)]
+struct SourceCounts {
+    packets: u64,
+    bytes: u64,
+    tcp_segments: u64,
+    skipped: BTreeMap<&'static str, u64>,
+    queue_drops: u64,
+    evicted: u64,
+    pkt_index: u64,
+    last_tick_ns: Option<i64>,
+}
+
+impl SourceCounts {
+    /// With no packet arriving, a tick is due when the clock has moved a tick past the last
+    /// one; it goes before the next packet index. Returns that packet index.
+    fn idle_tick(&mut self, now_ns: Option<i64>) -> Option<u64> {
+        let now = now_ns?;
+        let last = self.last_tick_ns?;
+        if now.saturating_sub(last) < TICK_NS {
+            return None;
+        }
+        self.last_tick_ns = Some(now);
+        Some(self.pkt_index + 1)
+    }
+
+    /// Counts a frame and gives it its packet index; says whether a tick is due before it.
+    fn admit(&mut self, frame: &Frame<'_>) -> (At, bool) {
+        self.pkt_index += 1;
+        self.packets += 1;
+        self.bytes += frame.data.len() as u64;
+        let tick = match self.last_tick_ns {
+            None => {
+                self.last_tick_ns = Some(frame.ts_ns);
+                false
+            }
+            Some(last) if frame.ts_ns.saturating_sub(last) >= TICK_NS => {
+                self.last_tick_ns = Some(frame.ts_ns);
+                true
+            }
+            Some(_) => false,
+        };
+        let at = At {
+            pkt: self.pkt_index,
+            ts_ns: frame.ts_ns,
+        };
+        (at, tick)
+    }
+}
+
+/// Every stage on the calling thread: no copies, no channels.
+fn run_inline<S: Source, O: Output>(
+    source: &mut S,
+    config: Config,
+    evidence: &Arc<EvidenceTable>,
+    stats: &Arc<Stats>,
+    stop: &AtomicBool,
+    collector: &mut Collector<'_, O>,
+    counts: &mut SourceCounts,
+) -> Result<(), O::Error> {
+    let mut worker = Worker::new(config.flow, Arc::clone(evidence), stats);
+    let mut clock = config.measure_latency.then(Instant::now);
+    let mut last_ts = i64::MIN;
+    while !stop.load(Ordering::Relaxed) {
+        let frame = match source.next() {
+            Next::Frame(f) => f,
+            Next::Idle(now) => {
+                worker.stats.flush();
+                let mut upto = packet_event(counts.pkt_index);
+                if let Some(pkt) = counts.idle_tick(now) {
+                    let now = now.unwrap_or(last_ts);
+                    worker.tick(now, pkt);
+                    upto = tick_event(pkt);
+                    last_ts = now;
+                }
+                collector.take(0, worker.take_finished(), upto, last_ts)?;
+                clock = clock.map(|_| Instant::now());
+                continue;
+            }
+            Next::End => break,
+        };
+        let (at, tick) = counts.admit(&frame);
+        last_ts = at.ts_ns;
+        if tick {
+            worker.tick(at.ts_ns, at.pkt);
+        }
+        match decode::decode(frame.linktype, frame.data) {
+            Ok(seg) => {
+                counts.tcp_segments += 1;
+                worker.packet(&seg, at);
+            }
+            Err(skip) => *counts.skipped.entry(skip.as_str()).or_default() += 1,
+        }
+        let latency = clock.as_mut().map_or(0, |t| {
+            let now = Instant::now();
+            let ns = now.duration_since(*t).as_nanos() as u64;
+            *t = now;
+            ns
+        });
+        worker.stats.record_packet(frame.data.len() as u64, latency);
+        if tick || !worker.finished.is_empty() {
+            collector.take(0, worker.take_finished(), packet_event(at.pkt), at.ts_ns)?;
+        }
+    }
+    worker.drain();
+    counts.evicted = worker.table.evicted;
+    worker.stats.flush();
+    collector.take(0, worker.take_finished(), END_EVENT, last_ts)
+}
+
+/// The source on a scoped thread, `threads` workers, the collector on the calling thread.
+fn run_threaded<S: Source + Send, O: Output>(
+    source: &mut S,
+    config: Config,
+    evidence: &Arc<EvidenceTable>,
+    stats: &Arc<Stats>,
+    stop: &AtomicBool,
+    collector: &mut Collector<'_, O>,
+    counts: &mut SourceCounts,
+) -> Result<(), O::Error> {
+    let threads = config.threads;
+    let (report_tx, report_rx) = bounded::<Report>(threads * QUEUE_BATCHES);
+    let (free_tx, free_rx) = bounded::<Batch>(threads * (QUEUE_BATCHES + 2));
+    let mut queues = Vec::with_capacity(threads);
+    let mut inputs = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
+        queues.push(tx);
+        inputs.push(rx);
+    }
+    // The collector stopping early (an output error) must stop the source too.
+    let abort = AtomicBool::new(false);
+    let (result, evicted) = std::thread::scope(|scope| {
+        let mut evicted_total = Vec::new();
+        for (w, input) in inputs.into_iter().enumerate() {
+            let report_tx = report_tx.clone();
+            let free_tx = free_tx.clone();
+            let evidence = Arc::clone(evidence);
+            let flow = FlowConfig {
+                max_flows: (config.flow.max_flows / threads).max(1),
+                ..config.flow
+            };
+            evicted_total.push(
+                scope.spawn(move || {
+                    work(w, flow, evidence, stats, config, input, report_tx, free_tx)
+                }),
+            );
+        }
+        drop(report_tx);
+        let abort_ref = &abort;
+        let counts_ref = &mut *counts;
+        let source_thread = scope.spawn(move || {
+            dispatch(
+                source, config, stats, stop, abort_ref, queues, free_rx, counts_ref,
+            )
+        });
+        let mut result = Ok(());
+        for report in report_rx.iter() {
+            if result.is_ok() {
+                result = collector.take(report.worker, report.finished, report.upto, report.ts_ns);
+                if result.is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let _ = source_thread.join();
+        let evicted: u64 = evicted_total
+            .into_iter()
+            .map(|h| h.join().unwrap_or(0))
+            .sum();
+        (result, evicted)
+    });
+    counts.evicted = evicted;
+    result
+}
+
+/// The source stage: reads, decodes far enough to shard, batches, ticks.
+#[allow(clippy::too_many_arguments)]
+fn dispatch<S: Source>(
+    source: &mut S,
+    config: Config,
+    stats: &Stats,
+    stop: &AtomicBool,
+    abort: &AtomicBool,
+    queues: Vec<Sender<Batch>>,
+    free: Receiver<Batch>,
+    counts: &mut SourceCounts,
+) {
+    let n = queues.len();
+    let mut batches: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
+    let mut dispatched: u64 = 0;
+    let mut last_ts = i64::MIN;
+    let mut last_handover = Instant::now();
+    let send = |w: usize, batch: &mut Batch, upto: u64, ts: i64, counts: &mut SourceCounts| {
+        let fresh = free.try_recv().unwrap_or_default();
+        let mut full = std::mem::replace(batch, fresh);
+        full.upto = upto;
+        full.ts_ns = ts;
+        let packets = full.packets() as u64;
+        if config.drop_when_full {
+            match queues[w].try_send(full) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    counts.queue_drops += packets;
+                    stats.add_queue_drops(packets);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        } else {
+            let _ = queues[w].send(full);
+        }
+        stats.set_queue_depth(w, queues[w].len() as u64);
+    };
+    while !stop.load(Ordering::Relaxed) && !abort.load(Ordering::Relaxed) {
+        let frame = match source.next() {
+            Next::Frame(f) => f,
+            Next::Idle(now) => {
+                if let Some(pkt) = counts.idle_tick(now) {
+                    last_ts = now.unwrap_or(last_ts);
+                    dispatched = tick_event(pkt);
+                    for b in batches.iter_mut() {
+                        b.items.push(Item::Tick {
+                            now_ns: last_ts,
+                            pkt,
+                        });
+                    }
+                }
+                for (w, b) in batches.iter_mut().enumerate() {
+                    send(w, b, dispatched, last_ts, counts);
+                }
+                last_handover = Instant::now();
+                continue;
+            }
+            Next::End => break,
+        };
+        let (at, tick) = counts.admit(&frame);
+        last_ts = at.ts_ns;
+        if tick {
+            dispatched = tick_event(at.pkt);
+            for (w, b) in batches.iter_mut().enumerate() {
+                b.items.push(Item::Tick {
+                    now_ns: at.ts_ns,
+                    pkt: at.pkt,
+                });
+                send(w, b, dispatched, at.ts_ns, counts);
+            }
+            last_handover = Instant::now();
+        }
+        match decode::decode(frame.linktype, frame.data) {
+            Ok(seg) => {
+                counts.tcp_segments += 1;
+                let w = (seg.flow_hash() % n as u64) as usize;
+                dispatched = packet_event(at.pkt);
+                batches[w].push_frame(&frame, at);
+                if batches[w].packets() >= BATCH_PACKETS {
+                    send(w, &mut batches[w], dispatched, at.ts_ns, counts);
+                }
+            }
+            Err(skip) => *counts.skipped.entry(skip.as_str()).or_default() += 1,
+        }
+        // A slow live link must not leave packets waiting in a half-full batch.
+        if config.drop_when_full
+            && counts.packets.is_multiple_of(64)
+            && last_handover.elapsed() >= config.max_batch_delay
+        {
+            for (w, b) in batches.iter_mut().enumerate() {
+                send(w, b, dispatched, last_ts, counts);
+            }
+            last_handover = Instant::now();
+        }
+    }
+    for (w, b) in batches.iter_mut().enumerate() {
+        b.items.push(Item::Drain);
+        // The end of input must arrive even when the queue is full.
+        let mut last = std::mem::take(b);
+        last.upto = END_EVENT;
+        last.ts_ns = last_ts;
+        let _ = queues[w].send(last);
+    }
+}
+
+/// A worker thread: processes batches in order, reports after each. Returns its evictions.
+#[allow(clippy::too_many_arguments)]
+fn work(
+    w: usize,
+    flow: FlowConfig,
+    evidence: Arc<EvidenceTable>,
+    stats: &Arc<Stats>,
+    config: Config,
+    input: Receiver<Batch>,
+    reports: Sender<Report>,
+    free: Sender<Batch>,
+) -> u64 {
+    let mut worker = Worker::new(flow, evidence, stats);
+    for mut batch in input.iter() {
+        let mut clock = config.measure_latency.then(Instant::now);
+        let mut drained = false;
+        for item in &batch.items {
+            match *item {
+                Item::Packet {
+                    at,
+                    linktype,
+                    start,
+                    len,
+                } => {
+                    let data = &batch.bytes[start as usize..(start + len) as usize];
+                    if let Ok(seg) = decode::decode(linktype, data) {
+                        worker.packet(&seg, at);
+                    }
+                    let latency = clock.as_mut().map_or(0, |t| {
+                        let now = Instant::now();
+                        let ns = now.duration_since(*t).as_nanos() as u64;
+                        *t = now;
+                        ns
+                    });
+                    worker.stats.record_packet(u64::from(len), latency);
+                }
+                Item::Tick { now_ns, pkt } => worker.tick(now_ns, pkt),
+                Item::Drain => {
+                    worker.drain();
+                    drained = true;
+                }
+            }
+        }
+        if input.is_empty() {
+            worker.stats.flush();
+        }
+        let report = Report {
+            worker: w,
+            finished: worker.take_finished(),
+            upto: batch.upto,
+            ts_ns: batch.ts_ns,
+        };
+        if reports.send(report).is_err() {
+            break;
+        }
+        batch.bytes.clear();
+        batch.items.clear();
+        let _ = free.try_send(batch);
+        if drained {
+            break;
+        }
+    }
+    worker.stats.flush();
+    worker.table.evicted
+}

@@ -1,0 +1,218 @@
+//! Where packets come from: capture files one after another, or a live interface.
+
+use std::io::IsTerminal;
+
+use crate::capture::{CaptureError, CaptureReader, Frame};
+
+/// What a source has next.
+pub enum Next<'a> {
+    Frame(Frame<'a>),
+    /// Nothing arrived for a while (live capture): a chance to hand over partial batches and,
+    /// with the wall-clock time given, to let idle flows time out.
+    Idle(Option<i64>),
+    /// No more packets.
+    End,
+}
+
+/// A packet source for [`super::run`].
+pub trait Source {
+    fn next(&mut self) -> Next<'_>;
+    /// Inputs opened so far (files), for the summary.
+    fn files_opened(&self) -> usize {
+        0
+    }
+    /// Inputs that could not be read, or not to the end.
+    fn take_errors(&mut self) -> Vec<CaptureError> {
+        Vec::new()
+    }
+}
+
+/// Capture files read in order as one stream. A file that cannot be opened or breaks part-way
+/// is recorded and skipped; what came before the damage has been delivered.
+pub struct FileSource {
+    paths: Vec<String>,
+    next_path: usize,
+    current: Option<CaptureReader>,
+    opened: usize,
+    errors: Vec<CaptureError>,
+    bar: Option<indicatif::ProgressBar>,
+    /// Bytes of the files already finished, for the progress bar.
+    bar_base: u64,
+    frames: u64,
+}
+
+impl FileSource {
+    /// `progress`: draw a byte-based progress bar on standard error when it is a terminal and
+    /// the input is large enough for the wait to be noticed.
+    pub fn new(paths: &[String], progress: bool) -> Self {
+        FileSource {
+            paths: paths.to_vec(),
+            next_path: 0,
+            current: None,
+            opened: 0,
+            errors: Vec::new(),
+            bar: progress_bar(paths, progress),
+            bar_base: 0,
+            frames: 0,
+        }
+    }
+
+    /// Opens the next readable file; false when none is left.
+    fn open_next(&mut self) -> bool {
+        while let Some(path) = self.paths.get(self.next_path) {
+            self.next_path += 1;
+            match CaptureReader::open(path) {
+                Ok(r) => {
+                    self.opened += 1;
+                    self.current = Some(r);
+                    return true;
+                }
+                Err(e) => self.errors.push(e),
+            }
+        }
+        false
+    }
+
+    fn close_current(&mut self) {
+        if let Some(r) = self.current.take() {
+            self.bar_base += r.bytes_read();
+            if let Some(b) = &self.bar {
+                b.set_position(self.bar_base);
+            }
+        }
+    }
+}
+
+impl Source for FileSource {
+    fn next(&mut self) -> Next<'_> {
+        loop {
+            let Some(reader) = self.current.as_mut() else {
+                if !self.open_next() {
+                    if let Some(b) = self.bar.take() {
+                        b.finish_and_clear();
+                    }
+                    return Next::End;
+                }
+                continue;
+            };
+            match reader.advance() {
+                Ok(true) => break,
+                Ok(false) => self.close_current(),
+                Err(e) => {
+                    self.errors.push(e);
+                    self.close_current();
+                }
+            }
+        }
+        self.frames += 1;
+        let reader = self.current.as_ref().expect("advanced");
+        if self.frames.is_multiple_of(8192)
+            && let Some(b) = &self.bar
+        {
+            b.set_position(self.bar_base + reader.bytes_read());
+        }
+        match reader.frame() {
+            Some(f) => Next::Frame(f),
+            None => Next::End,
+        }
+    }
+
+    fn files_opened(&self) -> usize {
+        self.opened
+    }
+
+    fn take_errors(&mut self) -> Vec<CaptureError> {
+        std::mem::take(&mut self.errors)
+    }
+}
+
+fn progress_bar(paths: &[String], wanted: bool) -> Option<indicatif::ProgressBar> {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = paths
+        .iter()
+        .filter(|p| p.as_str() != "-")
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if total < 16 << 20 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replay [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+/// A live interface through libpcap.
+#[cfg(feature = "live")]
+pub struct LiveSource {
+    capture: crate::capture::live::LiveCapture,
+    stats: std::sync::Arc<crate::stats::Stats>,
+    last_poll: std::time::Instant,
+    /// Why reading stopped, if it did.
+    pub error: Option<crate::capture::live::LiveError>,
+}
+
+#[cfg(feature = "live")]
+impl LiveSource {
+    pub fn new(
+        capture: crate::capture::live::LiveCapture,
+        stats: std::sync::Arc<crate::stats::Stats>,
+    ) -> Self {
+        LiveSource {
+            capture,
+            stats,
+            last_poll: std::time::Instant::now(),
+            error: None,
+        }
+    }
+
+    /// Reads libpcap's drop counters into the shared stats, about once a second.
+    fn poll_drops(&mut self) {
+        if self.last_poll.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last_poll = std::time::Instant::now();
+        if let Ok(s) = self.capture.stats() {
+            self.stats
+                .set_capture_drops(s.dropped_kernel, s.dropped_iface);
+        }
+    }
+
+    /// Final counters, read once more at the end.
+    pub fn capture_stats(&mut self) -> Option<crate::capture::live::LiveStats> {
+        self.capture.stats().ok()
+    }
+}
+
+#[cfg(feature = "live")]
+impl Source for LiveSource {
+    fn next(&mut self) -> Next<'_> {
+        self.poll_drops();
+        if self.error.is_some() {
+            return Next::End;
+        }
+        match self.capture.next_frame() {
+            Ok(Some(f)) => Next::Frame(f),
+            Ok(None) => Next::Idle(Some(wall_clock_ns())),
+            Err(e) => {
+                self.error = Some(e);
+                Next::End
+            }
+        }
+    }
+}
+
+#[cfg(feature = "live")]
+fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

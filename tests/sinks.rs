@@ -1,0 +1,634 @@
+//! Live-mode sinks against real sockets and files: a webhook receiver that is down and then
+//! comes up, answers 500, 400 or hangs; a full queue; log rotation; /dev/full; the Prometheus
+//! endpoint scraped over HTTP and, when `prometheus_client` is installed for python3 (the
+//! PyPI package `prometheus-client`), parsed by Prometheus' own Python parser. Without it the
+//! parser check says why and passes, unless `CI` is set, where that is a failure.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pinwatch::classify::Outcome;
+use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
+use pinwatch::sinks::metrics::MetricsServer;
+use pinwatch::sinks::webhook::{USER_AGENT, WebhookConfig, WebhookError, WebhookSink};
+use pinwatch::stats::Stats;
+use serde_json::{Value, json};
+
+/// Generous bound for things that happen in milliseconds, so a loaded machine never fails a
+/// test; only a real hang reaches it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+// ---------------------------------------------------------------------------------------
+// A real HTTP receiver.
+
+struct Received {
+    head: String,
+    body: Value,
+}
+
+/// How the receiver answers the n-th request (0-based).
+type Answer = Box<dyn Fn(usize) -> u16 + Send>;
+
+/// Serves `listener` on a thread: reads each request fully, reports it on the returned channel
+/// and answers with `answer(n)`. If `gate` is given, the first request is reported, then its
+/// answer waits until the gate's sender sends (or is dropped).
+fn receiver(
+    listener: TcpListener,
+    answer: Answer,
+    gate: Option<mpsc::Receiver<()>>,
+) -> mpsc::Receiver<Received> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut stream) = conn else { continue };
+            let Some(request) = read_request(&mut stream) else {
+                continue;
+            };
+            if tx.send(request).is_err() {
+                return;
+            }
+            if n == 0
+                && let Some(gate) = &gate
+            {
+                let _ = gate.recv();
+            }
+            let status = answer(n);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    rx
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<Received> {
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length: usize = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse().ok())
+    })??;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Received {
+        head,
+        body: serde_json::from_slice(&body).ok()?,
+    })
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+fn refused_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn fast_retries(url: &str) -> WebhookConfig {
+    let mut config = WebhookConfig::new(url);
+    config.backoff_initial = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(200);
+    config
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn suggestion(i: usize) -> Value {
+    json!({"sni": format!("host{i}.example.com"), "confidence": 0.9, "seq": i})
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhook.
+
+#[test]
+fn webhook_keeps_suggestions_while_the_receiver_is_down_and_delivers_them_in_order() {
+    let port = refused_port();
+    let sink = WebhookSink::start(fast_retries(&format!("http://127.0.0.1:{port}/rules"))).unwrap();
+    for i in 0..5 {
+        assert!(sink.send(&suggestion(i)));
+    }
+    wait_for("retries against the absent receiver", || {
+        sink.counts().retried >= 2
+    });
+    let why = sink.last_error().unwrap();
+    assert!(why.contains("refused"), "{why}");
+    assert_eq!(sink.counts().delivered, 0);
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let got = receiver(listener, Box::new(|_| 200), None);
+    for i in 0..5 {
+        let request = got.recv_timeout(PATIENCE).expect("suggestion delivered");
+        assert_eq!(request.body, suggestion(i), "delivered in order");
+        let head = request.head.to_ascii_lowercase();
+        assert!(head.starts_with("post /rules http/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("\r\ncontent-type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!(
+                "\r\nuser-agent: {}\r\n",
+                USER_AGENT.to_ascii_lowercase()
+            )),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
+    }
+    let counts = sink.shutdown(PATIENCE);
+    assert_eq!(counts.delivered, 5);
+    assert!(counts.retried >= 2, "{counts:?}");
+    assert_eq!(
+        (
+            counts.dropped,
+            counts.rejected,
+            counts.pending_lost,
+            counts.queued
+        ),
+        (0, 0, 0, 0)
+    );
+}
+
+#[test]
+fn webhook_retries_a_500_and_does_not_retry_a_400() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/rules", listener.local_addr().unwrap());
+    // First request 500 (retried), the retry 200, then 400 for the second suggestion, then 200.
+    let got = receiver(listener, Box::new(|n| [500, 200, 400, 200][n.min(3)]), None);
+    let sink = WebhookSink::start(fast_retries(&url)).unwrap();
+    sink.send(&suggestion(0));
+    sink.send(&suggestion(1));
+    sink.send_bytes(serde_json::to_vec(&suggestion(2)).unwrap());
+    let seen: Vec<Value> = (0..4)
+        .map(|_| got.recv_timeout(PATIENCE).expect("request").body)
+        .collect();
+    assert_eq!(
+        seen,
+        [suggestion(0), suggestion(0), suggestion(1), suggestion(2)]
+    );
+    let counts = sink.shutdown(PATIENCE);
+    assert_eq!(counts.delivered, 2);
+    assert_eq!(counts.retried, 1);
+    assert_eq!(counts.rejected, 1);
+    assert!(got.try_recv().is_err(), "the 400 was not retried");
+}
+
+#[test]
+fn webhook_full_queue_drops_the_newest_and_counts_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = fast_retries(&format!("http://{}/rules", listener.local_addr().unwrap()));
+    config.queue_capacity = 2;
+    let (release, gate) = mpsc::channel();
+    let got = receiver(listener, Box::new(|_| 200), Some(gate));
+    let sink = WebhookSink::start(config).unwrap();
+
+    assert!(sink.send(&suggestion(0)));
+    // Suggestion 0 is now in flight, held by the receiver: the queue is empty.
+    assert_eq!(got.recv_timeout(PATIENCE).unwrap().body, suggestion(0));
+    let accepted: Vec<bool> = (1..6).map(|i| sink.send(&suggestion(i))).collect();
+    assert_eq!(accepted, [true, true, false, false, false]);
+    assert_eq!(sink.counts().dropped, 3);
+    assert_eq!(sink.counts().queued, 3);
+
+    drop(release);
+    for i in 1..3 {
+        assert_eq!(got.recv_timeout(PATIENCE).unwrap().body, suggestion(i));
+    }
+    let counts = sink.shutdown(PATIENCE);
+    assert_eq!(
+        (counts.delivered, counts.dropped, counts.pending_lost),
+        (3, 3, 0)
+    );
+}
+
+#[test]
+fn webhook_shutdown_gives_up_at_the_deadline_and_counts_what_was_lost() {
+    let port = refused_port();
+    let sink = WebhookSink::start(fast_retries(&format!("http://127.0.0.1:{port}/"))).unwrap();
+    for i in 0..3 {
+        sink.send(&suggestion(i));
+    }
+    let counts = sink.shutdown(Duration::from_millis(300));
+    assert_eq!(
+        (counts.delivered, counts.pending_lost, counts.queued),
+        (0, 3, 0)
+    );
+}
+
+#[test]
+fn webhook_shutdown_is_not_held_up_by_a_receiver_that_never_answers() {
+    // Accepts and reads, never answers; the request timeout is an hour.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = fast_retries(&format!("http://{}/rules", listener.local_addr().unwrap()));
+    config.io_timeout = Duration::from_secs(3600);
+    let (_hold, gate) = mpsc::channel();
+    let got = receiver(listener, Box::new(|_| 200), Some(gate));
+    let sink = WebhookSink::start(config).unwrap();
+    sink.send(&suggestion(0));
+    sink.send(&suggestion(1));
+    got.recv_timeout(PATIENCE).expect("request in flight");
+
+    let (done, result) = mpsc::channel();
+    std::thread::spawn(move || done.send(sink.shutdown(Duration::from_millis(200))));
+    let counts = result
+        .recv_timeout(PATIENCE)
+        .expect("shutdown returned despite the hanging request");
+    assert_eq!((counts.delivered, counts.pending_lost), (0, 2));
+}
+
+#[test]
+fn webhook_refuses_https_and_malformed_urls_at_start() {
+    assert!(matches!(
+        WebhookSink::start(WebhookConfig::new("https://127.0.0.1/rules")),
+        Err(WebhookError::UnsupportedScheme { .. })
+    ));
+    assert!(matches!(
+        WebhookSink::start(WebhookConfig::new("127.0.0.1:8080/rules")),
+        Err(WebhookError::BadUrl { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// File sink.
+
+/// A fresh, empty directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pinwatch-sinks-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn file_sink_reopens_after_rotation_and_new_lines_land_in_the_new_file() {
+    let dir = scratch("rotate");
+    let path = dir.join("pinwatch.ndjson");
+    let rotated = dir.join("pinwatch.ndjson.1");
+    let mut sink = LineSink::open(Target::File(path.clone()), Flush::EveryLine).unwrap();
+    let rotate = sink.reopen_handle();
+    sink.write(&json!({"n": 1})).unwrap();
+    sink.write(&json!({"n": 2})).unwrap();
+    std::fs::rename(&path, &rotated).unwrap();
+    // Until told, the sink keeps its open file, now under the rotated name.
+    sink.write(&json!({"n": 3})).unwrap();
+    rotate.request();
+    sink.write(&json!({"n": 4})).unwrap();
+    sink.write_line(br#"{"n":5}"#).unwrap();
+    assert_eq!(
+        lines(&rotated),
+        [json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]
+    );
+    assert_eq!(lines(&path), [json!({"n": 4}), json!({"n": 5})]);
+    assert_eq!(sink.written(), 5);
+}
+
+#[test]
+fn file_sink_flushes_each_line_for_readers_or_waits_for_flush_when_manual() {
+    let dir = scratch("flush");
+    let eager = dir.join("eager.ndjson");
+    let mut sink = LineSink::open(Target::File(eager.clone()), Flush::EveryLine).unwrap();
+    sink.write(&json!({"a": 1})).unwrap();
+    assert_eq!(
+        lines(&eager),
+        [json!({"a": 1})],
+        "visible without a flush or close"
+    );
+
+    let batched = dir.join("batched.ndjson");
+    let mut sink = LineSink::open(Target::File(batched.clone()), Flush::Manual).unwrap();
+    sink.write(&json!({"b": 1})).unwrap();
+    assert!(lines(&batched).is_empty());
+    sink.flush().unwrap();
+    assert_eq!(lines(&batched), [json!({"b": 1})]);
+}
+
+#[test]
+fn file_sink_appends_to_an_existing_file_instead_of_truncating_it() {
+    let dir = scratch("append");
+    let path = dir.join("out.ndjson");
+    LineSink::open(Target::File(path.clone()), Flush::EveryLine)
+        .unwrap()
+        .write(&json!({"run": 1}))
+        .unwrap();
+    LineSink::open(Target::File(path.clone()), Flush::EveryLine)
+        .unwrap()
+        .write(&json!({"run": 2}))
+        .unwrap();
+    assert_eq!(lines(&path), [json!({"run": 1}), json!({"run": 2})]);
+}
+
+#[test]
+fn file_sink_reports_a_full_disk_distinctly() {
+    let mut sink = LineSink::open(Target::File("/dev/full".into()), Flush::EveryLine).unwrap();
+    let err = sink.write(&json!({"x": 1})).unwrap_err();
+    assert!(matches!(err, FileSinkError::DiskFull { .. }), "{err:?}");
+    assert!(err.is_fatal());
+    assert_eq!(err.to_string(), "/dev/full: disk full, cannot write");
+}
+
+#[test]
+fn file_sink_failed_reopen_is_reported_and_writing_goes_on_in_the_old_file() {
+    let dir = scratch("reopen-fails");
+    let sub = dir.join("gone");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("out.ndjson");
+    let kept = dir.join("kept.ndjson");
+    let mut sink = LineSink::open(Target::File(path.clone()), Flush::EveryLine).unwrap();
+    sink.write(&json!({"n": 1})).unwrap();
+    std::fs::rename(&path, &kept).unwrap();
+    std::fs::remove_dir(&sub).unwrap();
+    sink.reopen_handle().request();
+    let err = sink.write(&json!({"n": 2})).unwrap_err();
+    assert!(matches!(err, FileSinkError::Reopen { .. }), "{err:?}");
+    assert!(!err.is_fatal());
+    sink.write(&json!({"n": 3})).unwrap();
+    assert_eq!(lines(&kept), [json!({"n": 1}), json!({"n": 3})]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Stats and the Prometheus endpoint.
+
+#[test]
+fn stats_from_two_busy_workers_add_up_exactly() {
+    let stats = Arc::new(Stats::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let stats = Arc::clone(&stats);
+            std::thread::spawn(move || {
+                let mut local = stats.worker();
+                for i in 0..200_000u64 {
+                    local.record_packet(100 + t, 1_000 + i % 5_000);
+                }
+                local.outcome(Outcome::ServerAbort);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = stats.snapshot();
+    assert_eq!(s.packets, 400_000);
+    assert_eq!(s.bytes, 200_000 * 100 + 200_000 * 101);
+    assert_eq!(s.latency.len(), 400_000);
+    assert_eq!(s.outcome(Outcome::ServerAbort), 2);
+}
+
+/// One request, the whole response: (status line, headers lowercased, body).
+fn http(addr: SocketAddr, request: &[u8]) -> (String, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (
+        status.to_string(),
+        headers.to_ascii_lowercase(),
+        body.to_string(),
+    )
+}
+
+fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+}
+
+fn busy_stats() -> Arc<Stats> {
+    let stats = Arc::new(Stats::new(2));
+    let mut local = stats.worker();
+    for ns in [2_000, 3_000, 40_000] {
+        local.record_packet(1000, ns);
+    }
+    local.outcome(Outcome::ClientAlert);
+    local.flow_opened();
+    drop(local);
+    stats.set_capture_drops(5, 1);
+    stats.set_queue_depth(1, 17);
+    stats.add_rules_emitted(2);
+    stats
+        .webhook
+        .delivered
+        .fetch_add(4, std::sync::atomic::Ordering::Relaxed);
+    stats
+}
+
+#[test]
+fn metrics_endpoint_serves_the_counters_and_404s_elsewhere() {
+    let server = MetricsServer::start("127.0.0.1:0", busy_stats()).unwrap();
+    let addr = server.local_addr();
+
+    let (status, headers, body) = get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    for line in [
+        "pinwatch_packets_total 3",
+        "pinwatch_bytes_total 3000",
+        "pinwatch_flows 1",
+        "pinwatch_connections_total{outcome=\"client_alert\"} 1",
+        "pinwatch_connections_total{outcome=\"established\"} 0",
+        "pinwatch_capture_drops_total{source=\"kernel\"} 5",
+        "pinwatch_capture_drops_total{source=\"interface\"} 1",
+        "pinwatch_queue_depth{queue=\"1\"} 17",
+        "pinwatch_rules_emitted_total 2",
+        "pinwatch_webhook_delivered_total 4",
+        "pinwatch_packet_latency_seconds_count 3",
+        "pinwatch_packet_latency_seconds_sum 0.000045",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in\n{body}"
+        );
+    }
+
+    let (status, _, body) = http(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
+    assert_eq!(get(addr, "/").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(get(addr, "/metrics/x").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(
+        http(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(http(addr, b"hello\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
+    huge.resize(20 * 1024, b'a');
+    assert_eq!(http(addr, &huge).0, "HTTP/1.1 400 Bad Request");
+    // Still serving after the bad requests.
+    assert_eq!(get(addr, "/metrics?from=test").0, "HTTP/1.1 200 OK");
+    // Returns (the thread is joined); whether the port is then refused is not asserted, as a
+    // parallel test may already have been given the same port.
+    server.stop();
+}
+
+/// Families and samples as Prometheus' reference Python parser sees them:
+/// {sample name + labels: [family type, value]}.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+families = list(text_string_to_metric_families(sys.stdin.read()))
+out["__families__"] = ["", str(len(families))]
+for family in families:
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = [family.type, repr(float(s.value))]
+print(json.dumps(out))
+"#;
+
+fn python_parser() -> Option<()> {
+    let ok = Command::new("python3")
+        .args(["-c", "import prometheus_client.parser"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(());
+    }
+    let why = "python3 with prometheus_client (pip install prometheus-client) is not available";
+    assert!(!in_ci(), "{why}, and CI is set");
+    println!("SKIPPED: {why}; set CI=true to make this a failure");
+    None
+}
+
+#[test]
+fn metrics_text_is_accepted_by_the_prometheus_python_parser() {
+    if python_parser().is_none() {
+        return;
+    }
+    let server = MetricsServer::start("127.0.0.1:0", busy_stats()).unwrap();
+    let (_, _, body) = get(server.local_addr(), "/metrics");
+    let mut child = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let sample = |name: &str| {
+        parsed
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {parsed:?}"))
+            .clone()
+    };
+    assert_eq!(sample("pinwatch_packets_total"), json!(["counter", "3.0"]));
+    assert_eq!(sample("pinwatch_flows"), json!(["gauge", "1.0"]));
+    assert_eq!(
+        sample("pinwatch_connections_total{outcome=\"client_alert\"}"),
+        json!(["counter", "1.0"])
+    );
+    assert_eq!(
+        sample("pinwatch_queue_depth{queue=\"1\"}"),
+        json!(["gauge", "17.0"])
+    );
+    assert_eq!(
+        sample("pinwatch_packet_latency_seconds_count"),
+        json!(["summary", "3.0"])
+    );
+    // Two significant digits: 40 µs is reported within 1%.
+    let [_, p999] = sample("pinwatch_packet_latency_seconds{quantile=\"0.999\"}")
+        .as_array()
+        .unwrap()
+        .clone()
+        .try_into()
+        .unwrap();
+    let p999: f64 = p999.as_str().unwrap().parse().unwrap();
+    assert!((p999 - 40e-6).abs() <= 0.4e-6, "{p999}");
+    assert_eq!(sample("__families__"), json!(["", "17"]));
+    let build = format!(
+        "pinwatch_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&build), json!(["gauge", "1.0"]));
+}
+
+/// Cost of per-packet accounting; run with
+/// `cargo test --release --test sinks -- --ignored --nocapture record_packet_cost`.
+#[test]
+#[ignore = "benchmark: prints figures, asserts nothing about speed"]
+fn record_packet_cost() {
+    const PER_THREAD: u64 = 20_000_000;
+    for threads in [1u64, 2] {
+        let stats = Arc::new(Stats::new(0));
+        let start = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let stats = Arc::clone(&stats);
+                std::thread::spawn(move || {
+                    let mut local = stats.worker();
+                    for i in 0..PER_THREAD {
+                        local.record_packet(60 + (i & 1023), 200 + (i * 7919) % 50_000);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let total = threads * PER_THREAD;
+        assert_eq!(stats.snapshot().packets, total);
+        println!(
+            "{threads} thread(s): {total} packets in {secs:.2} s = {:.1} ns/packet/thread, {:.0} Mpackets/s in all",
+            secs * 1e9 / PER_THREAD as f64,
+            total as f64 / secs / 1e6
+        );
+    }
+    let h = pinwatch::stats::new_latency_histogram();
+    println!("latency histogram: {} counters", h.distinct_values());
+}
