@@ -577,7 +577,8 @@ mod live {
             let due = self
                 .stats_every
                 .is_some_and(|every| self.last_stats.0.elapsed() >= every);
-            if !(asked || due) || (self.quiet && !asked) {
+            // A SIGUSR1 always gets its line; the periodic one is muted by --quiet.
+            if !(asked || (due && !self.quiet)) {
                 return;
             }
             let now = self.stats.snapshot();

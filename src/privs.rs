@@ -28,6 +28,11 @@ pub enum PrivError {
     Call { call: String, source: Errno },
     #[error("privilege drop did not stick: {0}; refusing to continue")]
     NotDropped(String),
+    #[error(
+        "cannot drop capabilities in a process that already runs {0} threads: they are per \
+         thread; drop them before starting threads"
+    )]
+    Threads(u32),
     #[error("cannot read {path}: {source}")]
     Status {
         path: String,
@@ -149,13 +154,23 @@ pub fn drop_privileges(user: &str) -> Result<(), PrivError> {
     call(format!("setgid({gid})"), unistd::setgid(gid))?;
     call(format!("setuid({uid})"), unistd::setuid(uid))?;
     // Leaving root clears the capabilities unless SECBIT_KEEP_CAPS was set; clear them anyway.
-    drop_capabilities()?;
+    clear_capabilities()?;
     verify(uid, gid)
 }
 
-/// Clears every capability of the calling thread (effective, permitted, inheritable; ambient
-/// follows permitted), for a process started unprivileged with file capabilities.
+/// Clears every capability (effective, permitted, inheritable; ambient follows permitted), for
+/// a process started unprivileged with file capabilities. Capabilities belong to each thread,
+/// so this refuses once other threads exist: they would keep theirs.
 pub fn drop_capabilities() -> Result<(), PrivError> {
+    let threads = ProcStatus::read("/proc/self/status")?.threads;
+    if threads > 1 {
+        return Err(PrivError::Threads(threads));
+    }
+    clear_capabilities()
+}
+
+/// Clears the calling thread's capabilities and checks that the kernel agrees.
+fn clear_capabilities() -> Result<(), PrivError> {
     capset_empty().map_err(|source| PrivError::Call {
         call: "capset(empty)".into(),
         source,
@@ -264,6 +279,17 @@ mod tests {
         assert!(ProcStatus::parse("").is_none());
         assert!(ProcStatus::parse(&SAMPLE.replace("Uid:\t65534\t", "Uid:\t")).is_none());
         assert!(ProcStatus::parse(&SAMPLE.replace("CapEff:\t0", "CapEff:\tz")).is_none());
+    }
+
+    #[test]
+    fn capabilities_are_not_dropped_behind_other_threads_backs() {
+        // The test harness already runs threads; one more makes sure of it.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let err = drop_capabilities().unwrap_err();
+        assert!(matches!(err, PrivError::Threads(n) if n > 1), "{err}");
+        drop(tx);
+        let _ = other.join();
     }
 
     #[test]

@@ -151,7 +151,8 @@ fn libpcap_message(err: &pcap::Error) -> String {
 /// Packet counters since the capture was opened (`pcap_stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveStats {
-    /// Packets that passed the filter and reached the capture buffer (Linux semantics).
+    /// Packets that passed the filter and reached the capture buffer (Linux semantics). On `lo`
+    /// the kernel counts each packet twice (sent and received) while pinwatch gets it once.
     pub received: u64,
     /// Packets the kernel dropped because the buffer was full: pinwatch did not keep up.
     pub dropped_kernel: u64,
@@ -269,10 +270,7 @@ impl LiveCapture {
         match self.cap.next_packet() {
             Ok(packet) => {
                 self.drained = false;
-                let ts = packet.header.ts;
-                let ts_ns = i64::from(ts.tv_sec)
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(i64::from(ts.tv_usec).saturating_mul(self.ns_per_unit));
+                let ts_ns = timeval_ns(&packet.header.ts, self.ns_per_unit);
                 Ok(Some(Frame {
                     ts_ns,
                     linktype: self.linktype,
@@ -313,6 +311,15 @@ impl LiveCapture {
             dropped_iface: if_dropped.update(raw.if_dropped),
         })
     }
+}
+
+/// Nanoseconds since the epoch from a packet header's time. The fields are 32 bits on some
+/// targets, so the widening that clippy calls useless on 64-bit Linux is kept.
+#[allow(clippy::useless_conversion)]
+fn timeval_ns(ts: &nix::libc::timeval, ns_per_unit: i64) -> i64 {
+    i64::from(ts.tv_sec)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(ts.tv_usec).saturating_mul(ns_per_unit))
 }
 
 fn read_error(iface: &str, message: String) -> LiveError {
@@ -385,6 +392,7 @@ mod tests {
     fn counter_widens_across_the_32_bit_wrap() {
         let mut c = Counter::default();
         assert_eq!(c.update(10), 10);
+        assert_eq!(c.update(1 << 31), 1 << 31);
         assert_eq!(c.update(u32::MAX - 5), u64::from(u32::MAX) - 5);
         // libpcap's counter wrapped: 6 to reach zero, then 20 more.
         assert_eq!(c.update(20), u64::from(u32::MAX) + 21);

@@ -1,6 +1,7 @@
 //! Capture stage: reads pcap and pcapng files (or standard input) and yields raw link-layer
 //! frames with their timestamps and link types. Pure Rust (rusticata's `pcap-parser`), so
-//! offline replay needs no system library.
+//! offline replay needs no system library. `live` (cargo feature `live`) reads the same frames
+//! from a network interface through libpcap.
 
 #[cfg(all(unix, feature = "live"))]
 pub mod live;
