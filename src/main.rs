@@ -630,6 +630,10 @@ mod live {
         if let Some(user) = &args.user {
             pinwatch::privs::drop_privileges(user)
                 .map_err(|e| Failure(format!("--user {user}: {e}"), exit::PRIVILEGES))?;
+        } else if !nix::unistd::geteuid().is_root() {
+            // A setcap'd binary: the open capture is all it needed its capabilities for.
+            pinwatch::privs::drop_capabilities()
+                .map_err(|e| Failure(format!("dropping capabilities: {e}"), exit::PRIVILEGES))?;
         }
         let mut sinks = Sinks::open(&args.out, &[], Flush::EveryLine)?;
         let signals = Signals::install();
