@@ -13,7 +13,8 @@ use pinwatch::output::record;
 use pinwatch::tls::At;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut reader) = CaptureReader::from_read("fuzz".into(), std::io::Cursor::new(data.to_vec()))
+    let Ok(mut reader) =
+        CaptureReader::from_read("fuzz".into(), std::io::Cursor::new(data.to_vec()))
     else {
         return;
     };
@@ -32,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let mut pkt = 0;
     while let Ok(Some(frame)) = reader.next_frame() {
         pkt += 1;
-        let at = At { pkt, ts_ns: frame.ts_ns };
+        let at = At {
+            pkt,
+            ts_ns: frame.ts_ns,
+        };
         if let Ok(seg) = decode::decode(frame.linktype, frame.data) {
             table.packet(&seg, at, &mut finish);
         }
@@ -41,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
     let report = correlator.conclude();
     let mut ndjson = String::new();
     for rule in &report.candidates {
-        assert!((0.0..=1.0).contains(&rule.confidence), "confidence outside 0..1");
+        assert!(
+            (0.0..=1.0).contains(&rule.confidence),
+            "confidence outside 0..1"
+        );
         ndjson.push_str(&serde_json::to_string(rule).expect("a rule serialises"));
         ndjson.push('\n');
     }
@@ -53,9 +60,19 @@ fuzz_target!(|data: &[u8]| {
     }
     // What replay writes, export must read back whole.
     let parsed = export::read_rules(&mut ndjson.as_bytes()).expect("reading from memory");
-    assert_eq!(parsed.rules.len(), report.candidates.len(), "export refused a rule replay wrote: {:?}", parsed.skipped);
+    assert_eq!(
+        parsed.rules.len(),
+        report.candidates.len(),
+        "export refused a rule replay wrote: {:?}",
+        parsed.skipped
+    );
     let mut plan = export::plan(parsed.rules, 0.0, "fuzz");
-    for format in [Format::Squid, Format::Mitmproxy, Format::Domains, Format::Json] {
+    for format in [
+        Format::Squid,
+        Format::Mitmproxy,
+        Format::Domains,
+        Format::Json,
+    ] {
         export::render(format, &mut plan);
     }
 });
