@@ -354,7 +354,11 @@ impl CaptureReader {
                 })?;
                 let caplen = (epb.caplen as usize).min(epb.data.len());
                 let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-                let secs = (units / iface.units_per_sec) as i64 + iface.offset_s;
+                // Saturating: `if_tsoffset` and the units are whatever the file says, and a sum
+                // past i64 overflowed (tests/fuzz_regressions.rs); such a time means nothing anyway.
+                let secs = i64::try_from(units / iface.units_per_sec)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(iface.offset_s);
                 let frac = units % iface.units_per_sec;
                 let ts_ns = secs.saturating_mul(1_000_000_000).saturating_add(
                     (frac as u128 * 1_000_000_000 / iface.units_per_sec as u128) as i64,

@@ -347,7 +347,11 @@ impl Correlator {
             let follows = *p != Path::Proxy
                 && o.name.as_deref().is_some_and(|n| {
                     proxied.iter().any(|&(t, pn, ip)| {
-                        pn == n && ip != o.client_ip && o.ts_ns >= t && o.ts_ns - t <= 1_000_000_000
+                        // Saturating: capture times may be centuries apart (hostile files).
+                        pn == n
+                            && ip != o.client_ip
+                            && o.ts_ns >= t
+                            && o.ts_ns.saturating_sub(t) <= 1_000_000_000
                     })
                 });
             e.1 += usize::from(follows);
