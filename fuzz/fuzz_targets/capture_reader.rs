@@ -10,7 +10,8 @@ use pinwatch::capture::CaptureReader;
 const MAX_RECORD: usize = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut reader) = CaptureReader::from_read("fuzz".into(), std::io::Cursor::new(data.to_vec()))
+    let Ok(mut reader) =
+        CaptureReader::from_read("fuzz".into(), std::io::Cursor::new(data.to_vec()))
     else {
         return;
     };

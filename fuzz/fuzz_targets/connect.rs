@@ -30,8 +30,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = rep.status_ok();
     }
     match socks::client(data) {
-        Prelude::Client { len, version, target } => {
-            assert!(len > 0 && len <= data.len(), "prelude longer than its bytes");
+        Prelude::Client {
+            len,
+            version,
+            target,
+        } => {
+            assert!(
+                len > 0 && len <= data.len(),
+                "prelude longer than its bytes"
+            );
             assert!(version == 4 || version == 5);
             assert!(!target.is_empty());
         }
@@ -41,7 +48,10 @@ fuzz_target!(|data: &[u8]| {
     for version in [4, 5] {
         match socks::server(data, version) {
             Prelude::Server { len, .. } => {
-                assert!(len > 0 && len <= data.len(), "prelude longer than its bytes");
+                assert!(
+                    len > 0 && len <= data.len(),
+                    "prelude longer than its bytes"
+                );
             }
             Prelude::Client { .. } => panic!("server parser returned a client prelude"),
             Prelude::NeedMore | Prelude::Invalid => {}

@@ -8,7 +8,9 @@ use pinwatch::export::{self, Format};
 
 /// A name as the renderers may write it: letters, digits, hyphens and dots.
 fn dns_like(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
             || line
                 .strip_prefix("acl pinwatch_bypass ssl::server_name ")
                 .is_some_and(dns_like);
-        assert!(ok, "squid line that is neither a comment nor a bypass: {line:?}");
+        assert!(
+            ok,
+            "squid line that is neither a comment nor a bypass: {line:?}"
+        );
     }
     for line in export::render(Format::Mitmproxy, &mut plan).lines() {
         let t = line.trim_start();
@@ -32,12 +37,21 @@ fuzz_target!(|data: &[u8]| {
             || t == "ignore_hosts:"
             || t == "ignore_hosts: []"
             || (t.starts_with("- '") && t.ends_with('\'') && !t[3..t.len() - 1].contains('\''));
-        assert!(ok, "mitmproxy line that is neither a comment nor an entry: {line:?}");
+        assert!(
+            ok,
+            "mitmproxy line that is neither a comment nor an entry: {line:?}"
+        );
     }
     for line in export::render(Format::Domains, &mut plan).lines() {
-        assert!(dns_like(line), "domain list line that is not a name: {line:?}");
+        assert!(
+            dns_like(line),
+            "domain list line that is not a name: {line:?}"
+        );
     }
     for line in export::render(Format::Json, &mut plan).lines() {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "json line that is not JSON");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "json line that is not JSON"
+        );
     }
 });

@@ -29,7 +29,16 @@ const HEADER: usize = 17;
 
 fn host(i: u8, v6: bool) -> IpAddr {
     if v6 {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i) + 1))
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from(i) + 1,
+        ))
     } else {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, i + 1))
     }
@@ -44,7 +53,10 @@ struct Finished {
 impl Finished {
     fn take(&mut self, conn: Connection) {
         let n = conn.seq as usize;
-        assert!(n >= 1 && n < self.seen.len(), "creation number {n} out of range");
+        assert!(
+            n >= 1 && n < self.seen.len(),
+            "creation number {n} out of range"
+        );
         assert!(!self.seen[n], "connection {n} finished twice");
         self.seen[n] = true;
         let (rec, verdict) = record::build(&conn);
@@ -62,7 +74,11 @@ fuzz_target!(|data: &[u8]| {
     let flow_config = FlowConfig {
         handshake_cap: cap,
         max_flows,
-        idle_timeout_ns: if config & 0x40 != 0 { 2_000_000_000 } else { 300_000_000_000 },
+        idle_timeout_ns: if config & 0x40 != 0 {
+            2_000_000_000
+        } else {
+            300_000_000_000
+        },
         ..FlowConfig::default()
     };
     // At most one connection per packet; allocated before the baseline.
@@ -78,7 +94,8 @@ fuzz_target!(|data: &[u8]| {
     let mut last_sweep_ns = at.ts_ns;
     while let Some(head) = input.take(HEADER) {
         let mut h = Input::new(head);
-        let (Some(addrs), Some(sport), Some(dport), Some(flags)) = (h.u8(), h.u16(), h.u16(), h.u8())
+        let (Some(addrs), Some(sport), Some(dport), Some(flags)) =
+            (h.u8(), h.u16(), h.u16(), h.u8())
         else {
             break;
         };
@@ -110,13 +127,23 @@ fuzz_target!(|data: &[u8]| {
             table.sweep(at.ts_ns, &mut |c| finished.take(c));
         }
         table.packet(&seg, at, &mut |c| finished.take(c));
-        assert!(table.len() <= max_flows, "{} flows tracked, {max_flows} allowed", table.len());
+        assert!(
+            table.len() <= max_flows,
+            "{} flows tracked, {max_flows} allowed",
+            table.len()
+        );
         let held = live_bytes().saturating_sub(baseline);
-        assert!(held <= bound, "flow table holds {held} bytes ({max_flows} flows, cap {cap})");
+        assert!(
+            held <= bound,
+            "flow table holds {held} bytes ({max_flows} flows, cap {cap})"
+        );
     }
     table.drain(&mut |c| finished.take(c));
     assert!(table.is_empty());
     // Creation numbers are 1..=n with none missing: every connection came out.
     let n = finished.seen.iter().rposition(|&s| s).unwrap_or(0);
-    assert!(finished.seen[1..=n].iter().all(|&s| s), "a connection was lost");
+    assert!(
+        finished.seen[1..=n].iter().all(|&s| s),
+        "a connection was lost"
+    );
 });

@@ -71,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
     let report = correlator.conclude();
     let mut ndjson = String::new();
     for rule in &report.candidates {
-        assert!((0.0..=1.0).contains(&rule.confidence), "confidence outside 0..1");
+        assert!(
+            (0.0..=1.0).contains(&rule.confidence),
+            "confidence outside 0..1"
+        );
         ndjson.push_str(&serde_json::to_string(rule).expect("a rule serialises"));
         ndjson.push('\n');
     }
@@ -83,9 +86,19 @@ fuzz_target!(|data: &[u8]| {
     }
     // What replay writes, export must read back whole.
     let parsed = export::read_rules(&mut ndjson.as_bytes()).expect("reading from memory");
-    assert_eq!(parsed.rules.len(), report.candidates.len(), "export refused a rule replay wrote: {:?}", parsed.skipped);
+    assert_eq!(
+        parsed.rules.len(),
+        report.candidates.len(),
+        "export refused a rule replay wrote: {:?}",
+        parsed.skipped
+    );
     let mut plan = export::plan(parsed.rules, 0.0, "fuzz");
-    for format in [Format::Squid, Format::Mitmproxy, Format::Domains, Format::Json] {
+    for format in [
+        Format::Squid,
+        Format::Mitmproxy,
+        Format::Domains,
+        Format::Json,
+    ] {
         export::render(format, &mut plan);
     }
 });

@@ -46,7 +46,12 @@ impl Consumer {
                     let base = self.base.expect("data before any anchor");
                     for (i, &b) in bytes.iter().enumerate() {
                         let seq = base.wrapping_add((offset + i as u64) as u32);
-                        assert_eq!(b, byte_at(seq), "wrong byte at stream offset {}", offset + i as u64);
+                        assert_eq!(
+                            b,
+                            byte_at(seq),
+                            "wrong byte at stream offset {}",
+                            offset + i as u64
+                        );
                     }
                 }
                 (offset, bytes.len() as u64)
@@ -81,7 +86,11 @@ fuzz_target!(|data: &[u8]| {
     // prefix holds at most `cap` bytes, in a vector that may have doubled past that.
     let bound = 4 * cap + 4096;
     while let Some(op) = input.u8() {
-        let offset = if op & 8 != 0 { input.u32() } else { input.u16().map(u32::from) };
+        let offset = if op & 8 != 0 {
+            input.u32()
+        } else {
+            input.u16().map(u32::from)
+        };
         let Some(offset) = offset else { break };
         let seq = isn.wrapping_add(offset);
         match op & 7 {
@@ -104,7 +113,11 @@ fuzz_target!(|data: &[u8]| {
                     input.take_up_to(present)
                 };
                 // Without consistent payloads the wire length follows what the input held.
-                let wire_len = if consistent { len } else { bytes.len() + cut as usize };
+                let wire_len = if consistent {
+                    len
+                } else {
+                    bytes.len() + cut as usize
+                };
                 if wire_len > 0 {
                     c.base.get_or_insert(seq);
                 }
@@ -123,11 +136,17 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
         let held = live_bytes().saturating_sub(baseline);
-        assert!(held <= bound, "reassembler holds {held} bytes with a cap of {cap}");
+        assert!(
+            held <= bound,
+            "reassembler holds {held} bytes with a cap of {cap}"
+        );
     }
     r.finish(&mut |ch| c.take(ch));
     if consistent {
-        assert_eq!(r.stats.overlap_mismatches, 0, "identical copies flagged as different");
+        assert_eq!(
+            r.stats.overlap_mismatches, 0,
+            "identical copies flagged as different"
+        );
     }
     let held = live_bytes().saturating_sub(baseline);
     assert!(held <= bound, "reassembler holds {held} bytes after finish");

@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
     let mut at = At { pkt: 0, ts_ns: 0 };
     while let (Some(head), Some(len)) = (input.u8(), input.u16()) {
         let bytes = input.take_up_to(len as usize);
-        let (dir, i) = if head & 1 == 0 { (Dir::Client, 0) } else { (Dir::Server, 1) };
+        let (dir, i) = if head & 1 == 0 {
+            (Dir::Client, 0)
+        } else {
+            (Dir::Server, 1)
+        };
         at.pkt += 1;
         at.ts_ns += 1_000_000;
         if head & 2 != 0 {
@@ -53,6 +57,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(o < offsets[1], "server data placed past the bytes fed");
         }
         let held = live_bytes().saturating_sub(baseline);
-        assert!(held <= bound, "session holds {held} bytes with a cap of {cap}");
+        assert!(
+            held <= bound,
+            "session holds {held} bytes with a cap of {cap}"
+        );
     }
 });

@@ -194,8 +194,9 @@ pub fn classify(conn: &Connection) -> Verdict {
     v.abort_delay_ms = o
         .last_server_handshake
         .filter(|s| *s <= term)
-        // Milliseconds, to the microsecond.
-        .map(|s| ((term.ts_ns - s.ts_ns).max(0) as f64 / 1000.0).round() / 1000.0);
+        // Milliseconds, to the microsecond. Saturating: packet order is not time order in a
+        // damaged or hostile capture, and times centuries apart overflowed (fuzz_regressions.rs).
+        .map(|s| (term.ts_ns.saturating_sub(s.ts_ns).max(0) as f64 / 1000.0).round() / 1000.0);
 
     // A readable fatal alert, or an encrypted one sent where the client's Finished would be.
     let in_handshake_alert =

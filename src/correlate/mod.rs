@@ -538,7 +538,9 @@ impl Analysis<'_> {
             let follows = *p != Path::Proxy
                 && o.name.as_deref().and_then(|n| proxied.get(n)).is_some_and(
                     |(times, next_other)| {
-                        let from = times.partition_point(|&(t, _)| t < o.ts_ns - 1_000_000_000);
+                        // Saturating: capture times may be centuries apart (hostile files).
+                        let from = times
+                            .partition_point(|&(t, _)| t < o.ts_ns.saturating_sub(1_000_000_000));
                         let to = times.partition_point(|&(t, _)| t <= o.ts_ns);
                         from < to && (times[from].1 != o.client_ip || next_other[from] < to)
                     },
