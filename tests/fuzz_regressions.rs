@@ -63,7 +63,7 @@ fn one_byte_out_of_order_segments_cannot_hold_many_times_the_cap() {
     let mut sink = Sink::default();
     for i in 0..2000u32 {
         // Stream offsets 1, 3, 5...: every even offset is a hole the capture never fills.
-        r.segment(1000 + 2 + 2 * i, &[b'x'], 1, &mut |c| sink.take(c));
+        r.segment(1000 + 2 + 2 * i, b"x", 1, &mut |c| sink.take(c));
     }
     assert!(
         r.stats.queue_overflows > 0,
