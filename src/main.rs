@@ -10,10 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pinwatch::classify::{Outcome, Verdict};
 use pinwatch::correlate::proxy::ProxyCas;
 use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
-#[allow(unused_imports)]
-use pinwatch::correlate::{
-    Config as CorrelateConfig, Correlator, EvidenceTable, Limits, Order, Report, Rule,
-};
+use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
 use pinwatch::flow::FlowConfig;
 use pinwatch::output::record::ConnectionRecord;
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
@@ -535,6 +532,7 @@ mod live {
     use super::*;
     use pinwatch::capture::live::{LiveCapture, LiveError, LiveOptions};
     use pinwatch::correlate::stream::RuleStream;
+    use pinwatch::correlate::{Limits, Rule};
     use pinwatch::pipeline::LiveSource;
     use pinwatch::sinks::metrics::MetricsServer;
     use pinwatch::sinks::webhook::{WebhookConfig, WebhookSink};

@@ -281,11 +281,17 @@ impl WorkerStats {
     /// by itself when the last publication is older than [`FLUSH_INTERVAL`].
     #[inline]
     pub fn record_packet(&mut self, bytes: u64, latency_ns: u64) {
-        self.packets += 1;
-        self.bytes += bytes;
         // Zero would be outside the histogram's range; sub-nanosecond means "too fast to see".
         self.latency.saturating_record(latency_ns.max(1));
         self.latency_sum_ns = self.latency_sum_ns.saturating_add(latency_ns);
+        self.count_packet(bytes);
+    }
+
+    /// One packet of `bytes` whose processing time was not measured (replay).
+    #[inline]
+    pub fn count_packet(&mut self, bytes: u64) {
+        self.packets += 1;
+        self.bytes += bytes;
         self.since_check += 1;
         if self.since_check >= FLUSH_CHECK_EVERY {
             self.since_check = 0;

@@ -252,8 +252,6 @@ impl Obs {
 pub struct Correlator {
     config: Config,
     table: Arc<EvidenceTable>,
-    /// Order given to observations passed to [`Correlator::observe`] directly.
-    next_order: u64,
 }
 
 /// The registrable domain (public suffix + 1) of a host name.
@@ -271,21 +269,11 @@ impl Correlator {
 
     /// A correlator reading a table that other threads fill.
     pub fn with_table(config: Config, table: Arc<EvidenceTable>) -> Self {
-        Correlator {
-            config,
-            table,
-            next_order: 0,
-        }
+        Correlator { config, table }
     }
 
     pub fn table(&self) -> &Arc<EvidenceTable> {
         &self.table
-    }
-
-    /// Takes one finished connection, in arrival order (single-threaded use).
-    pub fn observe(&mut self, rec: &ConnectionRecord) {
-        self.next_order += 1;
-        self.table.observe(rec, (self.next_order, 0));
     }
 
     /// Draws conclusions from everything observed.

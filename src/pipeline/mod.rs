@@ -185,6 +185,20 @@ impl Worker {
         self.track_size();
     }
 
+    /// Counts a processed packet; with a clock (live mode), also the time it took since the
+    /// clock was last read, and restarts the clock.
+    fn account(&mut self, bytes: u64, clock: &mut Option<Instant>) {
+        match clock {
+            Some(started) => {
+                let now = Instant::now();
+                let ns = now.duration_since(*started).as_nanos() as u64;
+                *started = now;
+                self.stats.record_packet(bytes, ns);
+            }
+            None => self.stats.count_packet(bytes),
+        }
+    }
+
     /// Keeps the shared flow gauge in step with this shard.
     fn track_size(&mut self) {
         let now = self.table.len();
@@ -403,7 +417,6 @@ struct SourceCounts {
     skipped: BTreeMap<&'static str, u64>,
     queue_drops: u64,
     evicted: u64,
-    pkt_index: u64,
     last_tick_ns: Option<i64>,
 }
 
@@ -417,12 +430,12 @@ impl SourceCounts {
             return None;
         }
         self.last_tick_ns = Some(now);
-        Some(self.pkt_index + 1)
+        Some(self.packets + 1)
     }
 
-    /// Counts a frame and gives it its packet index; says whether a tick is due before it.
+    /// Counts a frame and gives it its packet index (its count so far); says whether a tick is
+    /// due before it.
     fn admit(&mut self, frame: &Frame<'_>) -> (At, bool) {
-        self.pkt_index += 1;
         self.packets += 1;
         self.bytes += frame.data.len() as u64;
         let tick = match self.last_tick_ns {
@@ -437,7 +450,7 @@ impl SourceCounts {
             Some(_) => false,
         };
         let at = At {
-            pkt: self.pkt_index,
+            pkt: self.packets,
             ts_ns: frame.ts_ns,
         };
         (at, tick)
@@ -462,7 +475,7 @@ fn run_inline<S: Source, O: Output>(
             Next::Frame(f) => f,
             Next::Idle(now) => {
                 worker.stats.flush();
-                let mut upto = packet_event(counts.pkt_index);
+                let mut upto = packet_event(counts.packets);
                 if let Some(pkt) = counts.idle_tick(now) {
                     let now = now.unwrap_or(last_ts);
                     worker.tick(now, pkt);
@@ -487,13 +500,7 @@ fn run_inline<S: Source, O: Output>(
             }
             Err(skip) => *counts.skipped.entry(skip.as_str()).or_default() += 1,
         }
-        let latency = clock.as_mut().map_or(0, |t| {
-            let now = Instant::now();
-            let ns = now.duration_since(*t).as_nanos() as u64;
-            *t = now;
-            ns
-        });
-        worker.stats.record_packet(frame.data.len() as u64, latency);
+        worker.account(frame.data.len() as u64, &mut clock);
         if tick || !worker.finished.is_empty() {
             collector.take(0, worker.take_finished(), packet_event(at.pkt), at.ts_ns)?;
         }
@@ -607,23 +614,28 @@ fn dispatch<S: Source>(
         }
         stats.set_queue_depth(w, queues[w].len() as u64);
     };
+    // Hands every worker its batch, after a tick (capture time, packet index) when one is due.
+    let send_all =
+        |batches: &mut [Batch], tick: Option<(i64, u64)>, upto, ts, counts: &mut SourceCounts| {
+            for (w, b) in batches.iter_mut().enumerate() {
+                if let Some((now_ns, pkt)) = tick {
+                    b.items.push(Item::Tick { now_ns, pkt });
+                }
+                send(w, b, upto, ts, counts);
+            }
+        };
     while !stop.load(Ordering::Relaxed) && !abort.load(Ordering::Relaxed) {
         let frame = match source.next() {
             Next::Frame(f) => f,
             Next::Idle(now) => {
-                if let Some(pkt) = counts.idle_tick(now) {
-                    last_ts = now.unwrap_or(last_ts);
+                let tick = counts
+                    .idle_tick(now)
+                    .map(|pkt| (now.unwrap_or(last_ts), pkt));
+                if let Some((now_ns, pkt)) = tick {
+                    last_ts = now_ns;
                     dispatched = tick_event(pkt);
-                    for b in batches.iter_mut() {
-                        b.items.push(Item::Tick {
-                            now_ns: last_ts,
-                            pkt,
-                        });
-                    }
                 }
-                for (w, b) in batches.iter_mut().enumerate() {
-                    send(w, b, dispatched, last_ts, counts);
-                }
+                send_all(&mut batches, tick, dispatched, last_ts, counts);
                 last_handover = Instant::now();
                 continue;
             }
@@ -633,13 +645,13 @@ fn dispatch<S: Source>(
         last_ts = at.ts_ns;
         if tick {
             dispatched = tick_event(at.pkt);
-            for (w, b) in batches.iter_mut().enumerate() {
-                b.items.push(Item::Tick {
-                    now_ns: at.ts_ns,
-                    pkt: at.pkt,
-                });
-                send(w, b, dispatched, at.ts_ns, counts);
-            }
+            send_all(
+                &mut batches,
+                Some((at.ts_ns, at.pkt)),
+                dispatched,
+                at.ts_ns,
+                counts,
+            );
             last_handover = Instant::now();
         }
         match decode::decode(frame.linktype, frame.data) {
@@ -654,20 +666,14 @@ fn dispatch<S: Source>(
             }
             Err(skip) => *counts.skipped.entry(skip.as_str()).or_default() += 1,
         }
-        if counts.packets.is_multiple_of(HEARTBEAT_PACKETS) {
-            for (w, b) in batches.iter_mut().enumerate() {
-                send(w, b, dispatched, last_ts, counts);
-            }
-            last_handover = Instant::now();
-        }
-        // A slow live link must not leave packets waiting in a half-full batch.
-        if config.drop_when_full
+        // Every worker hears from the source regularly (see HEARTBEAT_PACKETS), and a slow
+        // live link must not leave packets waiting in a half-full batch.
+        let heartbeat = counts.packets.is_multiple_of(HEARTBEAT_PACKETS);
+        let stale = config.drop_when_full
             && counts.packets.is_multiple_of(64)
-            && last_handover.elapsed() >= config.max_batch_delay
-        {
-            for (w, b) in batches.iter_mut().enumerate() {
-                send(w, b, dispatched, last_ts, counts);
-            }
+            && last_handover.elapsed() >= config.max_batch_delay;
+        if heartbeat || stale {
+            send_all(&mut batches, None, dispatched, last_ts, counts);
             last_handover = Instant::now();
         }
     }
@@ -709,13 +715,7 @@ fn work(
                     if let Ok(seg) = decode::decode(linktype, data) {
                         worker.packet(&seg, at);
                     }
-                    let latency = clock.as_mut().map_or(0, |t| {
-                        let now = Instant::now();
-                        let ns = now.duration_since(*t).as_nanos() as u64;
-                        *t = now;
-                        ns
-                    });
-                    worker.stats.record_packet(u64::from(len), latency);
+                    worker.account(u64::from(len), &mut clock);
                 }
                 Item::Tick { now_ns, pkt } => worker.tick(now_ns, pkt),
                 Item::Drain => {

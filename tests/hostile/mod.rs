@@ -270,6 +270,26 @@ impl Measured {
 /// a small process in between, and its child's figure is clean.
 const GNU_TIME: &str = "/usr/bin/time";
 
+/// A command that runs what follows it and writes "PEAK_RSS_KIB USER_SECONDS" to `report`:
+/// GNU time where installed (CI installs it), else a few lines of Python (a fresh machine has
+/// python3 but maybe not `time`). Either forks from a small process, so the figure is the
+/// child's own (rusage of a child forked from this big test process would carry its peak).
+fn measuring_command(report: &Path) -> Command {
+    if Path::new(GNU_TIME).exists() {
+        let mut c = Command::new(GNU_TIME);
+        c.args(["-f", "%M %U", "-o"]).arg(report);
+        return c;
+    }
+    const METER: &str = "import resource, subprocess, sys\n\
+        code = subprocess.call(sys.argv[2:])\n\
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)\n\
+        open(sys.argv[1], 'w').write(f'{r.ru_maxrss} {r.ru_utime}\\n')\n\
+        sys.exit(code)\n";
+    let mut c = Command::new("python3");
+    c.args(["-c", METER]).arg(report);
+    c
+}
+
 /// Measured replays use one worker thread unless told otherwise: the bounds asserted here are
 /// those of the flow table, reassembly and TLS stages, and with one worker `--max-flows` is one
 /// table's exact LRU cap. (Several workers add their fixed input queues, up to 16 batches of
@@ -285,17 +305,11 @@ fn one_worker(args: &[&str]) -> &'static [&'static str] {
 /// Runs pinwatch with `args`, handing each line of its standard output to `on_line` as it
 /// comes (so millions of records need no memory here), and measures it.
 pub fn run_measured(args: &[&str], mut on_line: impl FnMut(&str) + Send) -> Measured {
-    assert!(
-        Path::new(GNU_TIME).exists(),
-        "{GNU_TIME} is missing: apt-get install time"
-    );
     static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let report = std::env::temp_dir().join(format!("pinwatch-time-{}-{n}", std::process::id()));
     let started = Instant::now();
-    let mut child = Command::new(GNU_TIME)
-        .args(["-f", "%M %U", "-o"])
-        .arg(&report)
+    let mut child = measuring_command(&report)
         .arg(BIN)
         .args(args)
         .args(one_worker(args))
@@ -303,7 +317,7 @@ pub fn run_measured(args: &[&str], mut on_line: impl FnMut(&str) + Send) -> Meas
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn pinwatch under GNU time");
+        .expect("spawn pinwatch under a resource meter");
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let (status, stderr) = std::thread::scope(|s| {
@@ -321,7 +335,7 @@ pub fn run_measured(args: &[&str], mut on_line: impl FnMut(&str) + Send) -> Meas
         (status, err.join().unwrap())
     });
     let wall_s = started.elapsed().as_secs_f64();
-    let text = std::fs::read_to_string(&report).expect("GNU time report");
+    let text = std::fs::read_to_string(&report).expect("resource report");
     let _ = std::fs::remove_file(&report);
     // A non-zero exit adds a "Command exited with non-zero status" line before the figures.
     let figures: Vec<&str> = text
