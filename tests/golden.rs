@@ -4,7 +4,8 @@
 //! also validated against `schema/connection.schema.json`.
 //!
 //! Each capture is also replayed with 2 and 3 worker threads, which must give the same
-//! records in the same order.
+//! records in the same order, and read from standard input (the streaming reader, where a
+//! file is parsed in place from a memory map), which must give the same records too.
 //!
 //! After a deliberate change, `PINWATCH_BLESS=1 cargo test --test golden` rewrites the goldens;
 //! read the diff before committing it.
@@ -47,6 +48,17 @@ fn replay_ndjson(path: &Path, threads: usize) -> (String, Vec<String>) {
     (out, summary.errors.iter().map(|e| e.to_string()).collect())
 }
 
+/// Replays one file fed to the binary's standard input; returns the NDJSON records.
+fn replay_stdin(path: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(["replay", "-", "--connections", "-", "--quiet", "--threads", "1"])
+        .stdin(std::fs::File::open(path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn check(capture: &Path, golden: &Path, validator: &jsonschema::Validator) -> Result<(), String> {
     let (actual, errors) = replay_ndjson(capture, 1);
     for threads in [2, 3] {
@@ -56,6 +68,12 @@ fn check(capture: &Path, golden: &Path, validator: &jsonschema::Validator) -> Re
                 capture.display()
             ));
         }
+    }
+    if replay_stdin(capture) != actual {
+        return Err(format!(
+            "{}: read from standard input, it gives other records than from the file",
+            capture.display()
+        ));
     }
     for (i, line) in actual.lines().enumerate() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();

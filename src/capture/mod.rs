@@ -3,8 +3,11 @@
 //! offline replay needs no system library. `live` (cargo feature `live`) reads the same frames
 //! from a network interface through libpcap.
 
+mod in_place;
 #[cfg(all(unix, feature = "live"))]
 pub mod live;
+
+pub use in_place::{Backing, InPlaceReader, MappedFile};
 
 use std::fs::File;
 use std::io::Read;
@@ -157,7 +160,28 @@ impl CaptureReader {
             name: path.to_string(),
             source,
         })?;
+        if meta.is_file() && meta.len() > 0 {
+            // SAFETY: the map is only read, and only through bounds-checked slices. The one
+            // hazard is another process truncating the file while it is replayed, which ends
+            // the process with SIGBUS; the README says so. Appends are harmless (they are not
+            // seen). If mapping fails (a file system that cannot), the file is streamed.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                return Self::from_bytes(path.to_string(), MappedFile::new(map));
+            }
+        }
         Self::from_read(path.to_string(), file)
+    }
+
+    /// Parses bytes already in memory (a mapped file, or a buffer) in place: frames are
+    /// borrowed from `bytes`, nothing is copied.
+    pub fn from_bytes<B: Backing + Send + 'static>(
+        name: String,
+        bytes: B,
+    ) -> Result<Self, CaptureError> {
+        match InPlaceReader::new(bytes) {
+            Ok(r) => Ok(Self::with_reader(name, Box::new(r))),
+            Err(e) => Err(Self::opening_error(name, e)),
+        }
     }
 
     /// Wraps any byte source.
@@ -165,16 +189,24 @@ impl CaptureReader {
         name: String,
         input: R,
     ) -> Result<Self, CaptureError> {
-        let reader = match pcap_parser::create_reader(READ_BUFFER, input) {
-            Ok(r) => r,
-            Err(PcapError::Eof) => return Err(CaptureError::Empty { name }),
-            Err(PcapError::ReadError) => return Err(CaptureError::Read { name, offset: 0 }),
-            Err(PcapError::Incomplete(_)) => {
-                return Err(CaptureError::Truncated { name, offset: 0 });
-            }
-            Err(_) => return Err(CaptureError::NotCapture { name }),
-        };
-        Ok(CaptureReader {
+        match pcap_parser::create_reader(READ_BUFFER, input) {
+            Ok(r) => Ok(Self::with_reader(name, r)),
+            Err(e) => Err(Self::opening_error(name, e)),
+        }
+    }
+
+    /// Why a file could not even start: what the first bytes said.
+    fn opening_error(name: String, e: PcapError<&[u8]>) -> CaptureError {
+        match e {
+            PcapError::Eof => CaptureError::Empty { name },
+            PcapError::ReadError => CaptureError::Read { name, offset: 0 },
+            PcapError::Incomplete(_) => CaptureError::Truncated { name, offset: 0 },
+            _ => CaptureError::NotCapture { name },
+        }
+    }
+
+    fn with_reader(name: String, reader: Box<dyn PcapReaderIterator + Send>) -> Self {
+        CaptureReader {
             name,
             reader,
             offset: 0,
@@ -184,7 +216,7 @@ impl CaptureReader {
             ng_big_endian: None,
             bytes_read: 0,
             current: None,
-        })
+        }
     }
 
     pub fn name(&self) -> &str {
