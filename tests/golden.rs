@@ -4,8 +4,9 @@
 //! also validated against `schema/connection.schema.json`.
 //!
 //! Each capture is also replayed with 2 and 3 worker threads, which must give the same
-//! records in the same order, and read from standard input (the streaming reader, where a
-//! file is parsed in place from a memory map), which must give the same records too.
+//! records in the same order (files: every worker reads the mapped file itself), and read
+//! from standard input with 2 threads (the streaming reader, and a source thread handing
+//! frames to the workers, as in live capture), which must give the same records too.
 //!
 //! After a deliberate change, `PINWATCH_BLESS=1 cargo test --test golden` rewrites the goldens;
 //! read the diff before committing it.
@@ -48,10 +49,19 @@ fn replay_ndjson(path: &Path, threads: usize) -> (String, Vec<String>) {
     (out, summary.errors.iter().map(|e| e.to_string()).collect())
 }
 
-/// Replays one file fed to the binary's standard input; returns the NDJSON records.
+/// Replays one file fed to the binary's standard input with 2 worker threads; returns the
+/// NDJSON records.
 fn replay_stdin(path: &Path) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinwatch"))
-        .args(["replay", "-", "--connections", "-", "--quiet", "--threads", "1"])
+        .args([
+            "replay",
+            "-",
+            "--connections",
+            "-",
+            "--quiet",
+            "--threads",
+            "1",
+        ])
         .stdin(std::fs::File::open(path).unwrap())
         .stderr(std::process::Stdio::null())
         .output()

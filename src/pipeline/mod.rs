@@ -13,6 +13,12 @@
 //! worker a tick that sweeps idle and closed flows, so sweeping happens at the same points
 //! whatever the number of threads.
 //!
+//! Capture files are mapped and can be read any number of times for free, so there the source
+//! stage is folded into the workers: each worker reads the whole file itself, counts and ticks
+//! on every packet, and processes only its own shard (see `run_scanning`). That costs each
+//! worker a parse and decode of the others' packets, far less than a thread handing every frame
+//! over (a copy, a queue, and a third busy thread on a two-core box).
+//!
 //! Every finished connection carries an [`Order`] key: which event finished it (a tick before
 //! packet P, packet P itself, or the end of input) and which packet created it. Workers report
 //! after each batch how far they have got; the collector releases connections in key order once
@@ -312,7 +318,7 @@ enum Item {
     Packet {
         at: At,
         linktype: i32,
-        start: u32,
+        start: usize,
         len: u32,
     },
     Tick {
@@ -335,7 +341,7 @@ struct Batch {
 
 impl Batch {
     fn push_frame(&mut self, frame: &Frame<'_>, at: At) {
-        let start = self.bytes.len() as u32;
+        let start = self.bytes.len();
         self.bytes.extend_from_slice(frame.data);
         self.items.push(Item::Packet {
             at,
@@ -344,6 +350,16 @@ impl Batch {
             len: frame.data.len() as u32,
         });
     }
+
+    fn frame(&self, start: usize, len: u32) -> &[u8] {
+        &self.bytes[start..start + len as usize]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.items.clear();
+    }
+
     fn packets(&self) -> usize {
         self.items.len()
     }
@@ -375,6 +391,17 @@ pub fn run<S: Source + Send, O: Output>(
     let result = if threads == 1 {
         run_inline(
             source,
+            config,
+            evidence,
+            stats,
+            stop,
+            &mut collector,
+            &mut counts,
+        )
+    } else if let Some(copies) = source.copies(threads - 1) {
+        run_scanning(
+            source,
+            copies,
             config,
             evidence,
             stats,
@@ -467,10 +494,148 @@ fn run_inline<S: Source, O: Output>(
     collector: &mut Collector<'_, O>,
     counts: &mut SourceCounts,
 ) -> Result<(), O::Error> {
-    let mut worker = Worker::new(config.flow, Arc::clone(evidence), stats);
-    let mut clock = config.measure_latency.then(Instant::now);
+    let mut report = |finished, upto, ts| collector.take(0, finished, upto, ts);
+    let everything = Shard {
+        index: 0,
+        of: 1,
+        pace: None,
+    };
+    let halt = AtomicBool::new(false);
+    let evicted = scan(
+        source,
+        config.flow,
+        evidence,
+        stats,
+        config.measure_latency,
+        [stop, &halt],
+        everything,
+        counts,
+        &mut report,
+    )?;
+    counts.evicted = evicted;
+    Ok(())
+}
+
+/// The flows a reading worker keeps: those whose flow hash is `index` modulo `of`.
+#[derive(Debug, Clone, Copy)]
+struct Shard<'p> {
+    index: usize,
+    of: usize,
+    /// Keeps the readers in step (none when reading alone).
+    pace: Option<&'p Pace>,
+}
+
+/// How far each reading worker has got. The collector can only release a finished connection
+/// once every worker is past it, so a worker running ahead makes it hold everything finished
+/// since; a worker more than [`MAX_LEAD_PACKETS`] ahead of the slowest waits for it.
+#[derive(Debug)]
+struct Pace {
+    scanned: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// A reading worker among several reports at the latest when it has finished this many
+/// connections.
+const REPORT_CONNECTIONS: usize = 64;
+
+/// How far one reading worker may run ahead of another.
+const MAX_LEAD_PACKETS: u64 = 2 * HEARTBEAT_PACKETS;
+/// Readers compare their progress this often.
+const PACE_PACKETS: u64 = 1024;
+
+impl Pace {
+    fn new(workers: usize) -> Self {
+        Pace {
+            scanned: (0..workers).map(|_| 0.into()).collect(),
+        }
+    }
+
+    /// Worker `me` has read `packets`; returns once no other worker is too far behind, or
+    /// when `halt` is set.
+    fn step(&self, me: usize, packets: u64, halt: [&AtomicBool; 2]) {
+        self.scanned[me].store(packets, Ordering::Release);
+        let behind = || {
+            self.scanned
+                .iter()
+                .map(|s| s.load(Ordering::Acquire))
+                .min()
+                .unwrap_or(packets)
+        };
+        let mut waits = 0u32;
+        while packets.saturating_sub(behind()) > MAX_LEAD_PACKETS
+            && !halt.iter().any(|h| h.load(Ordering::Relaxed))
+        {
+            // The slowest reader is usually one yield away; a long wait sleeps.
+            if waits < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            waits += 1;
+        }
+    }
+
+    /// Worker `me` is done: nobody waits for it any more.
+    fn finish(&self, me: usize) {
+        self.scanned[me].store(u64::MAX, Ordering::Release);
+    }
+}
+
+impl Shard<'_> {
+    fn keeps(&self, seg: &Segment<'_>) -> bool {
+        self.of == 1 || (seg.flow_hash() % self.of as u64) as usize == self.index
+    }
+}
+
+/// A worker that reads the source itself and processes the packets of its shard; it still
+/// counts every packet and ticks at every capture second, so ticks, packet indices and order
+/// keys are the same in every shard. Reports what it finished, and how far it has got, after
+/// each finished connection, each tick and every [`HEARTBEAT_PACKETS`] packets; an error from
+/// `report` stops it. Stops early when either `halt` flag is set. Returns its evictions.
+#[allow(clippy::too_many_arguments)]
+fn scan<S: Source, E>(
+    source: &mut S,
+    flow: FlowConfig,
+    evidence: &Arc<EvidenceTable>,
+    stats: &Arc<Stats>,
+    measure_latency: bool,
+    halt: [&AtomicBool; 2],
+    shard: Shard<'_>,
+    counts: &mut SourceCounts,
+    report: &mut dyn FnMut(Vec<Finished>, u64, i64) -> Result<(), E>,
+) -> Result<u64, E> {
+    let result = scan_shard(
+        source,
+        flow,
+        evidence,
+        stats,
+        measure_latency,
+        halt,
+        shard,
+        counts,
+        report,
+    );
+    if let Some(pace) = shard.pace {
+        pace.finish(shard.index);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_shard<S: Source, E>(
+    source: &mut S,
+    flow: FlowConfig,
+    evidence: &Arc<EvidenceTable>,
+    stats: &Arc<Stats>,
+    measure_latency: bool,
+    halt: [&AtomicBool; 2],
+    shard: Shard<'_>,
+    counts: &mut SourceCounts,
+    report: &mut dyn FnMut(Vec<Finished>, u64, i64) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut worker = Worker::new(flow, Arc::clone(evidence), stats);
+    let mut clock = measure_latency.then(Instant::now);
     let mut last_ts = i64::MIN;
-    while !stop.load(Ordering::Relaxed) {
+    while !halt.iter().any(|h| h.load(Ordering::Relaxed)) {
         let frame = match source.next() {
             Next::Frame(f) => f,
             Next::Idle(now) => {
@@ -482,7 +647,7 @@ fn run_inline<S: Source, O: Output>(
                     upto = tick_event(pkt);
                     last_ts = now;
                 }
-                collector.take(0, worker.take_finished(), upto, last_ts)?;
+                report(worker.take_finished(), upto, last_ts)?;
                 clock = clock.map(|_| Instant::now());
                 continue;
             }
@@ -493,22 +658,129 @@ fn run_inline<S: Source, O: Output>(
         if tick {
             worker.tick(at.ts_ns, at.pkt);
         }
-        match decode::decode(frame.linktype, frame.data) {
+        // Each packet is accounted for by exactly one shard: its flow's, or the first.
+        let mine = match decode::decode(frame.linktype, frame.data) {
             Ok(seg) => {
                 counts.tcp_segments += 1;
-                worker.packet(&seg, at);
+                let mine = shard.keeps(&seg);
+                if mine {
+                    worker.packet(&seg, at);
+                }
+                mine
             }
-            Err(skip) => *counts.skipped.entry(skip.as_str()).or_default() += 1,
+            Err(skip) => {
+                *counts.skipped.entry(skip.as_str()).or_default() += 1;
+                shard.index == 0
+            }
+        };
+        if mine {
+            worker.account(frame.data.len() as u64, &mut clock);
         }
-        worker.account(frame.data.len() as u64, &mut clock);
-        if tick || !worker.finished.is_empty() {
-            collector.take(0, worker.take_finished(), packet_event(at.pkt), at.ts_ns)?;
+        // Alone, a worker hands each finished connection straight on. As one of several it
+        // reports in bulk (a channel message per connection kept the collector's thread so
+        // busy that the workers waited on its queue), but in bounded amounts: what sits in the
+        // report queue is memory too.
+        let heartbeat = counts.packets.is_multiple_of(HEARTBEAT_PACKETS);
+        let due = if shard.of == 1 {
+            !worker.finished.is_empty()
+        } else {
+            heartbeat || worker.finished.len() >= REPORT_CONNECTIONS
+        };
+        if tick || due {
+            report(worker.take_finished(), packet_event(at.pkt), at.ts_ns)?;
+        }
+        if counts.packets.is_multiple_of(PACE_PACKETS)
+            && let Some(pace) = shard.pace
+        {
+            pace.step(shard.index, counts.packets, halt);
         }
     }
     worker.drain();
-    counts.evicted = worker.table.evicted;
     worker.stats.flush();
-    collector.take(0, worker.take_finished(), END_EVENT, last_ts)
+    report(worker.take_finished(), END_EVENT, last_ts)?;
+    Ok(worker.table.evicted)
+}
+
+/// Sources that can be read several times at no cost (files mapped in place): one reading
+/// worker per copy, nothing handed between threads, the collector on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn run_scanning<S: Source + Send, O: Output>(
+    source: &mut S,
+    copies: Vec<S>,
+    config: Config,
+    evidence: &Arc<EvidenceTable>,
+    stats: &Arc<Stats>,
+    stop: &AtomicBool,
+    collector: &mut Collector<'_, O>,
+    counts: &mut SourceCounts,
+) -> Result<(), O::Error> {
+    let of = copies.len() + 1;
+    let (report_tx, report_rx) = bounded::<Report>(of * QUEUE_BATCHES);
+    let pace = Pace::new(of);
+    // The collector stopping early (an output error) must stop the workers too.
+    let abort = AtomicBool::new(false);
+    let flow = FlowConfig {
+        max_flows: (config.flow.max_flows / of).max(1),
+        ..config.flow
+    };
+    let mut copies = copies;
+    let mut copy_counts: Vec<SourceCounts> = (1..of).map(|_| SourceCounts::default()).collect();
+    // Worker 0 reads the caller's source and keeps the counts the summary reports.
+    let readers = std::iter::once((&mut *source, &mut *counts))
+        .chain(copies.iter_mut().zip(copy_counts.iter_mut()))
+        .enumerate();
+    let (result, evicted) = std::thread::scope(|scope| {
+        let (abort, pace) = (&abort, &pace);
+        let mut handles = Vec::with_capacity(of);
+        for (index, (source, counts)) in readers {
+            let report_tx = report_tx.clone();
+            let worker = move || {
+                let mut report = |finished, upto, ts_ns| {
+                    report_tx.send(Report {
+                        worker: index,
+                        finished,
+                        upto,
+                        ts_ns,
+                    })
+                };
+                scan(
+                    source,
+                    flow,
+                    evidence,
+                    stats,
+                    config.measure_latency,
+                    [stop, abort],
+                    Shard {
+                        index,
+                        of,
+                        pace: Some(pace),
+                    },
+                    counts,
+                    &mut report,
+                )
+                .unwrap_or(0)
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("pw-worker-{index}"))
+                .spawn_scoped(scope, worker)
+                .expect("spawn a worker thread");
+            handles.push(handle);
+        }
+        drop(report_tx);
+        let mut result = Ok(());
+        for report in report_rx.iter() {
+            if result.is_ok() {
+                result = collector.take(report.worker, report.finished, report.upto, report.ts_ns);
+                if result.is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let evicted: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        (result, evicted)
+    });
+    counts.evicted = evicted;
+    result
 }
 
 /// The source on a scoped thread, `threads` workers, the collector on the calling thread.
@@ -544,19 +816,25 @@ fn run_threaded<S: Source + Send, O: Output>(
                 ..config.flow
             };
             evicted_total.push(
-                scope.spawn(move || {
-                    work(w, flow, evidence, stats, config, input, report_tx, free_tx)
-                }),
+                std::thread::Builder::new()
+                    .name(format!("pw-worker-{w}"))
+                    .spawn_scoped(scope, move || {
+                        work(w, flow, evidence, stats, config, input, report_tx, free_tx)
+                    })
+                    .expect("spawn a worker thread"),
             );
         }
         drop(report_tx);
         let abort_ref = &abort;
         let counts_ref = &mut *counts;
-        let source_thread = scope.spawn(move || {
-            dispatch(
-                source, config, stats, stop, abort_ref, queues, free_rx, counts_ref,
-            )
-        });
+        let source_thread = std::thread::Builder::new()
+            .name("pw-source".into())
+            .spawn_scoped(scope, move || {
+                dispatch(
+                    source, config, stats, stop, abort_ref, queues, free_rx, counts_ref,
+                )
+            })
+            .expect("spawn the source thread");
         let mut result = Ok(());
         for report in report_rx.iter() {
             if result.is_ok() {
@@ -711,7 +989,7 @@ fn work(
                     start,
                     len,
                 } => {
-                    let data = &batch.bytes[start as usize..(start + len) as usize];
+                    let data = batch.frame(start, len);
                     if let Ok(seg) = decode::decode(linktype, data) {
                         worker.packet(&seg, at);
                     }
@@ -736,8 +1014,7 @@ fn work(
         if reports.send(report).is_err() {
             break;
         }
-        batch.bytes.clear();
-        batch.items.clear();
+        batch.clear();
         let _ = free.try_send(batch);
         if drained {
             break;

@@ -25,6 +25,17 @@ pub trait Source {
     fn take_errors(&mut self) -> Vec<CaptureError> {
         Vec::new()
     }
+    /// `n` more sources that will yield exactly the same frames as this one, when that is
+    /// cheap (files read in place: every copy maps the same page-cache pages). Each worker
+    /// then reads the whole input itself and keeps its own share of the flows, and no thread
+    /// has to hand frames over. Copies are quiet: no progress bar.
+    fn copies(&self, n: usize) -> Option<Vec<Self>>
+    where
+        Self: Sized,
+    {
+        let _ = n;
+        None
+    }
 }
 
 /// Capture files read in order as one stream. A file that cannot be opened or breaks part-way
@@ -123,6 +134,19 @@ impl Source for FileSource {
 
     fn take_errors(&mut self) -> Vec<CaptureError> {
         std::mem::take(&mut self.errors)
+    }
+
+    /// Only regular files: standard input or a pipe can be read once.
+    fn copies(&self, n: usize) -> Option<Vec<Self>> {
+        let all_files = self
+            .paths
+            .iter()
+            .all(|p| p != "-" && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0));
+        all_files.then(|| {
+            (0..n)
+                .map(|_| FileSource::new(&self.paths, false))
+                .collect()
+        })
     }
 }
 
