@@ -185,9 +185,24 @@ impl Worker {
         self.track_size();
     }
 
-    fn drain(&mut self) {
-        let (table, evidence, finished) = (&mut self.table, &self.evidence, &mut self.finished);
-        table.drain(&mut |c| finish(c, END_EVENT, evidence, finished));
+    /// Finishes every flow, in creation order, handing them to `chunk` a few at a time with
+    /// how far the drain has got: a table of a million open connections must not become a
+    /// million records in memory at once.
+    fn drain(&mut self, chunk: &mut dyn FnMut(Vec<Finished>, Order)) {
+        let (table, evidence, finished, stats) = (
+            &mut self.table,
+            &self.evidence,
+            &mut self.finished,
+            &mut self.stats,
+        );
+        table.drain(&mut |c| {
+            let seq = c.seq;
+            finish(c, END_EVENT, evidence, finished);
+            if finished.len() >= REPORT_CONNECTIONS {
+                count_outcomes(stats, finished);
+                chunk(std::mem::take(finished), (END_EVENT, seq));
+            }
+        });
         self.track_size();
     }
 
@@ -217,10 +232,14 @@ impl Worker {
     }
 
     fn take_finished(&mut self) -> Vec<Finished> {
-        for f in &self.finished {
-            self.stats.outcome(f.verdict.outcome);
-        }
+        count_outcomes(&mut self.stats, &self.finished);
         std::mem::take(&mut self.finished)
+    }
+}
+
+fn count_outcomes(stats: &mut WorkerStats, finished: &[Finished]) {
+    for f in finished {
+        stats.outcome(f.verdict.outcome);
     }
 }
 
@@ -240,9 +259,9 @@ fn finish(conn: Connection, event: u64, evidence: &EvidenceTable, out: &mut Vec<
 struct Collector<'o, O: Output> {
     output: &'o mut O,
     pending: BinaryHeap<Reverse<OrderedFinished>>,
-    /// How far each worker has got (an event key), and the capture time there.
-    progress: Vec<(u64, i64)>,
-    released: (u64, i64),
+    /// How far each worker has got, and the capture time there.
+    progress: Vec<(Order, i64)>,
+    released: (Order, i64),
     summary: Summary,
 }
 
@@ -269,18 +288,18 @@ impl<'o, O: Output> Collector<'o, O> {
         Collector {
             output,
             pending: BinaryHeap::new(),
-            progress: vec![(0, i64::MIN); workers],
-            released: (0, i64::MIN),
+            progress: vec![((0, 0), i64::MIN); workers],
+            released: ((0, 0), i64::MIN),
             summary: Summary::default(),
         }
     }
 
-    /// Worker `w` finished these connections and has processed every event up to `upto`.
+    /// Worker `w` finished these connections and will not finish any other up to `upto`.
     fn take(
         &mut self,
         w: usize,
         finished: Vec<Finished>,
-        upto: u64,
+        upto: Order,
         ts_ns: i64,
     ) -> Result<(), O::Error> {
         self.pending
@@ -291,9 +310,9 @@ impl<'o, O: Output> Collector<'o, O> {
             .iter()
             .copied()
             .min_by_key(|p| p.0)
-            .unwrap_or((0, i64::MIN));
+            .unwrap_or(((0, 0), i64::MIN));
         while let Some(Reverse(next)) = self.pending.peek()
-            && next.0.order.0 <= upto
+            && next.0.order <= upto
         {
             let Some(Reverse(OrderedFinished(f))) = self.pending.pop() else {
                 break;
@@ -307,7 +326,7 @@ impl<'o, O: Output> Collector<'o, O> {
         }
         if (upto, ts) > self.released {
             self.released = (upto, ts);
-            self.output.progress((upto, u64::MAX), ts)?;
+            self.output.progress(upto, ts)?;
         }
         Ok(())
     }
@@ -369,8 +388,13 @@ impl Batch {
 struct Report {
     worker: usize,
     finished: Vec<Finished>,
-    upto: u64,
+    upto: Order,
     ts_ns: i64,
+}
+
+/// Everything up to and including event `event`.
+fn through(event: u64) -> Order {
+    (event, u64::MAX)
 }
 
 /// Runs `source` through the pipeline to its end, or until `stop` is set. Connection records
@@ -601,7 +625,7 @@ fn scan<S: Source, E>(
     halt: [&AtomicBool; 2],
     shard: Shard<'_>,
     counts: &mut SourceCounts,
-    report: &mut dyn FnMut(Vec<Finished>, u64, i64) -> Result<(), E>,
+    report: &mut dyn FnMut(Vec<Finished>, Order, i64) -> Result<(), E>,
 ) -> Result<u64, E> {
     let result = scan_shard(
         source,
@@ -630,7 +654,7 @@ fn scan_shard<S: Source, E>(
     halt: [&AtomicBool; 2],
     shard: Shard<'_>,
     counts: &mut SourceCounts,
-    report: &mut dyn FnMut(Vec<Finished>, u64, i64) -> Result<(), E>,
+    report: &mut dyn FnMut(Vec<Finished>, Order, i64) -> Result<(), E>,
 ) -> Result<u64, E> {
     let mut worker = Worker::new(flow, Arc::clone(evidence), stats);
     let mut clock = measure_latency.then(Instant::now);
@@ -647,7 +671,7 @@ fn scan_shard<S: Source, E>(
                     upto = tick_event(pkt);
                     last_ts = now;
                 }
-                report(worker.take_finished(), upto, last_ts)?;
+                report(worker.take_finished(), through(upto), last_ts)?;
                 clock = clock.map(|_| Instant::now());
                 continue;
             }
@@ -687,7 +711,11 @@ fn scan_shard<S: Source, E>(
             heartbeat || worker.finished.len() >= REPORT_CONNECTIONS
         };
         if tick || due {
-            report(worker.take_finished(), packet_event(at.pkt), at.ts_ns)?;
+            report(
+                worker.take_finished(),
+                through(packet_event(at.pkt)),
+                at.ts_ns,
+            )?;
         }
         if counts.packets.is_multiple_of(PACE_PACKETS)
             && let Some(pace) = shard.pace
@@ -695,9 +723,17 @@ fn scan_shard<S: Source, E>(
             pace.step(shard.index, counts.packets, halt);
         }
     }
-    worker.drain();
+    let mut failed = None;
+    worker.drain(&mut |finished, upto| {
+        if failed.is_none() {
+            failed = report(finished, upto, last_ts).err();
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
     worker.stats.flush();
-    report(worker.take_finished(), END_EVENT, last_ts)?;
+    report(worker.take_finished(), through(END_EVENT), last_ts)?;
     Ok(worker.table.evicted)
 }
 
@@ -997,7 +1033,14 @@ fn work(
                 }
                 Item::Tick { now_ns, pkt } => worker.tick(now_ns, pkt),
                 Item::Drain => {
-                    worker.drain();
+                    worker.drain(&mut |finished, upto| {
+                        let _ = reports.send(Report {
+                            worker: w,
+                            finished,
+                            upto,
+                            ts_ns: batch.ts_ns,
+                        });
+                    });
                     drained = true;
                 }
             }
@@ -1008,7 +1051,7 @@ fn work(
         let report = Report {
             worker: w,
             finished: worker.take_finished(),
-            upto: batch.upto,
+            upto: through(batch.upto),
             ts_ns: batch.ts_ns,
         };
         if reports.send(report).is_err() {

@@ -233,6 +233,22 @@ impl Session {
             bytes = &bytes[used..];
             offset += used as u64;
         }
+        // Parsed flights leave their buffers empty but allocated (a certificate chain:
+        // kilobytes per connection for as long as the connection lives).
+        if self.settled() {
+            self.release_buffers();
+        }
+    }
+
+    /// Frees every byte buffer: nothing more will be parsed.
+    pub fn release_buffers(&mut self) {
+        for state in [&mut self.client, &mut self.server] {
+            state.handshake = Vec::new();
+            state.small_body = Vec::new();
+            if let Mode::Start(held) | Mode::HttpHead(held) | Mode::Socks(held) = &mut state.mode {
+                *held = Vec::new();
+            }
+        }
     }
 
     /// Bytes the capture lost in one direction.
