@@ -604,6 +604,15 @@ impl Pace {
     }
 }
 
+/// Marks a reader finished when dropped.
+struct ReaderDone<'p>(&'p Pace, usize);
+
+impl Drop for ReaderDone<'_> {
+    fn drop(&mut self) {
+        self.0.finish(self.1);
+    }
+}
+
 impl Shard<'_> {
     fn keeps(&self, seg: &Segment<'_>) -> bool {
         self.of == 1 || (seg.flow_hash() % self.of as u64) as usize == self.index
@@ -627,35 +636,8 @@ fn scan<S: Source, E>(
     counts: &mut SourceCounts,
     report: &mut dyn FnMut(Vec<Finished>, Order, i64) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let result = scan_shard(
-        source,
-        flow,
-        evidence,
-        stats,
-        measure_latency,
-        halt,
-        shard,
-        counts,
-        report,
-    );
-    if let Some(pace) = shard.pace {
-        pace.finish(shard.index);
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn scan_shard<S: Source, E>(
-    source: &mut S,
-    flow: FlowConfig,
-    evidence: &Arc<EvidenceTable>,
-    stats: &Arc<Stats>,
-    measure_latency: bool,
-    halt: [&AtomicBool; 2],
-    shard: Shard<'_>,
-    counts: &mut SourceCounts,
-    report: &mut dyn FnMut(Vec<Finished>, Order, i64) -> Result<(), E>,
-) -> Result<u64, E> {
+    // However this returns, the other readers must stop waiting for this one.
+    let _done = shard.pace.map(|pace| ReaderDone(pace, shard.index));
     let mut worker = Worker::new(flow, Arc::clone(evidence), stats);
     let mut clock = measure_latency.then(Instant::now);
     let mut last_ts = i64::MIN;
