@@ -814,10 +814,16 @@ fn print_table(report: &Report, min_confidence: f64) {
         }
     }
     if report.upstream_legs > 0 {
+        // A summary line, not an inventory: a busy proxy farm has dozens of egress addresses.
+        const SHOWN_HOSTS: usize = 8;
+        let hosts = &report.upstream_hosts;
+        let mut listed = hosts[..hosts.len().min(SHOWN_HOSTS)].join(", ");
+        if hosts.len() > SHOWN_HOSTS {
+            listed.push_str(&format!(" and {} more", hosts.len() - SHOWN_HOSTS));
+        }
         out.push_str(&format!(
-            "\nproxy upstream connections recognised: {} from {} (not counted as clients)\n",
+            "\nproxy upstream connections recognised: {} from {listed} (not counted as clients)\n",
             report.upstream_legs,
-            report.upstream_hosts.join(", ")
         ));
     }
     if report.ordinary_cert_failures > 0 {
