@@ -13,7 +13,7 @@ use common::{Packet, path_string, temp_dir};
 use hostile::*;
 use serde_json::Value;
 
-/// Peak RSS of a replay of a tiny capture: the fixed cost (binary, read buffer, allocator).
+/// Peak RSS of a replay of a tiny capture: the fixed cost (binary, allocator).
 fn baseline_rss_kib() -> u64 {
     let m = run_measured(
         &[
@@ -519,8 +519,8 @@ fn empty_messages_in_full_records(n: usize) -> Vec<u8> {
     bytes.chunks(16_384).flat_map(|c| record(22, c)).collect()
 }
 
-/// Extra peak memory allowed over a tiny capture for inputs of a few MB: the read buffer
-/// (4 MiB, touched only by large files) plus the 64 KiB handshake cap per direction.
+/// Extra peak memory allowed over a tiny capture for inputs of a few MB: the mapped file's
+/// pages not yet handed back (up to 4 MiB) plus the 64 KiB handshake cap per direction.
 const SMALL_EXTRA_RSS_MIB: f64 = 8.0;
 
 #[test]

@@ -39,7 +39,6 @@ pub trait Backing: AsRef<[u8]> {
 }
 
 impl Backing for Vec<u8> {}
-impl Backing for &'static [u8] {}
 
 /// A memory-mapped capture file.
 pub struct MappedFile {

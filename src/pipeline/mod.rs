@@ -397,6 +397,26 @@ fn through(event: u64) -> Order {
     (event, u64::MAX)
 }
 
+/// Feeds worker reports to the collector until every worker has hung up. After an output
+/// error it sets `abort` (so the workers stop) and keeps draining, so no worker blocks on a
+/// full report queue.
+fn collect<O: Output>(
+    collector: &mut Collector<'_, O>,
+    reports: &Receiver<Report>,
+    abort: &AtomicBool,
+) -> Result<(), O::Error> {
+    let mut result = Ok(());
+    for report in reports.iter() {
+        if result.is_ok() {
+            result = collector.take(report.worker, report.finished, report.upto, report.ts_ns);
+            if result.is_err() {
+                abort.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    result
+}
+
 /// Runs `source` through the pipeline to its end, or until `stop` is set. Connection records
 /// go to `output` in run order; evidence goes to `evidence`. An error from `output` stops the
 /// run and is returned.
@@ -621,9 +641,10 @@ impl Shard<'_> {
 
 /// A worker that reads the source itself and processes the packets of its shard; it still
 /// counts every packet and ticks at every capture second, so ticks, packet indices and order
-/// keys are the same in every shard. Reports what it finished, and how far it has got, after
-/// each finished connection, each tick and every [`HEARTBEAT_PACKETS`] packets; an error from
-/// `report` stops it. Stops early when either `halt` flag is set. Returns its evictions.
+/// keys are the same in every shard. Reports what it finished, and how far it has got, at each
+/// tick and, alone, after each finished connection, or, as one of several, every
+/// [`HEARTBEAT_PACKETS`] packets or [`REPORT_CONNECTIONS`] connections; an error from `report`
+/// stops it. Stops early when either `halt` flag is set. Returns its evictions.
 #[allow(clippy::too_many_arguments)]
 fn scan<S: Source, E>(
     source: &mut S,
@@ -785,15 +806,7 @@ fn run_scanning<S: Source + Send, O: Output>(
             handles.push(handle);
         }
         drop(report_tx);
-        let mut result = Ok(());
-        for report in report_rx.iter() {
-            if result.is_ok() {
-                result = collector.take(report.worker, report.finished, report.upto, report.ts_ns);
-                if result.is_err() {
-                    abort.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+        let result = collect(collector, &report_rx, abort);
         let evicted: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
         (result, evicted)
     });
@@ -853,15 +866,7 @@ fn run_threaded<S: Source + Send, O: Output>(
                 )
             })
             .expect("spawn the source thread");
-        let mut result = Ok(());
-        for report in report_rx.iter() {
-            if result.is_ok() {
-                result = collector.take(report.worker, report.finished, report.upto, report.ts_ns);
-                if result.is_err() {
-                    abort.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+        let result = collect(collector, &report_rx, abort_ref);
         let _ = source_thread.join();
         let evicted: u64 = evicted_total
             .into_iter()
