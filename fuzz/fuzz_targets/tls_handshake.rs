@@ -10,11 +10,13 @@ fuzz_target!(|data: &[u8]| {
     match handshake::parse(data) {
         Message::ClientHello(ch) => {
             // Everything the connection record takes from a ClientHello.
-            let _ = (ch.alpn(), ch.max_version(), ch.offered_versions());
-            let _ = handshake::version_name(ch.max_version());
-            assert!(ch.ja4.is_ascii());
-            assert_eq!(ch.ja3.len(), 32, "ja3 is an MD5 in hex");
-            if let Some(sni) = &ch.fields.sni {
+            let print = &ch.print;
+            let _ = (print.alpn(), print.max_version(), print.offered_versions());
+            let _ = handshake::version_name(print.max_version());
+            assert!(print.ja4.is_ascii());
+            assert_eq!(print.ja3.len(), 32, "ja3 is an MD5 in hex");
+            assert_eq!(print.fields.sni.is_some(), ch.sni.is_some());
+            if let Some(sni) = &ch.sni {
                 assert!(sni.len() <= 4 * 255, "printable() bounds names");
             }
         }
@@ -24,7 +26,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(sh.ja3s.len(), 32, "ja3s is an MD5 in hex");
         }
         Message::Certificate(chain) => {
-            if let Some(summary) = cert::summarize(&chain) {
+            let fresh = cert::summarize(&chain);
+            // The shared summary (from the per-thread cache when this message was seen before)
+            // is the one a fresh parse gives.
+            let shared = cert::summarize_shared(data, &chain);
+            assert_eq!(fresh.as_ref(), shared.as_deref());
+            if let Some(summary) = fresh {
                 serde_json::to_string(&summary).expect("a summary serialises");
             }
         }

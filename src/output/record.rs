@@ -2,6 +2,8 @@
 //! field is documented in `schema/connection.schema.json` and the README, and `schema`
 //! names the version. Add fields freely; never rename or remove one without a new version.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::classify::{Verdict, classify};
@@ -87,7 +89,7 @@ pub struct ConnectionRecord {
     pub alpn: Option<String>,
     pub hello_retry: bool,
     pub connect: Option<ConnectRecord>,
-    pub cert: Option<CertSummary>,
+    pub cert: Option<Arc<CertSummary>>,
     pub client_app_bytes: u64,
     pub server_app_bytes: u64,
     pub client_packets: u64,
@@ -129,7 +131,7 @@ fn alert_record(dir: Dir, a: &AlertEvent) -> AlertRecord {
 pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
     let verdict = classify(conn);
     let o = &conn.session.obs;
-    let ch = o.client_hello.as_deref();
+    let ch = o.client_hello.as_ref().map(|c| &*c.print);
     let sh = o.server_hello.as_deref();
     let app_bytes = |dir: &crate::flow::DirTcp, offset: Option<u64>| {
         offset.map_or(0, |off| dir.stream_bytes().saturating_sub(off))
@@ -188,7 +190,10 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
             outer_dst: t.outer_dst.to_string(),
             layers: t.layers,
         }),
-        sni: ch.and_then(|c| c.fields.sni.clone()),
+        sni: o
+            .client_hello
+            .as_ref()
+            .and_then(|c| c.sni.as_deref().map(str::to_owned)),
         outcome: verdict.outcome.as_str(),
         outcome_detail: verdict.detail.clone(),
         alert: verdict.alert.as_ref().map(|(d, a)| alert_record(*d, a)),

@@ -1,12 +1,16 @@
 //! Summary of a TLS 1.2 certificate chain, parsed with `x509-parser`: the fields a rule
 //! engine and a human need to tell a proxy-minted certificate from the origin's own.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::intern::{CACHE_LIMIT, Interner};
 use crate::output::time::rfc3339_secs;
 
 /// Chains longer than this are cut in the record (the count still says how long it was).
@@ -48,6 +52,26 @@ pub struct ChainEntry {
 
 fn sha256_hex(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
+}
+
+thread_local! {
+    /// Summaries by SHA-256 of the whole Certificate message.
+    static SUMMARIES: RefCell<Interner<[u8; 32], CertSummary>> =
+        RefCell::new(Interner::new(CACHE_LIMIT));
+}
+
+/// [`summarize`] for the chain of one Certificate handshake message (`message`, header
+/// included), shared with earlier connections that sent the same message byte for byte. The key
+/// is a SHA-256, so a crafted chain cannot pass for another one.
+pub fn summarize_shared(message: &[u8], chain: &[&[u8]]) -> Option<Arc<CertSummary>> {
+    if chain.is_empty() {
+        return None;
+    }
+    let key: [u8; 32] = Sha256::digest(message).into();
+    let summary = SUMMARIES.with_borrow_mut(|cache| {
+        cache.get_or_make(key, |_| summarize(chain).expect("chain is not empty"))
+    });
+    Some(summary)
 }
 
 /// Summarises a chain as sent (leaf first). `None` for an empty chain.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 
 /// ClientHello fields needed for fingerprints, in wire order, GREASE values still present.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct HelloFields {
     /// ClientHello.legacy_version.
     pub legacy_version: u16,
@@ -33,6 +33,24 @@ pub struct HelloFields {
     pub groups: Vec<u16>,
     /// ec_point_formats (extension 11).
     pub ec_point_formats: Vec<u8>,
+}
+
+impl HelloFields {
+    /// Replaces every GREASE value by 0x0a0a. Fingerprints skip GREASE whatever its value, so
+    /// they do not change; hellos that differ only in their random GREASE become equal.
+    pub fn normalize_grease(&mut self) {
+        for list in [
+            &mut self.ciphers,
+            &mut self.extensions,
+            &mut self.supported_versions,
+            &mut self.signature_algorithms,
+            &mut self.groups,
+        ] {
+            for value in list.iter_mut().filter(|v| is_grease(**v)) {
+                *value = 0x0a0a;
+            }
+        }
+    }
 }
 
 /// Extension type code of server_name.

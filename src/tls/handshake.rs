@@ -2,9 +2,13 @@
 //! Extensions are walked one by one so that a malformed extension loses only itself, never the
 //! list of extension types the fingerprints need.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
 
 use super::fingerprint::{self, HelloFields};
+use super::intern::{CACHE_LIMIT, Interner};
 
 /// `random` of a ServerHello that is really a HelloRetryRequest (RFC 8446, 4.1.3).
 const HRR_RANDOM: [u8; 32] = [
@@ -14,15 +18,25 @@ const HRR_RANDOM: [u8; 32] = [
 /// SNI and ALPN values longer than this are cut: the record must stay small and printable.
 const MAX_NAME: usize = 255;
 
+/// A ClientHello: the server name, which is the connection's own, and everything else, which
+/// is shared with every ClientHello of the same shape (in practice, of the same client program).
 #[derive(Debug, Clone)]
 pub struct ClientHello {
+    pub sni: Option<Box<str>>,
+    pub print: Arc<HelloPrint>,
+}
+
+/// The parts of a ClientHello that do not name the server, with their fingerprints.
+#[derive(Debug)]
+pub struct HelloPrint {
+    /// The hello's fields; `sni` only says whether a name was sent (it is empty).
     pub fields: HelloFields,
     pub ja4: String,
     pub ja3: String,
     pub ja3_string: String,
 }
 
-impl ClientHello {
+impl HelloPrint {
     pub fn alpn(&self) -> Vec<String> {
         self.fields.alpn.iter().map(|p| printable(p)).collect()
     }
@@ -46,6 +60,38 @@ impl ClientHello {
             .copied()
             .filter(|v| !fingerprint::is_grease(*v))
             .collect()
+    }
+}
+
+thread_local! {
+    /// Hello prints by shape; see [`super::intern`].
+    static HELLO_PRINTS: RefCell<Interner<HelloFields, HelloPrint>> =
+        RefCell::new(Interner::new(CACHE_LIMIT));
+    /// Server hellos by everything but their fingerprint strings.
+    static SERVER_HELLOS: RefCell<Interner<ServerShape, ServerHello>> =
+        RefCell::new(Interner::new(CACHE_LIMIT));
+}
+
+/// Splits the name off and shares the rest. GREASE values are made one value first: they are
+/// random per connection in some clients and no output depends on which one was sent.
+fn client_hello(mut fields: HelloFields) -> ClientHello {
+    fields.normalize_grease();
+    let sni = fields.sni.take();
+    fields.sni = sni.as_ref().map(|_| String::new());
+    let print = HELLO_PRINTS.with_borrow_mut(|cache| {
+        cache.get_or_make(fields, |fields| {
+            let (ja3_string, ja3) = fingerprint::ja3(fields);
+            HelloPrint {
+                fields: fields.clone(),
+                ja4: fingerprint::ja4(fields),
+                ja3,
+                ja3_string,
+            }
+        })
+    });
+    ClientHello {
+        sni: sni.map(String::into_boxed_str),
+        print,
     }
 }
 
@@ -82,8 +128,8 @@ fn version_rank(v: u16) -> u32 {
 
 /// A parsed handshake message of interest.
 pub enum Message<'a> {
-    ClientHello(Box<ClientHello>),
-    ServerHello(Box<ServerHello>),
+    ClientHello(ClientHello),
+    ServerHello(Arc<ServerHello>),
     Certificate(Vec<&'a [u8]>),
     ServerHelloDone,
     CertificateRequest,
@@ -113,29 +159,20 @@ pub fn parse(msg: &[u8]) -> Message<'_> {
                 fields.extensions.push(ty);
                 client_extension(&mut fields, raw);
             });
-            let ja4 = fingerprint::ja4(&fields);
-            let (ja3_string, ja3) = fingerprint::ja3(&fields);
-            Message::ClientHello(Box::new(ClientHello {
-                fields,
-                ja4,
-                ja3,
-                ja3_string,
-            }))
+            Message::ClientHello(client_hello(fields))
         }
-        TlsMessageHandshake::ServerHello(sh) => Message::ServerHello(Box::new(server_hello(
-            sh.version.0,
-            sh.random,
-            sh.cipher.0,
-            sh.ext,
-        ))),
-        TlsMessageHandshake::ServerHelloV13Draft18(sh) => Message::ServerHello(Box::new(
-            server_hello(sh.version.0, sh.random, sh.cipher.0, sh.ext),
+        TlsMessageHandshake::ServerHello(sh) => {
+            Message::ServerHello(server_hello(sh.version.0, sh.random, sh.cipher.0, sh.ext))
+        }
+        TlsMessageHandshake::ServerHelloV13Draft18(sh) => {
+            Message::ServerHello(server_hello(sh.version.0, sh.random, sh.cipher.0, sh.ext))
+        }
+        TlsMessageHandshake::HelloRetryRequest(hrr) => Message::ServerHello(server_hello(
+            hrr.version.0,
+            &HRR_RANDOM,
+            hrr.cipher.0,
+            hrr.ext,
         )),
-        TlsMessageHandshake::HelloRetryRequest(hrr) => {
-            let mut sh = server_hello(hrr.version.0, &[], hrr.cipher.0, hrr.ext);
-            sh.hello_retry = true;
-            Message::ServerHello(Box::new(sh))
-        }
         TlsMessageHandshake::Certificate(c) => {
             Message::Certificate(c.cert_chain.iter().map(|c| c.data).collect())
         }
@@ -146,7 +183,18 @@ pub fn parse(msg: &[u8]) -> Message<'_> {
     }
 }
 
-fn server_hello(version: u16, random: &[u8], cipher: u16, ext: Option<&[u8]>) -> ServerHello {
+/// A ServerHello's fields before its fingerprint strings: the key under which servers share one.
+#[derive(PartialEq, Eq, Hash)]
+struct ServerShape {
+    legacy_version: u16,
+    version: u16,
+    cipher: u16,
+    alpn: Option<String>,
+    extensions: Vec<u16>,
+    hello_retry: bool,
+}
+
+fn server_hello(version: u16, random: &[u8], cipher: u16, ext: Option<&[u8]>) -> Arc<ServerHello> {
     let mut negotiated = version;
     let mut alpn = None;
     let mut extensions = Vec::new();
@@ -168,21 +216,34 @@ fn server_hello(version: u16, random: &[u8], cipher: u16, ext: Option<&[u8]>) ->
             }
         }
     });
-    let (ja3s_string, ja3s) = fingerprint::ja3s(version, cipher, &extensions);
-    ServerHello {
+    let shape = ServerShape {
+        legacy_version: version,
         version: negotiated,
         cipher,
         alpn,
         extensions,
         hello_retry: random == HRR_RANDOM,
-        ja3s,
-        ja3s_string,
-    }
+    };
+    SERVER_HELLOS.with_borrow_mut(|cache| {
+        cache.get_or_make(shape, |shape| {
+            let (ja3s_string, ja3s) =
+                fingerprint::ja3s(shape.legacy_version, shape.cipher, &shape.extensions);
+            ServerHello {
+                version: shape.version,
+                cipher: shape.cipher,
+                alpn: shape.alpn.clone(),
+                extensions: shape.extensions.clone(),
+                hello_retry: shape.hello_retry,
+                ja3s,
+                ja3s_string,
+            }
+        })
+    })
 }
 
 /// TLS 1.3 drafts before 22 dropped the session id from the ServerHello; tls-parser does not
 /// read that layout, so read it here: version, random, cipher, extensions.
-fn draft_server_hello(msg: &[u8]) -> Option<Box<ServerHello>> {
+fn draft_server_hello(msg: &[u8]) -> Option<Arc<ServerHello>> {
     let body = msg.get(4..)?;
     let version = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
     if version >> 8 != 0x7f {
@@ -192,7 +253,7 @@ fn draft_server_hello(msg: &[u8]) -> Option<Box<ServerHello>> {
     let cipher = u16::from_be_bytes([*body.get(34)?, *body.get(35)?]);
     let ext_len = u16::from_be_bytes([*body.get(36)?, *body.get(37)?]) as usize;
     let ext = body.get(38..38 + ext_len)?;
-    Some(Box::new(server_hello(version, random, cipher, Some(ext))))
+    Some(server_hello(version, random, cipher, Some(ext)))
 }
 
 /// Calls `f(type, raw)` for each extension, where `raw` includes its 4-byte header.

@@ -9,8 +9,11 @@
 pub mod cert;
 pub mod fingerprint;
 pub mod handshake;
+pub mod intern;
 
 use crate::session::connect::{self, HttpHead};
+use std::sync::Arc;
+
 use cert::CertSummary;
 use handshake::{ClientHello, Message, ServerHello};
 
@@ -50,15 +53,17 @@ impl AlertEvent {
 /// Everything the TLS stage learned about one connection.
 #[derive(Debug, Default)]
 pub struct Observations {
-    pub connect_request: Option<HttpHead>,
-    pub connect_response: Option<HttpHead>,
-    pub client_hello: Option<Box<ClientHello>>,
+    /// Boxed: most connections have none, and every tracked connection pays for the slot.
+    pub connect_request: Option<Box<HttpHead>>,
+    pub connect_response: Option<Box<HttpHead>>,
+    pub client_hello: Option<ClientHello>,
     pub client_hello_at: Option<At>,
     pub client_hellos: u32,
-    pub server_hello: Option<Box<ServerHello>>,
+    pub server_hello: Option<Arc<ServerHello>>,
     pub server_hello_at: Option<At>,
     pub hello_retry: bool,
-    pub cert: Option<CertSummary>,
+    /// Shared with every connection that presented the same certificate message.
+    pub cert: Option<Arc<CertSummary>>,
     pub cert_request: bool,
     /// The server's last handshake packet (hello, certificate flight, CCS, Finished; in TLS 1.3
     /// its encrypted records sent before the client's Finished).
@@ -158,6 +163,13 @@ struct DirState {
 }
 
 impl DirState {
+    fn opaque() -> Self {
+        DirState {
+            mode: Mode::Opaque,
+            ..DirState::new()
+        }
+    }
+
     fn new() -> Self {
         DirState {
             mode: Mode::Start(Vec::new()),
@@ -175,9 +187,9 @@ impl DirState {
     }
 }
 
-/// Both directions of one connection.
+/// The parsing state of both directions, needed only until the session is settled.
 #[derive(Debug)]
-pub struct Session {
+struct Framing {
     client: DirState,
     server: DirState,
     /// Cap on buffered handshake bytes per direction.
@@ -185,16 +197,40 @@ pub struct Session {
     /// The client opened with a SOCKS prelude of this version (the proxy answers in kind,
     /// SOCKS5 even before the client's request is complete).
     socks_version: Option<u8>,
+}
+
+/// How a direction looks once its framing state is gone: nothing more is parsed.
+static SETTLED: DirState = DirState {
+    mode: Mode::Opaque,
+    header: [0; 5],
+    header_len: 0,
+    body_left: 0,
+    record_type: 0,
+    record_len: 0,
+    record_start: 0,
+    small_body: Vec::new(),
+    handshake: Vec::new(),
+    handshake_skip: 0,
+    ccs: false,
+};
+
+/// Both directions of one connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Dropped when the session settles: a tracked connection then keeps only what it learned.
+    framing: Option<Box<Framing>>,
     pub obs: Observations,
 }
 
 impl Session {
     pub fn new(handshake_cap: usize) -> Self {
         Session {
-            client: DirState::new(),
-            server: DirState::new(),
-            handshake_cap,
-            socks_version: None,
+            framing: Some(Box::new(Framing {
+                client: DirState::new(),
+                server: DirState::new(),
+                handshake_cap,
+                socks_version: None,
+            })),
             obs: Observations::default(),
         }
     }
@@ -203,8 +239,8 @@ impl Session {
     /// application data, or neither side speaks TLS.
     pub fn settled(&self) -> bool {
         self.obs.client_app.is_some()
-            || (matches!(self.client.mode, Mode::Opaque)
-                && matches!(self.server.mode, Mode::Opaque))
+            || (matches!(self.state(Dir::Client).mode, Mode::Opaque)
+                && matches!(self.state(Dir::Server).mode, Mode::Opaque))
     }
 
     /// Whether a direction's bytes are still wanted.
@@ -216,14 +252,18 @@ impl Session {
     }
 
     fn state(&self, dir: Dir) -> &DirState {
-        match dir {
-            Dir::Client => &self.client,
-            Dir::Server => &self.server,
+        match (self.framing.as_deref(), dir) {
+            (None, _) => &SETTLED,
+            (Some(f), Dir::Client) => &f.client,
+            (Some(f), Dir::Server) => &f.server,
         }
     }
 
     /// In-order bytes of one direction.
     pub fn feed(&mut self, dir: Dir, offset: u64, mut bytes: &[u8], at: At) {
+        if self.framing.is_none() {
+            return;
+        }
         let mut offset = offset;
         while !bytes.is_empty() {
             let used = self.step(dir, offset, bytes, at);
@@ -233,21 +273,14 @@ impl Session {
             bytes = &bytes[used..];
             offset += used as u64;
         }
-        // Parsed flights leave their buffers empty but allocated (a certificate chain:
-        // kilobytes per connection for as long as the connection lives).
-        if self.settled() {
-            self.release_buffers();
-        }
+        self.drop_framing_if_settled();
     }
 
-    /// Frees every byte buffer: nothing more will be parsed.
-    pub fn release_buffers(&mut self) {
-        for state in [&mut self.client, &mut self.server] {
-            state.handshake = Vec::new();
-            state.small_body = Vec::new();
-            if let Mode::Start(held) | Mode::HttpHead(held) | Mode::Socks(held) = &mut state.mode {
-                *held = Vec::new();
-            }
+    /// Parsed flights leave buffers behind (a certificate chain: kilobytes per connection for
+    /// as long as it lives); once settled, the whole framing state goes.
+    fn drop_framing_if_settled(&mut self) {
+        if self.settled() {
+            self.framing = None;
         }
     }
 
@@ -258,6 +291,9 @@ impl Session {
             Dir::Server => "server_gap",
         };
         self.obs.flag(name);
+        if self.framing.is_none() {
+            return;
+        }
         let st = self.state_mut(dir);
         st.handshake.clear();
         st.handshake_skip = 0;
@@ -267,12 +303,27 @@ impl Session {
             Mode::Tls | Mode::Resync => Mode::Resync,
             Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) | Mode::Opaque => Mode::Opaque,
         };
+        self.drop_framing_if_settled();
+    }
+
+    /// The framing state, made again in the settled form if it is gone. Only the parsing
+    /// path asks for it, and that path does not run once a session is settled.
+    fn framing_mut(&mut self) -> &mut Framing {
+        self.framing.get_or_insert_with(|| {
+            Box::new(Framing {
+                client: DirState::opaque(),
+                server: DirState::opaque(),
+                handshake_cap: 0,
+                socks_version: None,
+            })
+        })
     }
 
     fn state_mut(&mut self, dir: Dir) -> &mut DirState {
+        let framing = self.framing_mut();
         match dir {
-            Dir::Client => &mut self.client,
-            Dir::Server => &mut self.server,
+            Dir::Client => &mut framing.client,
+            Dir::Server => &mut framing.server,
         }
     }
 
@@ -315,7 +366,8 @@ impl Session {
         held.extend_from_slice(&bytes[..take]);
         let awaiting_reply =
             self.obs.connect_request.is_some() && self.obs.connect_response.is_none();
-        let socks_reply = self.socks_version.is_some() && self.obs.connect_response.is_none();
+        let socks_reply =
+            self.framing_mut().socks_version.is_some() && self.obs.connect_response.is_none();
         let verdict = if dir == Dir::Server && socks_reply {
             StartVerdict::Socks
         } else {
@@ -326,7 +378,7 @@ impl Session {
             StartVerdict::Http => Mode::HttpHead(Vec::new()),
             StartVerdict::Socks => {
                 if dir == Dir::Client {
-                    self.socks_version = held.first().copied();
+                    self.framing_mut().socks_version = held.first().copied();
                 }
                 Mode::Socks(Vec::new())
             }
@@ -372,8 +424,12 @@ impl Session {
         };
         let used = end - before;
         match dir {
-            Dir::Client => self.obs.connect_request = connect::parse_request(&head[..end], at),
-            Dir::Server => self.obs.connect_response = connect::parse_response(&head[..end], at),
+            Dir::Client => {
+                self.obs.connect_request = connect::parse_request(&head[..end], at).map(Box::new)
+            }
+            Dir::Server => {
+                self.obs.connect_response = connect::parse_response(&head[..end], at).map(Box::new)
+            }
         }
         let tunnel_open = match dir {
             Dir::Client => self
@@ -403,7 +459,7 @@ impl Session {
         let before = held.len();
         let room = socks::MAX_PRELUDE.saturating_sub(before);
         held.extend_from_slice(&bytes[..room.min(bytes.len())]);
-        let version = self.socks_version.unwrap_or(5);
+        let version = self.framing_mut().socks_version.unwrap_or(5);
         let parsed = match dir {
             Dir::Client => socks::client(&held),
             Dir::Server => socks::server(&held, version),
@@ -421,23 +477,23 @@ impl Session {
                 version,
                 target,
             } => {
-                self.obs.connect_request = Some(HttpHead {
+                self.obs.connect_request = Some(Box::new(HttpHead {
                     method: format!("SOCKS{version}"),
                     target,
                     status: None,
                     reason: String::new(),
                     at,
-                });
+                }));
                 len
             }
             Prelude::Server { len, code } => {
-                self.obs.connect_response = Some(HttpHead {
+                self.obs.connect_response = Some(Box::new(HttpHead {
                     method: String::new(),
                     target: String::new(),
                     status: Some(code as u16),
                     reason: String::new(),
                     at,
-                });
+                }));
                 len
             }
         };
@@ -509,18 +565,31 @@ impl Session {
     }
 
     fn handshake_bytes(&mut self, dir: Dir, mut body: &[u8], at: At) {
-        let cap = self.handshake_cap;
+        let cap = self.framing_mut().handshake_cap;
         let st = self.state_mut(dir);
         if st.handshake_skip > 0 {
             let n = st.handshake_skip.min(body.len());
             st.handshake_skip -= n;
             body = &body[n..];
         }
-        st.handshake.extend_from_slice(body);
-        // Whole messages are read at a cursor and the buffer is shifted once at the end:
-        // draining each message from the front moved the rest of the record every time,
-        // quadratic in the record size (a 16 KiB record holds 4096 empty messages).
-        let mut buf = std::mem::take(&mut self.state_mut(dir).handshake);
+        // Whole messages are parsed where they lie; only an incomplete one is copied and held
+        // until the rest arrives.
+        let mut held = std::mem::take(&mut st.handshake);
+        if held.is_empty() {
+            let used = self.whole_messages(dir, body, cap, at);
+            held.extend_from_slice(&body[used..]);
+        } else {
+            held.extend_from_slice(body);
+            let used = self.whole_messages(dir, &held, cap, at);
+            held.drain(..used);
+        }
+        self.state_mut(dir).handshake = held;
+    }
+
+    /// Parses the whole messages at the front of `buf`; returns the bytes consumed. Messages are
+    /// read at a cursor: draining each from the front of a buffer moved the rest of the record
+    /// every time, quadratic in the record size (a 16 KiB record holds 4096 empty messages).
+    fn whole_messages(&mut self, dir: Dir, buf: &[u8], cap: usize, at: At) -> usize {
         let mut pos = 0;
         while let Some(h) = buf.get(pos..pos + 4) {
             let (kind, len) = (h[0], u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize);
@@ -545,8 +614,7 @@ impl Session {
             self.message(dir, msg, at);
             pos += 4 + len;
         }
-        buf.drain(..pos);
-        self.state_mut(dir).handshake = buf;
+        pos
     }
 
     /// An oversized message still moves the handshake forward.
@@ -590,7 +658,7 @@ impl Session {
                 }
             }
             (Dir::Server, Message::Certificate(chain)) if self.obs.cert.is_none() => {
-                self.obs.cert = cert::summarize(&chain);
+                self.obs.cert = cert::summarize_shared(msg, &chain);
             }
             (Dir::Server, Message::ServerHelloDone) => self.obs.server_hello_done = Some(at),
             (Dir::Server, Message::CertificateRequest) => self.obs.cert_request = true,
@@ -725,7 +793,7 @@ impl Session {
                 .obs
                 .client_hello
                 .as_ref()
-                .is_some_and(|ch| !ch.fields.extensions.contains(&42));
+                .is_some_and(|ch| !ch.print.fields.extensions.contains(&42));
             if handshake_without_early_data {
                 return;
             }
