@@ -30,8 +30,9 @@ fn schema_validator() -> jsonschema::Validator {
     jsonschema::validator_for(&schema).expect("schema compiles")
 }
 
-/// Replays one file; returns the NDJSON text and the capture errors (one line each).
-fn replay_ndjson(path: &Path, threads: usize) -> (String, Vec<String>) {
+/// Replays one file; returns the NDJSON text, the capture errors (one line each) and the
+/// summary's packet counts.
+fn replay_ndjson(path: &Path, threads: usize) -> (String, Vec<String>, String) {
     let mut out = String::new();
     let summary = replay::<std::convert::Infallible>(
         &[path.to_string_lossy().into_owned()],
@@ -46,7 +47,15 @@ fn replay_ndjson(path: &Path, threads: usize) -> (String, Vec<String>) {
         },
     )
     .unwrap();
-    (out, summary.errors.iter().map(|e| e.to_string()).collect())
+    let counts = format!(
+        "{} packets, {} TCP segments, skipped {:?}",
+        summary.packets, summary.tcp_segments, summary.skipped
+    );
+    (
+        out,
+        summary.errors.iter().map(|e| e.to_string()).collect(),
+        counts,
+    )
 }
 
 /// Replays one file fed to the binary's standard input with 2 worker threads; returns the
@@ -60,7 +69,7 @@ fn replay_stdin(path: &Path) -> String {
             "-",
             "--quiet",
             "--threads",
-            "1",
+            "2",
         ])
         .stdin(std::fs::File::open(path).unwrap())
         .stderr(std::process::Stdio::null())
@@ -70,15 +79,20 @@ fn replay_stdin(path: &Path) -> String {
 }
 
 fn check(capture: &Path, golden: &Path, validator: &jsonschema::Validator) -> Result<(), String> {
-    let (actual, errors) = replay_ndjson(capture, 1);
+    let one = replay_ndjson(capture, 1);
     for threads in [2, 3] {
-        if replay_ndjson(capture, threads) != (actual.clone(), errors.clone()) {
+        let several = replay_ndjson(capture, threads);
+        if several != one {
             return Err(format!(
-                "{}: {threads} worker threads give other records than one",
-                capture.display()
+                "{}: {threads} worker threads give other records, errors or counts than one \
+                 ({} against {})",
+                capture.display(),
+                several.2,
+                one.2
             ));
         }
     }
+    let (actual, _, _) = one;
     if replay_stdin(capture) != actual {
         return Err(format!(
             "{}: read from standard input, it gives other records than from the file",
@@ -205,7 +219,7 @@ fn public_corpus_matches_its_goldens() {
 #[test]
 fn damaged_corpus_file_reports_offset_and_keeps_earlier_records() {
     let damaged = corpus().join("suricata-verify/tests/bug-1450-04/tls_DER-incomplete-header.pcap");
-    let (records, errors) = replay_ndjson(&damaged, 2);
+    let (records, errors, _) = replay_ndjson(&damaged, 2);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains("tls_DER-incomplete-header.pcap") && errors[0].contains("offset 5035"),

@@ -635,7 +635,11 @@ impl Drop for ReaderDone<'_> {
 
 impl Shard<'_> {
     fn keeps(&self, seg: &Segment<'_>) -> bool {
-        self.of == 1 || (seg.flow_hash() % self.of as u64) as usize == self.index
+        self.of == 1 || self.owns(seg.flow_hash())
+    }
+
+    fn owns(&self, flow_hash: u64) -> bool {
+        (flow_hash % self.of as u64) as usize == self.index
     }
 }
 
@@ -685,20 +689,31 @@ fn scan<S: Source, E>(
         if tick {
             worker.tick(at.ts_ns, at.pkt);
         }
-        // Each packet is accounted for by exactly one shard: its flow's, or the first.
-        let mine = match decode::decode(frame.linktype, frame.data) {
-            Ok(seg) => {
-                counts.tcp_segments += 1;
-                let mine = shard.keeps(&seg);
-                if mine {
-                    worker.packet(&seg, at);
+        // Each packet is decoded and counted by exactly one shard: its flow's (by the quick
+        // hash when the frame has the common shape, so the others pass over it without a
+        // decode), or the first when it is not TCP.
+        let quick = (shard.of > 1)
+            .then(|| decode::quick_flow_hash(frame.linktype, frame.data))
+            .flatten();
+        let mine = match quick {
+            Some(hash) if !shard.owns(hash) => false,
+            _ => match decode::decode(frame.linktype, frame.data) {
+                Ok(seg) => {
+                    let mine = shard.keeps(&seg);
+                    if mine {
+                        counts.tcp_segments += 1;
+                        worker.packet(&seg, at);
+                    }
+                    mine
                 }
-                mine
-            }
-            Err(skip) => {
-                *counts.skipped.entry(skip.as_str()).or_default() += 1;
-                shard.index == 0
-            }
+                Err(skip) => {
+                    let mine = quick.is_some() || shard.index == 0;
+                    if mine {
+                        *counts.skipped.entry(skip.as_str()).or_default() += 1;
+                    }
+                    mine
+                }
+            },
         };
         if mine {
             worker.account(frame.data.len() as u64, &mut clock);
@@ -764,7 +779,7 @@ fn run_scanning<S: Source + Send, O: Output>(
     };
     let mut copies = copies;
     let mut copy_counts: Vec<SourceCounts> = (1..of).map(|_| SourceCounts::default()).collect();
-    // Worker 0 reads the caller's source and keeps the counts the summary reports.
+    // Worker 0 reads the caller's source and keeps the frame counts the summary reports.
     let readers = std::iter::once((&mut *source, &mut *counts))
         .chain(copies.iter_mut().zip(copy_counts.iter_mut()))
         .enumerate();
@@ -811,6 +826,13 @@ fn run_scanning<S: Source + Send, O: Output>(
         (result, evicted)
     });
     counts.evicted = evicted;
+    // Every reader counted the segments and skips of the packets it decoded.
+    for copy in copy_counts {
+        counts.tcp_segments += copy.tcp_segments;
+        for (reason, n) in copy.skipped {
+            *counts.skipped.entry(reason).or_default() += n;
+        }
+    }
     result
 }
 
