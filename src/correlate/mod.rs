@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use dashmap::DashMap;
 
 use crate::output::record::ConnectionRecord;
+use crate::tls::cert::CertSummary;
 use proxy::{CaVerdict, ProxyCas};
 pub use score::{Evidence, Rule, RuleMatch};
 
@@ -45,24 +46,36 @@ pub enum Path {
 /// this order whatever thread observed it.
 pub type Order = (u64, u64);
 
-/// The fields of a record that correlation needs.
+/// The fields of a record that correlation needs. Kept for up to [`Limits::total`]
+/// connections, so what many share is shared: the name with its table key, the fingerprint
+/// and the certificate summary with the TLS stage's caches.
 #[derive(Debug, Clone)]
 struct Obs {
     order: Order,
     ts_ns: i64,
-    name: Option<String>,
+    name: Option<Arc<str>>,
     ip_literal: bool,
-    ja4: String,
+    ja4: Arc<str>,
     client_ip: IpAddr,
-    server: (String, u16),
+    server: (IpAddr, u16),
     outcome: &'static str,
     detail: Option<String>,
     delay_ms: Option<f64>,
-    issuer: Option<String>,
-    aki: Option<String>,
-    has_sct: bool,
+    cert: Option<Arc<CertSummary>>,
     connect: bool,
     ts_start: String,
+}
+
+impl Obs {
+    fn issuer(&self) -> Option<&str> {
+        self.cert.as_deref().map(|c| c.issuer.as_str())
+    }
+    fn aki(&self) -> Option<&str> {
+        self.cert.as_deref()?.authority_key_id.as_deref()
+    }
+    fn has_sct(&self) -> bool {
+        self.cert.as_deref().is_some_and(|c| c.has_sct)
+    }
 }
 
 /// An interception CA the correlator believes in, and why.
@@ -129,7 +142,7 @@ impl Default for Limits {
 /// (everything up to an [`Order`]) when it scores.
 #[derive(Debug, Default)]
 pub struct EvidenceTable {
-    by_name: DashMap<String, VecDeque<Obs>>,
+    by_name: DashMap<Arc<str>, VecDeque<Obs>>,
     limits: Limits,
     total: AtomicUsize,
     /// Observations dropped to stay within the limits.
@@ -146,13 +159,15 @@ impl EvidenceTable {
 
     /// Takes one finished connection (anything without a ClientHello is ignored).
     pub fn observe(&self, rec: &ConnectionRecord, order: Order) {
-        let Some(obs) = Obs::of(rec, order) else {
+        let Some((name, mut obs)) = Obs::of(rec, order) else {
             return;
         };
-        let mut queue = self
-            .by_name
-            .entry(obs.name.clone().unwrap_or_default())
-            .or_default();
+        let key = name.as_deref().unwrap_or_default();
+        let mut queue = match self.by_name.get_mut(key) {
+            Some(queue) => queue,
+            None => self.by_name.entry(Arc::from(key)).or_default(),
+        };
+        obs.name = name.is_some().then(|| Arc::clone(queue.key()));
         queue.push_back(obs);
         if queue.len() > self.limits.per_name.max(1) {
             queue.pop_front();
@@ -218,32 +233,34 @@ impl EvidenceTable {
 }
 
 impl Obs {
-    fn of(rec: &ConnectionRecord, order: Order) -> Option<Obs> {
+    /// The observation of a record, and its name (lowercase, no trailing dot), which the table
+    /// turns into the shared key.
+    fn of(rec: &ConnectionRecord, order: Order) -> Option<(Option<String>, Obs)> {
         let ja4 = rec.ja4.clone()?;
         let client_ip = rec.client_ip.parse().ok()?;
+        let server_ip = rec.server_ip.parse().ok()?;
         let name = rec
             .sni
-            .clone()
-            .or_else(|| rec.connect.as_ref().map(|c| c.host.clone()))
+            .as_deref()
+            .or_else(|| rec.connect.as_ref().map(|c| c.host.as_str()))
             .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
         let ip_literal = name.as_deref().is_none_or(|n| n.parse::<IpAddr>().is_ok());
-        Some(Obs {
+        let obs = Obs {
             order,
             ts_ns: rec.ts_start_ns,
-            name,
+            name: None,
             ip_literal,
             ja4,
             client_ip,
-            server: (rec.server_ip.clone(), rec.server_port),
+            server: (server_ip, rec.server_port),
             outcome: rec.outcome,
             detail: rec.outcome_detail.clone(),
             delay_ms: rec.abort_delay_ms,
-            issuer: rec.cert.as_ref().map(|c| c.issuer.clone()),
-            aki: rec.cert.as_ref().and_then(|c| c.authority_key_id.clone()),
-            has_sct: rec.cert.as_ref().is_some_and(|c| c.has_sct),
+            cert: rec.cert.clone(),
             connect: rec.connect.is_some(),
             ts_start: rec.ts_start.clone(),
-        })
+        };
+        Some((name, obs))
     }
 }
 
@@ -318,12 +335,12 @@ impl Analysis<'_> {
             .collect();
 
         let missing = self.missing_ca(&clients, &paths);
-        let excluded: BTreeSet<(IpAddr, String)> = missing
+        let excluded: BTreeSet<(IpAddr, Arc<str>)> = missing
             .iter()
             .flat_map(|m| {
                 m.client_ja4
                     .iter()
-                    .filter_map(move |j| Some((m.client_ip.parse().ok()?, j.clone())))
+                    .filter_map(move |j| Some((m.client_ip.parse().ok()?, Arc::from(j.as_str()))))
             })
             .collect();
         report.missing_proxy_ca = missing;
@@ -395,11 +412,11 @@ impl Analysis<'_> {
     fn learn_cas(&self, report: &mut Report) -> ProxyCas {
         let mut by_issuer: BTreeMap<&str, (usize, BTreeSet<String>, usize)> = BTreeMap::new();
         for o in &self.obs {
-            if let (Some(issuer), Some(name)) = (o.issuer.as_deref(), o.name.as_deref()) {
+            if let (Some(issuer), Some(name)) = (o.issuer(), o.name.as_deref()) {
                 let e = by_issuer.entry(issuer).or_default();
                 e.0 += 1;
                 e.1.insert(registrable(name));
-                e.2 += usize::from(!o.has_sct);
+                e.2 += usize::from(!o.has_sct());
             }
         }
         let mut cas = self.config.proxy_cas.clone();
@@ -440,13 +457,13 @@ impl Analysis<'_> {
     /// showed an origin's certificate while some proxy certificate was seen. Symmetrically, one
     /// to an address:port that only showed origin certificates is an origin connection.
     fn paths(&self, cas: &ProxyCas) -> Vec<Path> {
-        let mut proxy_servers: HashSet<&(String, u16)> = HashSet::new();
-        let mut origin_servers: HashSet<&(String, u16)> = HashSet::new();
+        let mut proxy_servers: HashSet<&(IpAddr, u16)> = HashSet::new();
+        let mut origin_servers: HashSet<&(IpAddr, u16)> = HashSet::new();
         let paths: Vec<Path> = self
             .obs
             .iter()
-            .map(|o| match o.issuer.as_deref() {
-                Some(issuer) => match cas.verdict(issuer, o.aki.as_deref()) {
+            .map(|o| match o.issuer() {
+                Some(issuer) => match cas.verdict(issuer, o.aki()) {
                     CaVerdict::Proxy => {
                         proxy_servers.insert(&o.server);
                         Path::Proxy
@@ -467,11 +484,7 @@ impl Analysis<'_> {
                 if path != Path::Unknown {
                     return path;
                 }
-                let configured = o
-                    .server
-                    .0
-                    .parse::<IpAddr>()
-                    .is_ok_and(|ip| self.config.proxy_addrs.contains(&ip));
+                let configured = self.config.proxy_addrs.contains(&o.server.0);
                 let intercepting_explicit_proxy =
                     o.connect && interception_seen && !origin_servers.contains(&o.server);
                 if configured || proxy_servers.contains(&o.server) || intercepting_explicit_proxy {
@@ -546,7 +559,7 @@ impl Analysis<'_> {
     /// Clients (host + fingerprint) that fail through the proxy on many unrelated domains and
     /// never succeed through it.
     fn missing_ca(&self, clients: &[usize], paths: &[Path]) -> Vec<MissingProxyCa> {
-        let mut per: BTreeMap<IpAddr, (BTreeSet<String>, BTreeSet<String>, usize, usize)> =
+        let mut per: BTreeMap<IpAddr, (BTreeSet<String>, BTreeSet<Arc<str>>, usize, usize)> =
             BTreeMap::new();
         for &i in clients {
             let o = &self.obs[i];
@@ -568,7 +581,7 @@ impl Analysis<'_> {
             .filter(|(_, (domains, _, _, successes))| domains.len() >= proxy::MANY_DOMAINS && *successes == 0)
             .map(|(ip, (domains, ja4s, failures, _))| MissingProxyCa {
                 client_ip: ip.to_string(),
-                client_ja4: ja4s.into_iter().collect(),
+                client_ja4: ja4s.iter().map(|j| j.to_string()).collect(),
                 failures,
                 reason: format!(
                     "fails through the proxy on {} unrelated domains and succeeds on none: install the proxy CA on this client",

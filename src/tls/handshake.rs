@@ -31,9 +31,10 @@ pub struct ClientHello {
 pub struct HelloPrint {
     /// The hello's fields; `sni` only says whether a name was sent (it is empty).
     pub fields: HelloFields,
-    pub ja4: String,
-    pub ja3: String,
-    pub ja3_string: String,
+    /// Shared strings: every record of this print points at them rather than copying them.
+    pub ja4: Arc<str>,
+    pub ja3: Arc<str>,
+    pub ja3_string: Arc<str>,
 }
 
 impl HelloPrint {
@@ -83,9 +84,9 @@ fn client_hello(mut fields: HelloFields) -> ClientHello {
             let (ja3_string, ja3) = fingerprint::ja3(fields);
             HelloPrint {
                 fields: fields.clone(),
-                ja4: fingerprint::ja4(fields),
-                ja3,
-                ja3_string,
+                ja4: fingerprint::ja4(fields).into(),
+                ja3: ja3.into(),
+                ja3_string: ja3_string.into(),
             }
         })
     });
@@ -103,8 +104,8 @@ pub struct ServerHello {
     pub alpn: Option<String>,
     pub extensions: Vec<u16>,
     pub hello_retry: bool,
-    pub ja3s: String,
-    pub ja3s_string: String,
+    pub ja3s: Arc<str>,
+    pub ja3s_string: Arc<str>,
 }
 
 impl ServerHello {
@@ -234,8 +235,8 @@ fn server_hello(version: u16, random: &[u8], cipher: u16, ext: Option<&[u8]>) ->
                 alpn: shape.alpn.clone(),
                 extensions: shape.extensions.clone(),
                 hello_retry: shape.hello_retry,
-                ja3s,
-                ja3s_string,
+                ja3s: ja3s.into(),
+                ja3s_string: ja3s_string.into(),
             }
         })
     })
