@@ -312,6 +312,10 @@ impl Correlator {
 /// index of the next entry from another host.
 type ProxiedTimes = (Vec<(i64, IpAddr)>, Vec<usize>);
 
+/// Per client address: registrable domains failed on, fingerprints that failed, failures,
+/// successes.
+type ClientFailures = (BTreeSet<String>, BTreeSet<Arc<str>>, usize, usize);
+
 /// One scoring pass over a snapshot of the evidence.
 struct Analysis<'a> {
     config: &'a Config,
@@ -559,8 +563,7 @@ impl Analysis<'_> {
     /// Clients (host + fingerprint) that fail through the proxy on many unrelated domains and
     /// never succeed through it.
     fn missing_ca(&self, clients: &[usize], paths: &[Path]) -> Vec<MissingProxyCa> {
-        let mut per: BTreeMap<IpAddr, (BTreeSet<String>, BTreeSet<Arc<str>>, usize, usize)> =
-            BTreeMap::new();
+        let mut per: BTreeMap<IpAddr, ClientFailures> = BTreeMap::new();
         for &i in clients {
             let o = &self.obs[i];
             if !matches!(paths[i], Path::Proxy | Path::ProxyInferred) {
