@@ -156,7 +156,9 @@ pub fn inspect(frames: &[common::Packet], port: u16) -> Seen {
         // A handshake record: type 22, then the handshake message after the 5-byte header.
         if seg.payload.len() > 5 && seg.payload[0] == 22 {
             match handshake::parse(&seg.payload[5..]) {
-                Message::ClientHello(ch) if to_server => seen.client_hello_sni = ch.fields.sni,
+                Message::ClientHello(ch) if to_server => {
+                    seen.client_hello_sni = ch.sni.map(String::from)
+                }
                 Message::ServerHello(_) if !to_server => seen.server_hello = true,
                 _ => {}
             }
