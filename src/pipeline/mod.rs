@@ -699,7 +699,8 @@ fn scan<S: Source, E>(
             Some(hash) if !shard.owns(hash) => false,
             _ => match decode::decode(frame.linktype, frame.data) {
                 Ok(seg) => {
-                    let mine = shard.keeps(&seg);
+                    // A quick hash already said the packet is ours.
+                    let mine = quick.is_some() || shard.keeps(&seg);
                     if mine {
                         counts.tcp_segments += 1;
                         worker.packet(&seg, at);

@@ -64,20 +64,21 @@ thread_local! {
 /// included), shared with earlier connections that sent the same message byte for byte. The key
 /// is a SHA-256, so a crafted chain cannot pass for another one.
 pub fn summarize_shared(message: &[u8], chain: &[&[u8]]) -> Option<Arc<CertSummary>> {
-    if chain.is_empty() {
-        return None;
-    }
+    let (leaf, rest) = chain.split_first()?;
     let key: [u8; 32] = Sha256::digest(message).into();
-    let summary = SUMMARIES.with_borrow_mut(|cache| {
-        cache.get_or_make(key, |_| summarize(chain).expect("chain is not empty"))
-    });
+    let summary = SUMMARIES
+        .with_borrow_mut(|cache| cache.get_or_make(key, |_| summarize_leaf_first(leaf, rest)));
     Some(summary)
 }
 
 /// Summarises a chain as sent (leaf first). `None` for an empty chain.
 pub fn summarize(chain: &[&[u8]]) -> Option<CertSummary> {
-    let leaf_der = *chain.first()?;
-    let rest: Vec<ChainEntry> = chain[1..]
+    let (leaf, rest) = chain.split_first()?;
+    Some(summarize_leaf_first(leaf, rest))
+}
+
+fn summarize_leaf_first(leaf_der: &[u8], after_leaf: &[&[u8]]) -> CertSummary {
+    let rest: Vec<ChainEntry> = after_leaf
         .iter()
         .take(MAX_CHAIN_SUMMARY)
         .map(|der| match X509Certificate::from_der(der) {
@@ -106,12 +107,12 @@ pub fn summarize(chain: &[&[u8]]) -> Option<CertSummary> {
         has_sct: false,
         authority_key_id: None,
         self_signed: false,
-        chain_len: chain.len(),
+        chain_len: after_leaf.len() + 1,
         chain: rest,
         parsed: false,
     };
     let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
-        return Some(summary);
+        return summary;
     };
     summary.parsed = true;
     summary.subject = leaf.subject().to_string();
@@ -144,7 +145,7 @@ pub fn summarize(chain: &[&[u8]]) -> Option<CertSummary> {
             }
         }
     }
-    Some(summary)
+    summary
 }
 
 fn subject_key_id(c: &X509Certificate<'_>) -> Option<String> {

@@ -163,16 +163,13 @@ struct DirState {
 }
 
 impl DirState {
-    fn opaque() -> Self {
-        DirState {
-            mode: Mode::Opaque,
-            ..DirState::new()
-        }
+    fn new() -> Self {
+        DirState::in_mode(Mode::Start(Vec::new()))
     }
 
-    fn new() -> Self {
+    const fn in_mode(mode: Mode) -> Self {
         DirState {
-            mode: Mode::Start(Vec::new()),
+            mode,
             header: [0; 5],
             header_len: 0,
             body_left: 0,
@@ -200,19 +197,7 @@ struct Framing {
 }
 
 /// How a direction looks once its framing state is gone: nothing more is parsed.
-static SETTLED: DirState = DirState {
-    mode: Mode::Opaque,
-    header: [0; 5],
-    header_len: 0,
-    body_left: 0,
-    record_type: 0,
-    record_len: 0,
-    record_start: 0,
-    small_body: Vec::new(),
-    handshake: Vec::new(),
-    handshake_skip: 0,
-    ccs: false,
-};
+static SETTLED: DirState = DirState::in_mode(Mode::Opaque);
 
 /// Both directions of one connection.
 #[derive(Debug)]
@@ -311,8 +296,8 @@ impl Session {
     fn framing_mut(&mut self) -> &mut Framing {
         self.framing.get_or_insert_with(|| {
             Box::new(Framing {
-                client: DirState::opaque(),
-                server: DirState::opaque(),
+                client: DirState::in_mode(Mode::Opaque),
+                server: DirState::in_mode(Mode::Opaque),
                 handshake_cap: 0,
                 socks_version: None,
             })
