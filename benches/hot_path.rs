@@ -124,7 +124,7 @@ impl Established {
             .iter()
             .find(|c| c.session.obs.tls13() && c.session.obs.client_app.is_some())
             .expect("an established TLS 1.3 connection in the capture");
-        let settled_at = conn.session.obs.client_app.expect("checked").pkt;
+        let settled_at = conn.session.obs.client_app.expect("checked").pkt();
         let (client, server) = (conn.client.endpoint, conn.server.endpoint);
         let mine = |seg: &Segment<'_>| {
             let (a, b) = ((seg.src, seg.sport), (seg.dst, seg.dport));
@@ -167,7 +167,7 @@ impl Established {
 }
 
 fn at(pkt: u64, ts_ns: i64) -> At {
-    At { pkt, ts_ns }
+    At::new(pkt, ts_ns)
 }
 
 fn client_ip(i: u32) -> IpAddr {
@@ -310,7 +310,7 @@ fn bench_tls(c: &mut Criterion) {
         })
     });
     g.finish();
-    assert!(session.obs.server_app_records > 0);
+    assert!(session.obs.server_app_offset.is_some());
 }
 
 criterion_group! {

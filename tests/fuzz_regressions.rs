@@ -197,10 +197,7 @@ fn timestamps_centuries_apart_do_not_overflow_the_abort_delay() {
     let mut pkt = 0;
     while let Some(frame) = reader.next_frame().expect("readable") {
         pkt += 1;
-        let at = At {
-            pkt,
-            ts_ns: frame.ts_ns,
-        };
+        let at = At::new(pkt, frame.ts_ns);
         let seg = decode::decode(frame.linktype, frame.data).expect("TCP");
         table.packet(&seg, at, &mut |c| records.push(record::build(&c).0));
     }

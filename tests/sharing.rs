@@ -13,8 +13,8 @@ use pinwatch::tls::{At, Dir, Session};
 /// A session that saw the real exchange's ClientHello and server flight.
 fn session_after_server_flight(client_hello: &[u8], server: &[u8]) -> Session {
     let mut session = Session::new(64 * 1024);
-    session.feed(Dir::Client, 0, client_hello, At { pkt: 1, ts_ns: 1 });
-    session.feed(Dir::Server, 0, server, At { pkt: 2, ts_ns: 2 });
+    session.feed(Dir::Client, 0, client_hello, At::new(1, 1));
+    session.feed(Dir::Server, 0, server, At::new(2, 2));
     session
 }
 

@@ -7,7 +7,7 @@ use pinwatch::session::connect;
 use pinwatch::session::socks::{self, Prelude};
 use pinwatch::tls::At;
 
-const AT: At = At { pkt: 1, ts_ns: 0 };
+const AT: At = At::new(1, 0);
 
 fuzz_target!(|data: &[u8]| {
     let head = match connect::head_end(data) {

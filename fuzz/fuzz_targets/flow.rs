@@ -96,7 +96,8 @@ fuzz_target!(|data: &[u8]| {
     // Per flow: two reassemblers (queue and retained prefix), the TLS session's buffers and
     // what it keeps of the hellos and certificate; plus the table's own map.
     let bound = max_flows * (40 * cap + (300 << 10)) + (64 << 10);
-    let mut at = At { pkt: 0, ts_ns: 1_700_000_000_000_000_000 };
+    let mut pkt = 0u64;
+    let mut at = At::new(1, 1_700_000_000_000_000_000);
     let mut last_sweep_ns = at.ts_ns;
     while let Some(head) = input.take(HEADER) {
         let mut h = Input::new(head);
@@ -111,8 +112,8 @@ fuzz_target!(|data: &[u8]| {
         };
         let payload = input.take_up_to(len as usize);
         let v6 = addrs & 0x10 != 0;
-        at.pkt += 1;
-        at.ts_ns += STEPS_NS[((addrs >> 5) & 3) as usize];
+        pkt += 1;
+        at = At::new(pkt, at.ts_ns + STEPS_NS[((addrs >> 5) & 3) as usize]);
         let seg = Segment {
             vlans: [100, 0],
             vlan_count: addrs >> 7,
@@ -136,7 +137,7 @@ fuzz_target!(|data: &[u8]| {
         table.packet(&seg, at, &mut |c| finished.take(c));
         let opened = (table.len() + (finished.count - out_before)) as isize - len_before as isize;
         assert!((0..=1).contains(&opened), "one packet opened {opened} connections");
-        created[at.pkt as usize] = opened == 1;
+        created[at.pkt() as usize] = opened == 1;
         assert!(
             table.len() <= max_flows,
             "{} flows tracked, {max_flows} allowed",

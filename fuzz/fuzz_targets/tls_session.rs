@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     // an HTTP head, a SOCKS prelude; plus what the hellos and the certificate summary keep.
     let bound = 32 * cap + (256 << 10);
     let mut offsets = [0u64; 2];
-    let mut at = At { pkt: 0, ts_ns: 0 };
+    let mut at = At::new(1, 0);
     while let (Some(head), Some(len)) = (input.u8(), input.u16()) {
         let bytes = input.take_up_to(len as usize);
         let (dir, i) = if head & 1 == 0 {
@@ -32,8 +32,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             (Dir::Server, 1)
         };
-        at.pkt += 1;
-        at.ts_ns += 1_000_000;
+        at = At::new(at.pkt() + 1, at.ts_ns + 1_000_000);
         if head & 2 != 0 {
             session.gap(dir);
             offsets[i] += u64::from(head >> 2) + 1;

@@ -191,7 +191,8 @@ pub fn classify(conn: &Connection) -> Verdict {
         return v;
     };
 
-    v.abort_delay_ms = o
+    let timeline = o.timeline();
+    v.abort_delay_ms = timeline
         .last_server_handshake
         .filter(|s| *s <= term)
         // Milliseconds, to the microsecond. Saturating: packet order is not time order in a
@@ -200,7 +201,7 @@ pub fn classify(conn: &Connection) -> Verdict {
 
     // A readable fatal alert, or an encrypted one sent where the client's Finished would be.
     let in_handshake_alert =
-        client_abort.filter(|a| !a.encrypted || o.client_finished.is_none_or(|f| a.at < f));
+        client_abort.filter(|a| !a.encrypted || timeline.client_finished.is_none_or(|f| a.at < f));
     if let Some(a) = in_handshake_alert {
         v.outcome = Outcome::ClientAlert;
         v.alert = Some((Dir::Client, a.clone()));
@@ -212,7 +213,7 @@ pub fn classify(conn: &Connection) -> Verdict {
         .or(o.client_alert.as_ref())
         .map(|a| (Dir::Client, a.clone()));
     v.detail = Some(join(&v.client_close));
-    v.outcome = if o.client_finished.is_some() {
+    v.outcome = if timeline.client_finished.is_some() {
         Outcome::ClientClosedAfterHandshake
     } else if o.server_hello.is_some() {
         Outcome::ClientClosedInHandshake
@@ -268,14 +269,13 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
         }
         return;
     }
-    let saw_start = conn.client.syn.is_some() || conn.server.syn.is_some();
+    let saw_start = conn.client.syn || conn.server.syn;
     if payload == 0 {
-        v.outcome =
-            if v.closed_by.is_some() || saw_start && conn.server.syn.is_none() && conn.closed() {
-                Outcome::NotTls
-            } else {
-                Outcome::Incomplete
-            };
+        v.outcome = if v.closed_by.is_some() || saw_start && !conn.server.syn && conn.closed() {
+            Outcome::NotTls
+        } else {
+            Outcome::Incomplete
+        };
         v.detail = Some("no_payload".into());
         return;
     }
@@ -312,12 +312,13 @@ fn stall(o: &Observations) -> &'static str {
     if o.server_hello.is_none() {
         return "awaiting_server_hello";
     }
-    if o.client_finished.is_some() {
+    let timeline = o.timeline();
+    if timeline.client_finished.is_some() {
         return "idle_after_handshake";
     }
-    let flight_done = o.server_hello_done.is_some()
-        || o.server_finished.is_some()
-        || (o.tls13() && o.last_server_handshake > o.server_hello_at);
+    let flight_done = timeline.server_hello_done.is_some()
+        || timeline.server_finished.is_some()
+        || (o.tls13() && timeline.last_server_handshake > timeline.server_hello);
     if flight_done {
         "client_silent_after_server_flight"
     } else {

@@ -6,8 +6,10 @@
 
 pub mod reassembly;
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
+
+use hashbrown::HashTable;
 
 use crate::decode::{Segment, Tunnel, TunnelKey, flags};
 use crate::tls::{At, Dir, Session};
@@ -82,11 +84,11 @@ pub struct DirTcp {
     pub packets: u64,
     /// Payload bytes on the wire, retransmissions included.
     pub payload_bytes: u64,
-    pub syn: Option<At>,
+    /// This direction sent a SYN.
+    pub syn: bool,
     syn_seq: Option<u32>,
     pub fin: Option<At>,
     pub rst: Option<At>,
-    pub last: Option<At>,
     reasm: Reassembler,
 }
 
@@ -96,11 +98,10 @@ impl DirTcp {
             endpoint,
             packets: 0,
             payload_bytes: 0,
-            syn: None,
+            syn: false,
             syn_seq: None,
             fin: None,
             rst: None,
-            last: None,
             reasm: Reassembler::new(cap),
         }
     }
@@ -120,15 +121,45 @@ impl DirTcp {
     }
 }
 
+/// Why a connection was finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    /// Still open when the input ended.
+    EndOfCapture,
+    /// No packet for the idle timeout.
+    IdleTimeout,
+    /// FIN both ways or a RST, then the linger time passed (or the input ended).
+    Closed,
+    /// The table was full and this was the least recently active flow.
+    Evicted,
+    /// A new SYN opened another connection on the same addresses and ports.
+    Reused,
+}
+
+impl EndedBy {
+    /// The name records use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::EndOfCapture => "end_of_capture",
+            EndedBy::IdleTimeout => "idle_timeout",
+            EndedBy::Closed => "closed",
+            EndedBy::Evicted => "evicted",
+            EndedBy::Reused => "reused",
+        }
+    }
+}
+
 /// One TCP connection as tracked by the flow stage.
 #[derive(Debug)]
 pub struct Connection {
     /// Index of the packet that created it: unique in a run and the same whichever worker
     /// thread tracks the connection, so it orders connections deterministically.
     pub seq: u64,
-    pub vlans: Vec<u16>,
+    vlans: [u16; crate::decode::MAX_VLANS],
+    vlan_count: u8,
     /// The tunnel of the connection's first packet (outer endpoints as that packet had them).
-    pub tunnel: Option<Tunnel>,
+    /// Boxed: few connections have one.
+    pub tunnel: Option<Box<Tunnel>>,
     pub first: At,
     pub last: At,
     pub client: DirTcp,
@@ -137,8 +168,8 @@ pub struct Connection {
     pub roles_certain: bool,
     /// Payload was fed before roles were settled by evidence; roles stay as guessed.
     roles_frozen: bool,
-    /// Why the connection was finished (`end_of_capture`, `idle_timeout`, `closed`, `evicted`, `reused`).
-    pub ended_by: &'static str,
+    /// Why the connection was finished.
+    pub ended_by: EndedBy,
     pub session: Session,
 }
 
@@ -168,16 +199,36 @@ impl Connection {
         };
         Connection {
             seq,
-            vlans: seg.vlans().to_vec(),
-            tunnel: seg.tunnel,
+            vlans: seg.vlans,
+            vlan_count: seg.vlan_count,
+            tunnel: seg.tunnel.map(Box::new),
             first: at,
             last: at,
             client: DirTcp::new(client, cap),
             server: DirTcp::new(server, cap),
             roles_certain: certain,
             roles_frozen: false,
-            ended_by: "end_of_capture",
+            ended_by: EndedBy::EndOfCapture,
             session: Session::new(cap),
+        }
+    }
+
+    /// The VLAN tags of the connection's first packet, outermost first.
+    pub fn vlans(&self) -> &[u16] {
+        let count = usize::from(self.vlan_count).min(self.vlans.len());
+        &self.vlans[..count]
+    }
+
+    /// The flow-table key of this connection, rebuilt from what it keeps anyway.
+    fn key(&self) -> FlowKey {
+        let (a, b) = (self.client.endpoint, self.server.endpoint);
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey {
+            low,
+            high,
+            vlans: self.vlans,
+            vlan_count: self.vlan_count,
+            tunnel: self.tunnel.as_ref().map(|t| t.key()),
         }
     }
 
@@ -200,7 +251,7 @@ impl Connection {
             return false;
         }
         self.closed()
-            || self.client.syn.is_none()
+            || !self.client.syn
             || self.client.payload_bytes > 0
             || self.server.payload_bytes > 0
             || !from_client
@@ -233,9 +284,8 @@ impl Connection {
         let session = &mut self.session;
         this.packets += 1;
         this.payload_bytes += seg.wire_len as u64;
-        this.last = Some(at);
         if seg.has(flags::SYN) {
-            this.syn.get_or_insert(at);
+            this.syn = true;
             this.syn_seq.get_or_insert(seg.seq);
             this.reasm.syn(seg.seq);
         }
@@ -309,12 +359,62 @@ fn looks_like_client_start(payload: &[u8]) -> bool {
 /// and much cheaper than SipHash, which cost about 12% of all instructions in a replay.
 type FlowHasher = foldhash::fast::RandomState;
 
+/// Connections by key. The key is not stored beside each connection but rebuilt from it (its
+/// endpoints, VLANs and tunnel): the table keeps up to twice as many buckets as flows, and a
+/// bucket holding a key and a pointer cost about 140 bytes per flow at a million flows, where
+/// a bucket holding only the pointer costs 18. Connections are boxed for the same reason.
+#[derive(Default)]
+struct Flows {
+    table: HashTable<Box<Connection>>,
+    hasher: FlowHasher,
+}
+
+impl Flows {
+    fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+    fn get(&self, key: &FlowKey) -> Option<&Connection> {
+        let found = self.table.find(self.hash(key), |c| c.key() == *key)?;
+        Some(&**found)
+    }
+    fn contains_key(&self, key: &FlowKey) -> bool {
+        self.get(key).is_some()
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Box<Connection>> {
+        let entry = self
+            .table
+            .find_entry(self.hash(key), |c| c.key() == *key)
+            .ok()?;
+        Some(entry.remove().0)
+    }
+    fn get_or_insert_with(
+        &mut self,
+        key: FlowKey,
+        make: impl FnOnce() -> Connection,
+    ) -> &mut Connection {
+        let hasher = &self.hasher;
+        let entry = self.table.entry(
+            hasher.hash_one(key),
+            |c| c.key() == key,
+            |c| hasher.hash_one(c.key()),
+        );
+        entry.or_insert_with(|| Box::new(make())).into_mut()
+    }
+    fn values(&self) -> impl Iterator<Item = &Connection> {
+        self.table.iter().map(|c| &**c)
+    }
+    fn drain(&mut self) -> impl Iterator<Item = Box<Connection>> {
+        self.table.drain()
+    }
+}
+
 /// The table of live connections.
 pub struct FlowTable {
     config: FlowConfig,
-    /// Boxed: a connection is ~1.8 KB and the table keeps spare buckets (twice as many after
-    /// the deletions of a flood), which inline cost 6.5 KB per live flow under churn.
-    flows: HashMap<FlowKey, Box<Connection>, FlowHasher>,
+    flows: Flows,
     pub evicted: u64,
     /// The least recently active flows as of the last scan, most recent first (popped from the
     /// end). Scanning the whole table for every eviction made a SYN flood quadratic (a million
@@ -326,7 +426,7 @@ impl FlowTable {
     pub fn new(config: FlowConfig) -> Self {
         FlowTable {
             config,
-            flows: HashMap::default(),
+            flows: Flows::default(),
             evicted: 0,
             evict_queue: Vec::new(),
         }
@@ -337,7 +437,7 @@ impl FlowTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.flows.len() == 0
     }
 
     /// Handles one segment; finished connections are passed to `done`. Idle and closed flows
@@ -351,7 +451,7 @@ impl FlowTable {
             && conn.is_reuse(seg)
         {
             let mut old = self.flows.remove(&key).expect("present");
-            old.ended_by = "reused";
+            old.ended_by = EndedBy::Reused;
             old.flush();
             done(*old);
         }
@@ -361,8 +461,7 @@ impl FlowTable {
         let cap = self.config.handshake_cap;
         let conn = self
             .flows
-            .entry(key)
-            .or_insert_with(|| Box::new(Connection::new(at.pkt, seg, at, cap)));
+            .get_or_insert_with(key, || Connection::new(at.pkt(), seg, at, cap));
         conn.process(seg, at);
     }
 
@@ -383,7 +482,7 @@ impl FlowTable {
                 .is_some_and(|c| c.seq == seq && c.last == last);
             if unchanged && let Some(mut conn) = self.flows.remove(&key) {
                 self.evicted += 1;
-                conn.ended_by = "evicted";
+                conn.ended_by = EndedBy::Evicted;
                 conn.flush();
                 done(*conn);
                 return;
@@ -404,9 +503,9 @@ impl FlowTable {
         };
         let mut queue: Vec<(At, u64, FlowKey)> = self
             .flows
-            .iter()
-            .filter(|(_, c)| (c.last, c.seq) <= newest)
-            .map(|(k, c)| (c.last, c.seq, *k))
+            .values()
+            .filter(|c| (c.last, c.seq) <= newest)
+            .map(|c| (c.last, c.seq, c.key()))
             .collect();
         queue.sort_unstable_by_key(|&(last, seq, _)| std::cmp::Reverse((last, seq)));
         self.evict_queue = queue;
@@ -418,21 +517,21 @@ impl FlowTable {
         let cfg = self.config;
         let mut expired: Vec<(u64, FlowKey)> = self
             .flows
-            .iter()
-            .filter(|(_, c)| {
+            .values()
+            .filter(|c| {
                 let idle = now_ns.saturating_sub(c.last.ts_ns);
                 idle > cfg.idle_timeout_ns || (c.closed() && idle > cfg.close_linger_ns)
             })
-            .map(|(k, c)| (c.seq, *k))
+            .map(|c| (c.seq, c.key()))
             .collect();
         // Deterministic output order: by creation.
         expired.sort_unstable_by_key(|(seq, _)| *seq);
         for (_, key) in expired {
             if let Some(mut conn) = self.flows.remove(&key) {
                 conn.ended_by = if conn.closed() {
-                    "closed"
+                    EndedBy::Closed
                 } else {
-                    "idle_timeout"
+                    EndedBy::IdleTimeout
                 };
                 conn.flush();
                 done(*conn);
@@ -443,11 +542,11 @@ impl FlowTable {
     /// End of input: finish everything, in order of creation. The boxes are sorted, not the
     /// connections: a vector of whole connections would double the memory at the very end.
     pub fn drain(&mut self, done: &mut dyn FnMut(Connection)) {
-        let mut all: Vec<Box<Connection>> = self.flows.drain().map(|(_, c)| c).collect();
+        let mut all: Vec<Box<Connection>> = self.flows.drain().collect();
         all.sort_unstable_by_key(|c| c.seq);
         for mut conn in all {
             if conn.closed() {
-                conn.ended_by = "closed";
+                conn.ended_by = EndedBy::Closed;
             }
             conn.flush();
             done(*conn);

@@ -5,7 +5,8 @@
 //! will never fill (the peer acknowledged past them, the queue is full, the direction closed or
 //! the flow ended) are skipped and reported as gaps, so the consumer knows it lost sync.
 //! Retransmitted bytes are compared with the first copy while that copy is still retained
-//! (the handshake prefix); a different second copy is flagged, the first copy wins.
+//! (delivered bytes of the handshake region that the peer has not acknowledged yet); a
+//! different second copy is flagged, the first copy wins.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,20 @@ pub struct ReassemblyStats {
     pub queue_overflows: u32,
 }
 
+/// Bytes delivery keeps: the out-of-order queue and the retained prefix.
+#[derive(Debug, Default)]
+struct Held {
+    /// Out-of-order bytes waiting for the hole before them, keyed by stream offset.
+    queue: BTreeMap<u64, Vec<u8>>,
+    queued_bytes: usize,
+    /// Delivered bytes from `retained_start` on, kept to compare retransmissions with: only
+    /// the stream's first `cap` bytes, and only until the peer acknowledges them. A copy sent
+    /// after the acknowledgement cannot change what the receiver took (its TCP drops it), and
+    /// keeping the whole prefix cost kilobytes per connection that never settles.
+    retained: Vec<u8>,
+    retained_start: u64,
+}
+
 #[derive(Debug)]
 pub struct Reassembler {
     /// Sequence number of stream offset 0; `None` until the first SYN or segment.
@@ -44,11 +59,9 @@ pub struct Reassembler {
     next: u64,
     /// Highest stream offset seen (end of the furthest segment), for byte counts.
     highest: u64,
-    /// Out-of-order bytes waiting for the hole before them, keyed by stream offset.
-    queue: BTreeMap<u64, Vec<u8>>,
-    queued_bytes: usize,
-    /// The stream's first bytes, kept to compare retransmissions with.
-    retained: Vec<u8>,
+    /// What delivery holds; boxed and made on first use, since a connection past its handshake
+    /// only counts and would otherwise carry the empty containers for as long as it lives.
+    held: Option<Box<Held>>,
     /// Bound for both the queue and the retained prefix.
     cap: usize,
     /// Once set, bytes are no longer delivered or kept: only counted.
@@ -64,9 +77,7 @@ impl Reassembler {
             base_seq: None,
             next: 0,
             highest: 0,
-            queue: BTreeMap::new(),
-            queued_bytes: 0,
-            retained: Vec::new(),
+            held: None,
             cap,
             counting_only: false,
             fin_offset: None,
@@ -93,9 +104,7 @@ impl Reassembler {
     /// The consumer no longer needs bytes: free the buffers and only count from now on.
     pub fn stop_delivering(&mut self) {
         self.counting_only = true;
-        self.queue = BTreeMap::new();
-        self.queued_bytes = 0;
-        self.retained = Vec::new();
+        self.held = None;
     }
 
     /// Stream offset of a sequence number, relative to the next expected byte.
@@ -178,14 +187,16 @@ impl Reassembler {
         } else {
             data.len() + PIECE_COST
         };
-        if self.queued_bytes + cost > self.cap {
+        if self.queued_bytes() + cost > self.cap {
             // Full: give up holes, oldest first, until the segment fits or is in order.
             self.stats.queue_overflows += 1;
-            while self.queued_bytes + cost > self.cap && !self.queue.is_empty() && start > self.next
+            while self.queued_bytes() + cost > self.cap
+                && self.first_queued().is_some()
+                && start > self.next
             {
                 self.skip_hole(out);
             }
-            if start > self.next && self.queued_bytes + cost > self.cap {
+            if start > self.next && self.queued_bytes() + cost > self.cap {
                 // The segment alone is larger than the queue: the hole before it is lost.
                 self.skip_to(start, out);
             }
@@ -196,9 +207,9 @@ impl Reassembler {
         self.insert_first_copy_wins(start, data);
         // A segment spanning several queued pieces is queued as several pieces, which may cost
         // more than estimated above: give up the oldest holes until the queue is within its cap.
-        if self.queued_bytes > self.cap {
+        if self.queued_bytes() > self.cap {
             self.stats.queue_overflows += 1;
-            while self.queued_bytes > self.cap && !self.queue.is_empty() {
+            while self.queued_bytes() > self.cap && self.first_queued().is_some() {
                 self.skip_hole(out);
             }
         }
@@ -209,6 +220,7 @@ impl Reassembler {
     fn insert_first_copy_wins(&mut self, start: u64, data: &[u8]) {
         let end = start + data.len() as u64;
         let overlapping: Vec<(u64, u64)> = self
+            .held()
             .queue
             .range(..end)
             .rev()
@@ -225,7 +237,11 @@ impl Reassembler {
                 );
             }
             let (from, to) = (s.max(start), e.min(end));
-            let queued = &self.queue[&s][(from - s) as usize..(to - s) as usize];
+            let queued = self
+                .held()
+                .queue
+                .get(&s)
+                .map_or(&[][..], |q| &q[(from - s) as usize..(to - s) as usize]);
             if queued != &data[(from - start) as usize..(to - start) as usize] {
                 self.stats.overlap_mismatches += 1;
             }
@@ -242,8 +258,9 @@ impl Reassembler {
 
     fn queue_piece(&mut self, at: u64, bytes: &[u8]) {
         if !bytes.is_empty() {
-            self.queued_bytes += bytes.len() + PIECE_COST;
-            self.queue.insert(at, bytes.to_vec());
+            let held = self.held();
+            held.queued_bytes += bytes.len() + PIECE_COST;
+            held.queue.insert(at, bytes.to_vec());
         }
     }
 
@@ -265,9 +282,12 @@ impl Reassembler {
         if bytes.is_empty() {
             return;
         }
-        if self.retained.len() < self.cap && self.retained.len() as u64 == self.next {
-            let room = self.cap - self.retained.len();
-            self.retained
+        let (cap, next) = (self.cap as u64, self.next);
+        let held = self.held();
+        let retained_end = held.retained_start + held.retained.len() as u64;
+        if next < cap && retained_end == next {
+            let room = (cap - next) as usize;
+            held.retained
                 .extend_from_slice(&bytes[..room.min(bytes.len())]);
         }
         out(Chunk::Data {
@@ -278,7 +298,19 @@ impl Reassembler {
     }
 
     fn compare_with_retained(&mut self, start: u64, data: &[u8]) {
-        let Some(kept) = self.retained.get(start as usize..) else {
+        let Some(held) = self.held.as_deref() else {
+            return;
+        };
+        // Bytes before the retained window were acknowledged: nothing to compare them with.
+        let skip = held.retained_start.saturating_sub(start);
+        let Some(data) = usize::try_from(skip).ok().and_then(|s| data.get(s..)) else {
+            return;
+        };
+        let from = start + skip - held.retained_start;
+        let Some(kept) = usize::try_from(from)
+            .ok()
+            .and_then(|f| held.retained.get(f..))
+        else {
             return;
         };
         let n = kept.len().min(data.len());
@@ -287,15 +319,39 @@ impl Reassembler {
         }
     }
 
+    /// The peer acknowledged everything before `acked`: those bytes need not be kept.
+    fn release_acked(&mut self, acked: u64) {
+        let Some(held) = self.held.as_deref_mut() else {
+            return;
+        };
+        let done = acked.saturating_sub(held.retained_start);
+        if done == 0 {
+            return;
+        }
+        let kept = held.retained.len() as u64;
+        if done >= kept {
+            held.retained = Vec::new();
+            held.retained_start = acked;
+        } else if done * 2 >= kept {
+            // Only when at least half goes: trimming the front for every small acknowledgement
+            // would move the rest each time, quadratic in the prefix.
+            held.retained.drain(..done as usize);
+            held.retained_start = acked;
+        }
+        if held.retained.is_empty() && held.queue.is_empty() {
+            self.held = None;
+        }
+    }
+
     /// Hands out every queued segment that is now in order.
     fn drain(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
-        while let Some(entry) = self.queue.first_entry() {
-            let start = *entry.key();
+        while let Some(start) = self.first_queued() {
             if start > self.next {
                 break;
             }
-            let data = entry.remove();
-            self.queued_bytes -= data.len() + PIECE_COST;
+            let held = self.held();
+            let data = held.queue.remove(&start).unwrap_or_default();
+            held.queued_bytes -= data.len() + PIECE_COST;
             let end = start + data.len() as u64;
             if end <= self.next {
                 self.compare_with_retained(start, &data);
@@ -326,7 +382,7 @@ impl Reassembler {
 
     /// Gives up on the hole before the first queued segment.
     fn skip_hole(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
-        if let Some((&first, _)) = self.queue.first_key_value() {
+        if let Some(first) = self.first_queued() {
             self.skip_to(first, out);
             self.drain(out);
         }
@@ -347,11 +403,15 @@ impl Reassembler {
         {
             acked = fin;
         }
-        if acked <= self.next || acked - self.next > MAX_ACK_AHEAD {
+        if acked > self.next && acked - self.next > MAX_ACK_AHEAD {
             return;
         }
-        match self.queue.first_key_value() {
-            Some((&first, _)) if acked >= first => self.skip_hole(out),
+        self.release_acked(acked.min(self.next));
+        if acked <= self.next {
+            return;
+        }
+        match self.first_queued() {
+            Some(first) if acked >= first => self.skip_hole(out),
             Some(_) => {}
             // Nothing queued: the acknowledged bytes passed without the capture seeing them.
             None => self.skip_to(acked, out),
@@ -370,9 +430,28 @@ impl Reassembler {
 
     /// The direction closed or the flow ended: whatever is queued is delivered past its holes.
     pub fn finish(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
-        while !self.queue.is_empty() {
+        while self.first_queued().is_some() {
             self.skip_hole(out);
         }
+    }
+
+    fn held(&mut self) -> &mut Held {
+        let next = self.next;
+        self.held.get_or_insert_with(|| {
+            Box::new(Held {
+                retained_start: next,
+                ..Held::default()
+            })
+        })
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.queued_bytes)
+    }
+
+    /// Stream offset of the first queued piece.
+    fn first_queued(&self) -> Option<u64> {
+        self.held.as_ref()?.queue.keys().next().copied()
     }
 }
 
@@ -416,6 +495,30 @@ mod tests {
     }
 
     #[test]
+    fn acknowledged_bytes_are_released_and_later_ones_still_compared() {
+        let mut r = Reassembler::new(1 << 16);
+        r.syn(0);
+        let mut sink = |_: Chunk<'_>| {};
+        r.segment(1, b"first flight", 12, &mut sink);
+        assert!(r.held.is_some(), "unacknowledged bytes are kept");
+        // The peer acknowledges all of it: nothing is held any more.
+        r.peer_acked(13, &mut sink);
+        assert!(r.held.is_none());
+        // A different copy of acknowledged bytes is counted as a retransmission only.
+        r.segment(1, b"FIRST", 5, &mut sink);
+        assert_eq!(r.stats.retransmissions, 1);
+        assert_eq!(r.stats.overlap_mismatches, 0);
+        // Bytes after the acknowledgement are kept again and compared.
+        r.segment(13, b"second", 6, &mut sink);
+        r.segment(13, b"SECOND", 6, &mut sink);
+        assert_eq!(r.stats.overlap_mismatches, 1);
+        // Half of them acknowledged: the rest is still compared.
+        r.peer_acked(16, &mut sink);
+        r.segment(16, b"OND", 3, &mut sink);
+        assert_eq!(r.stats.overlap_mismatches, 2);
+    }
+
+    #[test]
     fn different_retransmission_is_flagged_and_first_copy_wins() {
         let mut r = Reassembler::new(1 << 16);
         r.syn(0);
@@ -451,7 +554,7 @@ mod tests {
         for i in 0..100u32 {
             // every segment leaves a one-byte hole before it
             r.segment(2 + i * 17, &chunk, 16, &mut |_| {});
-            assert!(r.queued_bytes <= 64);
+            assert!(r.queued_bytes() <= 64);
         }
         assert!(r.stats.gaps > 0);
     }

@@ -182,8 +182,8 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         client_port: conn.client.endpoint.port,
         server_ip: conn.server.endpoint.ip.to_string(),
         server_port: conn.server.endpoint.port,
-        vlan: conn.vlans.clone(),
-        tunnel: conn.tunnel.map(|t| TunnelRecord {
+        vlan: conn.vlans().to_vec(),
+        tunnel: conn.tunnel.as_deref().map(|t| TunnelRecord {
             kind: t.kind.as_str(),
             id: t.id,
             outer_src: t.outer_src.to_string(),
@@ -228,7 +228,7 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         } else {
             "guessed"
         },
-        ended_by: conn.ended_by,
+        ended_by: conn.ended_by.as_str(),
         anomalies,
     };
     (record, verdict)

@@ -167,7 +167,7 @@ impl Worker {
     }
 
     fn packet(&mut self, seg: &Segment<'_>, at: At) {
-        let event = packet_event(at.pkt);
+        let event = packet_event(at.pkt());
         let (table, evidence, finished) = (&mut self.table, &self.evidence, &mut self.finished);
         let evicted_before = table.evicted;
         table.packet(seg, at, &mut |c| finish(c, event, evidence, finished));
@@ -520,10 +520,7 @@ impl SourceCounts {
             }
             Some(_) => false,
         };
-        let at = At {
-            pkt: self.packets,
-            ts_ns: frame.ts_ns,
-        };
+        let at = At::new(self.packets, frame.ts_ns);
         (at, tick)
     }
 }
@@ -687,7 +684,7 @@ fn scan<S: Source, E>(
         let (at, tick) = counts.admit(&frame);
         last_ts = at.ts_ns;
         if tick {
-            worker.tick(at.ts_ns, at.pkt);
+            worker.tick(at.ts_ns, at.pkt());
         }
         // Each packet is decoded and counted by exactly one shard: its flow's (by the quick
         // hash when the frame has the common shape, so the others pass over it without a
@@ -732,7 +729,7 @@ fn scan<S: Source, E>(
         if tick || due {
             report(
                 worker.take_finished(),
-                through(packet_event(at.pkt)),
+                through(packet_event(at.pkt())),
                 at.ts_ns,
             )?;
         }
@@ -968,10 +965,10 @@ fn dispatch<S: Source>(
         let (at, tick) = counts.admit(&frame);
         last_ts = at.ts_ns;
         if tick {
-            dispatched = tick_event(at.pkt);
+            dispatched = tick_event(at.pkt());
             send_all(
                 &mut batches,
-                Some((at.ts_ns, at.pkt)),
+                Some((at.ts_ns, at.pkt())),
                 dispatched,
                 at.ts_ns,
                 counts,
@@ -982,7 +979,7 @@ fn dispatch<S: Source>(
             Ok(seg) => {
                 counts.tcp_segments += 1;
                 let w = (seg.flow_hash() % n as u64) as usize;
-                dispatched = packet_event(at.pkt);
+                dispatched = packet_event(at.pkt());
                 batches[w].push_frame(&frame, at);
                 if batches[w].packets() >= BATCH_PACKETS {
                     send(w, &mut batches[w], dispatched, at.ts_ns, counts);

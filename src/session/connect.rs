@@ -99,7 +99,7 @@ pub fn parse_response(head: &[u8], at: At) -> Option<HttpHead> {
 mod tests {
     use super::*;
 
-    const AT: At = At { pkt: 0, ts_ns: 0 };
+    const AT: At = At::new(0, 0);
 
     #[test]
     fn connect_request_and_reply() {

@@ -133,8 +133,6 @@ pub enum Message<'a> {
     ServerHello(Arc<ServerHello>),
     Certificate(Vec<&'a [u8]>),
     ServerHelloDone,
-    CertificateRequest,
-    ClientKeyExchange,
     Other(u8),
     Malformed(u8),
 }
@@ -178,8 +176,6 @@ pub fn parse(msg: &[u8]) -> Message<'_> {
             Message::Certificate(c.cert_chain.iter().map(|c| c.data).collect())
         }
         TlsMessageHandshake::ServerDone(_) => Message::ServerHelloDone,
-        TlsMessageHandshake::CertificateRequest(_) => Message::CertificateRequest,
-        TlsMessageHandshake::ClientKeyExchange(_) => Message::ClientKeyExchange,
         _ => Message::Other(kind),
     }
 }

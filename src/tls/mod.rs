@@ -12,6 +12,7 @@ pub mod handshake;
 pub mod intern;
 
 use crate::session::connect::{self, HttpHead};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use cert::CertSummary;
@@ -21,8 +22,25 @@ use handshake::{ClientHello, Message, ServerHello};
 /// across the two directions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct At {
-    pub pkt: u64,
+    /// Packet indices start at 1, so `Option<At>` needs no tag: a connection keeps about twenty
+    /// of them, and the tag cost 8 bytes each.
+    pkt: NonZeroU64,
     pub ts_ns: i64,
+}
+
+impl At {
+    /// An event in packet `pkt` (counted from 1; 0 is taken as 1) at capture time `ts_ns`.
+    pub const fn new(pkt: u64, ts_ns: i64) -> At {
+        let pkt = match NonZeroU64::new(pkt) {
+            Some(p) => p,
+            None => NonZeroU64::MIN,
+        };
+        At { pkt, ts_ns }
+    }
+    /// The packet's index in the run, from 1.
+    pub const fn pkt(self) -> u64 {
+        self.pkt.get()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,29 +75,15 @@ pub struct Observations {
     pub connect_request: Option<Box<HttpHead>>,
     pub connect_response: Option<Box<HttpHead>>,
     pub client_hello: Option<ClientHello>,
-    pub client_hello_at: Option<At>,
-    pub client_hellos: u32,
     pub server_hello: Option<Arc<ServerHello>>,
-    pub server_hello_at: Option<At>,
     pub hello_retry: bool,
     /// Shared with every connection that presented the same certificate message.
     pub cert: Option<Arc<CertSummary>>,
-    pub cert_request: bool,
-    /// The server's last handshake packet (hello, certificate flight, CCS, Finished; in TLS 1.3
-    /// its encrypted records sent before the client's Finished).
-    pub last_server_handshake: Option<At>,
-    pub server_hello_done: Option<At>,
-    pub server_ccs: Option<At>,
-    pub server_finished: Option<At>,
-    pub client_ccs: Option<At>,
-    pub client_finished: Option<At>,
-    pub client_key_exchange: Option<At>,
+    /// When the handshake's steps happened; dropped once the client sent application data.
+    timeline: Option<Box<Timeline>>,
     pub client_app: Option<At>,
     pub client_app_offset: Option<u64>,
-    pub server_app: Option<At>,
     pub server_app_offset: Option<u64>,
-    pub client_app_records: u64,
-    pub server_app_records: u64,
     pub client_alert: Option<AlertEvent>,
     pub server_alert: Option<AlertEvent>,
     /// TLS 1.3: an alert-sized encrypted record after the client's Finished (close_notify or a
@@ -97,7 +101,36 @@ pub struct Observations {
     pub anomalies: Vec<&'static str>,
 }
 
+/// When the steps of a handshake happened. Only a connection whose client never sent
+/// application data is judged by them (how far it got, how long the client took to abort), so
+/// an established connection drops them: boxed, they cost its lifetime 8 bytes instead of 80.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Timeline {
+    pub server_hello: Option<At>,
+    /// The server's last handshake packet (hello, certificate flight, CCS, Finished; in TLS 1.3
+    /// its encrypted records sent before the client's Finished).
+    pub last_server_handshake: Option<At>,
+    pub server_hello_done: Option<At>,
+    pub server_finished: Option<At>,
+    pub client_finished: Option<At>,
+}
+
+/// The timeline of a connection that has none (yet, or any more).
+static NO_TIMELINE: Timeline = Timeline {
+    server_hello: None,
+    last_server_handshake: None,
+    server_hello_done: None,
+    server_finished: None,
+    client_finished: None,
+};
+
 impl Observations {
+    pub fn timeline(&self) -> &Timeline {
+        self.timeline.as_deref().unwrap_or(&NO_TIMELINE)
+    }
+    fn timeline_mut(&mut self) -> &mut Timeline {
+        self.timeline.get_or_insert_with(Box::default)
+    }
     pub fn flag(&mut self, anomaly: &'static str) {
         if !self.anomalies.contains(&anomaly) {
             self.anomalies.push(anomaly);
@@ -116,8 +149,26 @@ impl Observations {
     }
 }
 
+/// Bytes an incomplete handshake message lacks: the rest of its 4-byte header, else the rest
+/// of its body (none for a message over `cap`, which is skipped rather than held).
+fn message_lack(held: &[u8], cap: usize) -> usize {
+    match held {
+        [_, a, b, c, ..] => {
+            let total = 4 + u32::from_be_bytes([0, *a, *b, *c]) as usize;
+            if total > cap {
+                0
+            } else {
+                total.saturating_sub(held.len())
+            }
+        }
+        _ => 4 - held.len(),
+    }
+}
+
 /// Largest record body TLS allows (2^14 plus the expansion allowances).
 const MAX_RECORD_BODY: usize = (1 << 14) + 2048;
+/// An emptied handshake buffer with more capacity than this is freed.
+const KEEP_EMPTY_BUFFER: usize = 1024;
 /// A CONNECT request or reply head longer than this is not a proxy handshake.
 const MAX_HTTP_HEAD: usize = 8192;
 
@@ -266,6 +317,9 @@ impl Session {
     fn drop_framing_if_settled(&mut self) {
         if self.settled() {
             self.framing = None;
+            if self.obs.client_app.is_some() {
+                self.obs.timeline = None;
+            }
         }
     }
 
@@ -549,26 +603,44 @@ impl Session {
         st.handshake = Vec::new();
     }
 
-    fn handshake_bytes(&mut self, dir: Dir, mut body: &[u8], at: At) {
+    fn handshake_bytes(&mut self, dir: Dir, body: &[u8], at: At) {
         let cap = self.framing_mut().handshake_cap;
-        let st = self.state_mut(dir);
-        if st.handshake_skip > 0 {
-            let n = st.handshake_skip.min(body.len());
-            st.handshake_skip -= n;
-            body = &body[n..];
-        }
+        let mut body = self.skip_oversized(dir, body);
         // Whole messages are parsed where they lie; only an incomplete one is copied and held
-        // until the rest arrives.
-        let mut held = std::mem::take(&mut st.handshake);
+        // until the rest arrives. The held message takes only the bytes it lacks: copying the
+        // whole segment behind it grew the buffer to the segment's size for nothing.
+        let mut held = std::mem::take(&mut self.state_mut(dir).handshake);
+        if !held.is_empty() {
+            // Twice: a held header fragment first, then the body its completed header announces.
+            for _ in 0..2 {
+                let lack = message_lack(&held, cap).min(body.len());
+                held.extend_from_slice(&body[..lack]);
+                body = &body[lack..];
+            }
+            // Either the held message is whole now (or over the cap), or `body` is used up.
+            let used = self.whole_messages(dir, &held, cap, at);
+            held.drain(..used);
+            body = self.skip_oversized(dir, body);
+        }
         if held.is_empty() {
             let used = self.whole_messages(dir, body, cap, at);
             held.extend_from_slice(&body[used..]);
-        } else {
-            held.extend_from_slice(body);
-            let used = self.whole_messages(dir, &held, cap, at);
-            held.drain(..used);
+        }
+        // A parsed flight (a certificate chain split over records) leaves kilobytes of capacity
+        // behind for as long as the connection stays unsettled. Small buffers are kept: freeing
+        // and regrowing them for every tiny record would churn the allocator.
+        if held.is_empty() && held.capacity() > KEEP_EMPTY_BUFFER {
+            held = Vec::new();
         }
         self.state_mut(dir).handshake = held;
+    }
+
+    /// Drops the bytes of an oversized message still to be discarded from the front of `body`.
+    fn skip_oversized<'b>(&mut self, dir: Dir, body: &'b [u8]) -> &'b [u8] {
+        let st = self.state_mut(dir);
+        let n = st.handshake_skip.min(body.len());
+        st.handshake_skip -= n;
+        &body[n..]
     }
 
     /// Parses the whole messages at the front of `buf`; returns the bytes consumed. Messages are
@@ -605,7 +677,7 @@ impl Session {
     /// An oversized message still moves the handshake forward.
     fn message_skipped(&mut self, dir: Dir, kind: u8, at: At) {
         if dir == Dir::Server {
-            self.obs.last_server_handshake = Some(at);
+            self.obs.timeline_mut().last_server_handshake = Some(at);
             if kind == 11 {
                 self.obs.flag("certificate_not_parsed");
             }
@@ -615,19 +687,16 @@ impl Session {
     fn message(&mut self, dir: Dir, msg: &[u8], at: At) {
         let parsed = handshake::parse(msg);
         if dir == Dir::Server {
-            self.obs.last_server_handshake = Some(at);
+            self.obs.timeline_mut().last_server_handshake = Some(at);
         }
         match (dir, parsed) {
             (Dir::Client, Message::ClientHello(ch)) => {
-                self.obs.client_hellos += 1;
                 if self.obs.client_hello.is_none() {
                     self.obs.client_hello = Some(ch);
-                    self.obs.client_hello_at = Some(at);
                 } else if !self.obs.hello_retry {
                     self.obs.flag("duplicate_client_hello");
                 }
             }
-            (Dir::Client, Message::ClientKeyExchange) => self.obs.client_key_exchange = Some(at),
             (Dir::Server, Message::ServerHello(sh)) => {
                 if sh.hello_retry {
                     self.obs.hello_retry = true;
@@ -639,14 +708,15 @@ impl Session {
                     .is_none_or(|prev| prev.hello_retry)
                 {
                     self.obs.server_hello = Some(sh);
-                    self.obs.server_hello_at = Some(at);
+                    self.obs.timeline_mut().server_hello = Some(at);
                 }
             }
             (Dir::Server, Message::Certificate(chain)) if self.obs.cert.is_none() => {
                 self.obs.cert = cert::summarize_shared(msg, &chain);
             }
-            (Dir::Server, Message::ServerHelloDone) => self.obs.server_hello_done = Some(at),
-            (Dir::Server, Message::CertificateRequest) => self.obs.cert_request = true,
+            (Dir::Server, Message::ServerHelloDone) => {
+                self.obs.timeline_mut().server_hello_done = Some(at)
+            }
             (_, Message::Malformed(kind)) => {
                 self.obs.flag(if kind == 1 || kind == 2 {
                     "malformed_hello"
@@ -670,33 +740,28 @@ impl Session {
                 if !tls13 {
                     self.state_mut(dir).ccs = true;
                 }
-                match dir {
-                    Dir::Client => self.obs.client_ccs = Some(at),
-                    Dir::Server => {
-                        self.obs.server_ccs = Some(at);
-                        self.obs.last_server_handshake = Some(at);
-                    }
+                if dir == Dir::Server {
+                    self.obs.timeline_mut().last_server_handshake = Some(at);
                 }
             }
             (Dir::Client, CONTENT_HANDSHAKE) if ccs => {
-                self.obs.client_finished.get_or_insert(at);
+                self.obs.timeline_mut().client_finished.get_or_insert(at);
             }
             (Dir::Server, CONTENT_HANDSHAKE) if ccs => {
-                self.obs.server_finished.get_or_insert(at);
-                self.obs.last_server_handshake = Some(at);
+                self.obs.timeline_mut().server_finished.get_or_insert(at);
+                self.obs.timeline_mut().last_server_handshake = Some(at);
             }
             (_, CONTENT_ALERT) => self.alert(dir, len, ccs || tls13, at),
             (Dir::Client, CONTENT_APPDATA) => self.client_appdata(offset, len, at),
             (Dir::Server, CONTENT_APPDATA) => {
-                if tls13 && self.obs.client_finished.is_none() && self.obs.client_alert.is_none() {
+                if tls13
+                    && self.obs.timeline().client_finished.is_none()
+                    && self.obs.client_alert.is_none()
+                {
                     // The server's encrypted handshake flight.
-                    self.obs.last_server_handshake = Some(at);
+                    self.obs.timeline_mut().last_server_handshake = Some(at);
                 } else {
-                    self.obs.server_app_records += 1;
-                    if self.obs.server_app.is_none() {
-                        self.obs.server_app = Some(at);
-                        self.obs.server_app_offset = Some(offset);
-                    }
+                    self.obs.server_app_offset.get_or_insert(offset);
                 }
             }
             (_, CONTENT_HEARTBEAT) => self.obs.flag("heartbeat"),
@@ -742,7 +807,7 @@ impl Session {
     fn client_appdata(&mut self, offset: u64, len: usize, at: At) {
         if self.obs.tls13() {
             let alert_len = self.obs.tls13_alert_len();
-            if self.obs.client_finished.is_none() && self.obs.client_alert.is_none() {
+            if self.obs.timeline().client_finished.is_none() && self.obs.client_alert.is_none() {
                 if len == alert_len {
                     self.obs.client_alert = Some(AlertEvent {
                         level: None,
@@ -752,7 +817,7 @@ impl Session {
                         at,
                     });
                 } else {
-                    self.obs.client_finished = Some(at);
+                    self.obs.timeline_mut().client_finished = Some(at);
                 }
                 return;
             }
@@ -783,7 +848,6 @@ impl Session {
                 return;
             }
         }
-        self.obs.client_app_records += 1;
         if self.obs.client_app.is_none() {
             self.obs.client_app = Some(at);
             self.obs.client_app_offset = Some(offset);
