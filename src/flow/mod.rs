@@ -232,6 +232,16 @@ impl Connection {
         }
     }
 
+    /// Whether `key` is this connection's key, without building it (a lookup compares every
+    /// candidate the hash leads to).
+    fn matches(&self, key: &FlowKey) -> bool {
+        let (a, b) = (&self.client.endpoint, &self.server.endpoint);
+        ((*a == key.low && *b == key.high) || (*a == key.high && *b == key.low))
+            && self.vlan_count == key.vlan_count
+            && self.vlans == key.vlans
+            && self.tunnel.as_ref().map(|t| t.key()) == key.tunnel
+    }
+
     /// Both sides sent FIN, or either sent RST.
     pub fn closed(&self) -> bool {
         (self.client.fin.is_some() && self.server.fin.is_some())
@@ -377,7 +387,7 @@ impl Flows {
         self.table.len()
     }
     fn get(&self, key: &FlowKey) -> Option<&Connection> {
-        let found = self.table.find(self.hash(key), |c| c.key() == *key)?;
+        let found = self.table.find(self.hash(key), |c| c.matches(key))?;
         Some(&**found)
     }
     fn contains_key(&self, key: &FlowKey) -> bool {
@@ -386,7 +396,7 @@ impl Flows {
     fn remove(&mut self, key: &FlowKey) -> Option<Box<Connection>> {
         let entry = self
             .table
-            .find_entry(self.hash(key), |c| c.key() == *key)
+            .find_entry(self.hash(key), |c| c.matches(key))
             .ok()?;
         Some(entry.remove().0)
     }
@@ -398,7 +408,7 @@ impl Flows {
         let hasher = &self.hasher;
         let entry = self.table.entry(
             hasher.hash_one(key),
-            |c| c.key() == key,
+            |c| c.matches(&key),
             |c| hasher.hash_one(c.key()),
         );
         entry.or_insert_with(|| Box::new(make())).into_mut()
