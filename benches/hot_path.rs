@@ -310,7 +310,7 @@ fn bench_tls(c: &mut Criterion) {
         })
     });
     g.finish();
-    assert!(session.obs.server_app_offset.is_some());
+    assert!(session.obs.server_app_offset().is_some());
 }
 
 criterion_group! {

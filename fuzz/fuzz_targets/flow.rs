@@ -54,7 +54,7 @@ struct Finished {
 
 impl Finished {
     fn take(&mut self, conn: Connection) {
-        let n = conn.seq as usize;
+        let n = conn.seq() as usize;
         assert!(
             n >= 1 && n < self.seen.len(),
             "creation packet {n} out of range"

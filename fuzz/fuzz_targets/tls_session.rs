@@ -49,10 +49,10 @@ fuzz_target!(|data: &[u8]| {
         for (n, a) in obs.anomalies.iter().enumerate() {
             assert!(!obs.anomalies[..n].contains(a), "anomaly {a} listed twice");
         }
-        if let Some(o) = obs.client_app_offset {
+        if let Some(o) = obs.client_app_offset() {
             assert!(o < offsets[0], "client data placed past the bytes fed");
         }
-        if let Some(o) = obs.server_app_offset {
+        if let Some(o) = obs.server_app_offset() {
             assert!(o < offsets[1], "server data placed past the bytes fed");
         }
         let held = live_bytes().saturating_sub(baseline);

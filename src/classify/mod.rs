@@ -102,14 +102,10 @@ fn close_methods(
 /// Decides the outcome of a finished connection.
 pub fn classify(conn: &Connection) -> Verdict {
     let o = &conn.session.obs;
-    let client_abort = o.client_alert.as_ref().filter(|a| a.is_abort());
-    let server_abort = o.server_alert.as_ref().filter(|a| a.is_abort());
-    let client_close_notify = o
-        .client_alert
-        .as_ref()
-        .filter(|a| !a.is_abort())
-        .map(|a| a.at);
-    let post_hs = o.client_post_handshake_alert.as_ref();
+    let client_abort = o.client_alert().filter(|a| a.is_abort());
+    let server_abort = o.server_alert().filter(|a| a.is_abort());
+    let client_close_notify = o.client_alert().filter(|a| !a.is_abort()).map(|a| a.at);
+    let post_hs = o.client_post_handshake_alert();
 
     let client_term = earliest(&[
         client_abort.map(|a| a.at),
@@ -130,18 +126,8 @@ pub fn classify(conn: &Connection) -> Verdict {
         outcome: Outcome::Incomplete,
         detail: None,
         closed_by,
-        client_close: close_methods(
-            o.client_alert.as_ref(),
-            post_hs,
-            conn.client.fin,
-            conn.client.rst,
-        ),
-        server_close: close_methods(
-            o.server_alert.as_ref(),
-            None,
-            conn.server.fin,
-            conn.server.rst,
-        ),
+        client_close: close_methods(o.client_alert(), post_hs, conn.client.fin, conn.client.rst),
+        server_close: close_methods(o.server_alert(), None, conn.server.fin, conn.server.rst),
         abort_delay_ms: None,
         alert: None,
     };
@@ -210,7 +196,7 @@ pub fn classify(conn: &Connection) -> Verdict {
     }
     v.alert = client_abort
         .or(post_hs)
-        .or(o.client_alert.as_ref())
+        .or(o.client_alert())
         .map(|a| (Dir::Client, a.clone()));
     v.detail = Some(join(&v.client_close));
     v.outcome = if timeline.client_finished.is_some() {
@@ -327,8 +313,8 @@ fn stall(o: &Observations) -> &'static str {
 }
 
 fn first_alert(o: &Observations) -> Option<(Dir, AlertEvent)> {
-    let c = o.client_alert.as_ref().map(|a| (Dir::Client, a.clone()));
-    let s = o.server_alert.as_ref().map(|a| (Dir::Server, a.clone()));
+    let c = o.client_alert().map(|a| (Dir::Client, a.clone()));
+    let s = o.server_alert().map(|a| (Dir::Server, a.clone()));
     match (c, s) {
         (Some(c), Some(s)) => Some(if c.1.at <= s.1.at { c } else { s }),
         (c, s) => c.or(s),

@@ -152,9 +152,6 @@ impl EndedBy {
 /// One TCP connection as tracked by the flow stage.
 #[derive(Debug)]
 pub struct Connection {
-    /// Index of the packet that created it: unique in a run and the same whichever worker
-    /// thread tracks the connection, so it orders connections deterministically.
-    pub seq: u64,
     vlans: [u16; crate::decode::MAX_VLANS],
     vlan_count: u8,
     /// The tunnel of the connection's first packet (outer endpoints as that packet had them).
@@ -174,7 +171,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(seq: u64, seg: &Segment<'_>, at: At, cap: usize) -> Self {
+    fn new(seg: &Segment<'_>, at: At, cap: usize) -> Self {
         let src = Endpoint {
             ip: seg.src,
             port: seg.sport,
@@ -198,7 +195,6 @@ impl Connection {
             (src, dst, false)
         };
         Connection {
-            seq,
             vlans: seg.vlans,
             vlan_count: seg.vlan_count,
             tunnel: seg.tunnel.map(Box::new),
@@ -211,6 +207,12 @@ impl Connection {
             ended_by: EndedBy::EndOfCapture,
             session: Session::new(cap),
         }
+    }
+
+    /// Index of the packet that created it: unique in a run and the same whichever worker
+    /// thread tracks the connection, so it orders connections deterministically.
+    pub fn seq(&self) -> u64 {
+        self.first.pkt()
     }
 
     /// The VLAN tags of the connection's first packet, outermost first.
@@ -471,7 +473,7 @@ impl FlowTable {
         let cap = self.config.handshake_cap;
         let conn = self
             .flows
-            .get_or_insert_with(key, || Connection::new(at.pkt(), seg, at, cap));
+            .get_or_insert_with(key, || Connection::new(seg, at, cap));
         conn.process(seg, at);
     }
 
@@ -489,7 +491,7 @@ impl FlowTable {
             let unchanged = self
                 .flows
                 .get(&key)
-                .is_some_and(|c| c.seq == seq && c.last == last);
+                .is_some_and(|c| c.seq() == seq && c.last == last);
             if unchanged && let Some(mut conn) = self.flows.remove(&key) {
                 self.evicted += 1;
                 conn.ended_by = EndedBy::Evicted;
@@ -503,7 +505,7 @@ impl FlowTable {
     /// Queues the oldest sixteenth of the table for eviction, in two passes over the table so
     /// that only the batch's keys are copied.
     fn queue_oldest(&mut self) {
-        let mut ages: Vec<(At, u64)> = self.flows.values().map(|c| (c.last, c.seq)).collect();
+        let mut ages: Vec<(At, u64)> = self.flows.values().map(|c| (c.last, c.seq())).collect();
         let batch = (ages.len() / 16).max(1);
         if ages.len() > batch {
             ages.select_nth_unstable(batch - 1);
@@ -514,8 +516,8 @@ impl FlowTable {
         let mut queue: Vec<(At, u64, FlowKey)> = self
             .flows
             .values()
-            .filter(|c| (c.last, c.seq) <= newest)
-            .map(|c| (c.last, c.seq, c.key()))
+            .filter(|c| (c.last, c.seq()) <= newest)
+            .map(|c| (c.last, c.seq(), c.key()))
             .collect();
         queue.sort_unstable_by_key(|&(last, seq, _)| std::cmp::Reverse((last, seq)));
         self.evict_queue = queue;
@@ -532,7 +534,7 @@ impl FlowTable {
                 let idle = now_ns.saturating_sub(c.last.ts_ns);
                 idle > cfg.idle_timeout_ns || (c.closed() && idle > cfg.close_linger_ns)
             })
-            .map(|c| (c.seq, c.key()))
+            .map(|c| (c.seq(), c.key()))
             .collect();
         // Deterministic output order: by creation.
         expired.sort_unstable_by_key(|(seq, _)| *seq);
@@ -553,7 +555,7 @@ impl FlowTable {
     /// connections: a vector of whole connections would double the memory at the very end.
     pub fn drain(&mut self, done: &mut dyn FnMut(Connection)) {
         let mut all: Vec<Box<Connection>> = self.flows.drain().collect();
-        all.sort_unstable_by_key(|c| c.seq);
+        all.sort_unstable_by_key(|c| c.seq());
         for mut conn in all {
             if conn.closed() {
                 conn.ended_by = EndedBy::Closed;

@@ -10,6 +10,9 @@
 
 use std::collections::BTreeMap;
 
+/// `fin_offset` before a FIN was seen: no stream reaches it (offsets grow by 32-bit sequence
+/// deltas from what was seen), and every acknowledgement is below it.
+const NO_FIN: u64 = u64::MAX;
 /// An acknowledgement further ahead than this is not believed (hostile or garbage).
 const MAX_ACK_AHEAD: u64 = 16 << 20;
 /// What one queued piece costs beyond its bytes (its vector, its map entry, the allocator's
@@ -63,11 +66,11 @@ pub struct Reassembler {
     /// only counts and would otherwise carry the empty containers for as long as it lives.
     held: Option<Box<Held>>,
     /// Bound for both the queue and the retained prefix.
-    cap: usize,
+    cap: u32,
     /// Once set, bytes are no longer delivered or kept: only counted.
     counting_only: bool,
-    /// Stream offset of this direction's FIN, once seen.
-    fin_offset: Option<u64>,
+    /// Stream offset of this direction's FIN; `NO_FIN` until one is seen.
+    fin_offset: u64,
     pub stats: ReassemblyStats,
 }
 
@@ -78,9 +81,9 @@ impl Reassembler {
             next: 0,
             highest: 0,
             held: None,
-            cap,
+            cap: u32::try_from(cap).unwrap_or(u32::MAX),
             counting_only: false,
-            fin_offset: None,
+            fin_offset: NO_FIN,
             stats: ReassemblyStats::default(),
         }
     }
@@ -187,16 +190,16 @@ impl Reassembler {
         } else {
             data.len() + PIECE_COST
         };
-        if self.queued_bytes() + cost > self.cap {
+        if self.queued_bytes() + cost > self.cap() {
             // Full: give up holes, oldest first, until the segment fits or is in order.
             self.stats.queue_overflows += 1;
-            while self.queued_bytes() + cost > self.cap
+            while self.queued_bytes() + cost > self.cap()
                 && self.first_queued().is_some()
                 && start > self.next
             {
                 self.skip_hole(out);
             }
-            if start > self.next && self.queued_bytes() + cost > self.cap {
+            if start > self.next && self.queued_bytes() + cost > self.cap() {
                 // The segment alone is larger than the queue: the hole before it is lost.
                 self.skip_to(start, out);
             }
@@ -207,9 +210,9 @@ impl Reassembler {
         self.insert_first_copy_wins(start, data);
         // A segment spanning several queued pieces is queued as several pieces, which may cost
         // more than estimated above: give up the oldest holes until the queue is within its cap.
-        if self.queued_bytes() > self.cap {
+        if self.queued_bytes() > self.cap() {
             self.stats.queue_overflows += 1;
-            while self.queued_bytes() > self.cap && self.first_queued().is_some() {
+            while self.queued_bytes() > self.cap() && self.first_queued().is_some() {
                 self.skip_hole(out);
             }
         }
@@ -282,7 +285,7 @@ impl Reassembler {
         if bytes.is_empty() {
             return;
         }
-        let (cap, next) = (self.cap as u64, self.next);
+        let (cap, next) = (u64::from(self.cap), self.next);
         let held = self.held();
         let retained_end = held.retained_start + held.retained.len() as u64;
         if next < cap && retained_end == next {
@@ -398,10 +401,8 @@ impl Reassembler {
             return;
         };
         // The FIN takes one sequence number after the last byte.
-        if let Some(fin) = self.fin_offset
-            && acked > fin
-        {
-            acked = fin;
+        if acked > self.fin_offset {
+            acked = self.fin_offset;
         }
         if acked > self.next && acked - self.next > MAX_ACK_AHEAD {
             return;
@@ -423,8 +424,10 @@ impl Reassembler {
         if self.base_seq.is_none() {
             return;
         }
-        if let Some(at) = self.offset_of(seq) {
-            self.fin_offset.get_or_insert(at + wire_len as u64);
+        if self.fin_offset == NO_FIN
+            && let Some(at) = self.offset_of(seq)
+        {
+            self.fin_offset = at + wire_len as u64;
         }
     }
 
@@ -443,6 +446,10 @@ impl Reassembler {
                 ..Held::default()
             })
         })
+    }
+
+    fn cap(&self) -> usize {
+        self.cap as usize
     }
 
     fn queued_bytes(&self) -> usize {

@@ -163,13 +163,13 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         .as_ref()
         .filter(|r| r.is_connect())
         .map(|r| ConnectRecord {
-            target: r.target.clone(),
+            target: r.target.to_string(),
             host: r.target_host().to_string(),
             status: o.connect_response.as_ref().and_then(|x| x.status),
             reason: o
                 .connect_response
                 .as_ref()
-                .map(|x| x.reason.clone())
+                .map(|x| x.reason.to_string())
                 .filter(|r| !r.is_empty()),
         });
 
@@ -217,8 +217,8 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         hello_retry: o.hello_retry,
         connect,
         cert: o.cert.clone(),
-        client_app_bytes: app_bytes(&conn.client, o.client_app_offset),
-        server_app_bytes: app_bytes(&conn.server, o.server_app_offset),
+        client_app_bytes: app_bytes(&conn.client, o.client_app_offset()),
+        server_app_bytes: app_bytes(&conn.server, o.server_app_offset()),
         client_packets: conn.client.packets,
         server_packets: conn.server.packets,
         client_bytes: conn.client.payload_bytes,

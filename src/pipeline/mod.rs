@@ -196,7 +196,7 @@ impl Worker {
             &mut self.stats,
         );
         table.drain(&mut |c| {
-            let seq = c.seq;
+            let seq = c.seq();
             finish(c, END_EVENT, evidence, finished);
             if finished.len() >= REPORT_CONNECTIONS {
                 count_outcomes(stats, finished);
@@ -245,7 +245,7 @@ fn count_outcomes(stats: &mut WorkerStats, finished: &[Finished]) {
 
 /// Builds the record of a finished connection and adds its evidence to the shared table.
 fn finish(conn: Connection, event: u64, evidence: &EvidenceTable, out: &mut Vec<Finished>) {
-    let order = (event, conn.seq);
+    let order = (event, conn.seq());
     let (record, verdict) = record::build(&conn);
     evidence.observe(&record, order);
     out.push(Finished {

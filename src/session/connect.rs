@@ -7,13 +7,13 @@ use crate::tls::handshake::printable;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpHead {
     /// Request: method (e.g. `CONNECT`); reply: empty.
-    pub method: String,
+    pub method: Box<str>,
     /// Request: target (`host:port`); reply: empty.
-    pub target: String,
+    pub target: Box<str>,
     /// Reply: status code.
     pub status: Option<u16>,
     /// Reply: reason phrase.
-    pub reason: String,
+    pub reason: Box<str>,
     pub at: At,
 }
 
@@ -24,7 +24,7 @@ impl HttpHead {
     }
     /// The proxy opened the tunnel (HTTP 2xx, SOCKS4 90, SOCKS5 0).
     pub fn status_ok(&self) -> bool {
-        self.status.is_some_and(|s| match self.method.as_str() {
+        self.status.is_some_and(|s| match &*self.method {
             "SOCKS4" => s == 90,
             "SOCKS5" => s == 0,
             _ => (200..300).contains(&s),
@@ -32,7 +32,7 @@ impl HttpHead {
     }
     /// The host part of a CONNECT target (`[v6]:port`, `host:port`, or a bare host).
     pub fn target_host(&self) -> &str {
-        let t = self.target.as_str();
+        let t = &*self.target;
         if let Some(rest) = t.strip_prefix('[') {
             return rest.split(']').next().unwrap_or(rest);
         }
@@ -67,10 +67,10 @@ pub fn parse_request(head: &[u8], at: At) -> Option<HttpHead> {
         return None;
     }
     Some(HttpHead {
-        method: printable(method),
-        target: printable(target),
+        method: printable(method).into(),
+        target: printable(target).into(),
         status: None,
-        reason: String::new(),
+        reason: Box::default(),
         at,
     })
 }
@@ -87,10 +87,10 @@ pub fn parse_response(head: &[u8], at: At) -> Option<HttpHead> {
         .ok()?;
     let reason: Vec<String> = words[2..].iter().map(|w| printable(w)).collect();
     Some(HttpHead {
-        method: String::new(),
-        target: String::new(),
+        method: Box::default(),
+        target: Box::default(),
         status: Some(status),
-        reason: reason.join(" "),
+        reason: reason.join(" ").into(),
         at,
     })
 }
@@ -115,7 +115,7 @@ mod tests {
         )
         .unwrap();
         assert!(rep.status_ok());
-        assert_eq!(rep.reason, "Connection Established");
+        assert_eq!(&*rep.reason, "Connection Established");
         let denied = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n", AT).unwrap();
         assert!(!denied.status_ok());
     }

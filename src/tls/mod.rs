@@ -82,13 +82,11 @@ pub struct Observations {
     /// When the handshake's steps happened; dropped once the client sent application data.
     timeline: Option<Box<Timeline>>,
     pub client_app: Option<At>,
-    pub client_app_offset: Option<u64>,
-    pub server_app_offset: Option<u64>,
-    pub client_alert: Option<AlertEvent>,
-    pub server_alert: Option<AlertEvent>,
-    /// TLS 1.3: an alert-sized encrypted record after the client's Finished (close_notify or a
-    /// post-handshake rejection).
-    pub client_post_handshake_alert: Option<AlertEvent>,
+    /// Stream offsets of each direction's first application data record.
+    client_app_offset: OptOffset,
+    server_app_offset: OptOffset,
+    /// Alerts seen before the outcome settled; boxed together, since most connections have none.
+    alerts: Option<Box<Alerts>>,
     /// Direction's stream carried TLS records.
     pub client_tls: bool,
     pub server_tls: bool,
@@ -115,6 +113,38 @@ pub struct Timeline {
     pub client_finished: Option<At>,
 }
 
+/// A stream offset that may be absent, in 8 bytes where `Option<u64>` takes 16. No stream gets
+/// near `u64::MAX` bytes, so that value means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OptOffset(u64);
+
+impl Default for OptOffset {
+    fn default() -> Self {
+        OptOffset(u64::MAX)
+    }
+}
+
+impl OptOffset {
+    fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
+    }
+    fn set_once(&mut self, offset: u64) {
+        if self.0 == u64::MAX {
+            self.0 = offset;
+        }
+    }
+}
+
+/// The alerts of one connection.
+#[derive(Debug, Default)]
+struct Alerts {
+    client: Option<AlertEvent>,
+    server: Option<AlertEvent>,
+    /// TLS 1.3: an alert-sized encrypted record after the client's Finished (close_notify or a
+    /// post-handshake rejection).
+    client_post_handshake: Option<AlertEvent>,
+}
+
 /// The timeline of a connection that has none (yet, or any more).
 static NO_TIMELINE: Timeline = Timeline {
     server_hello: None,
@@ -125,6 +155,30 @@ static NO_TIMELINE: Timeline = Timeline {
 };
 
 impl Observations {
+    /// Stream offset of the client's first application data record.
+    pub fn client_app_offset(&self) -> Option<u64> {
+        self.client_app_offset.get()
+    }
+    /// Stream offset of the server's first application data record.
+    pub fn server_app_offset(&self) -> Option<u64> {
+        self.server_app_offset.get()
+    }
+    /// The client's first abort, else its first alert.
+    pub fn client_alert(&self) -> Option<&AlertEvent> {
+        self.alerts.as_ref()?.client.as_ref()
+    }
+    /// The server's first abort, else its first alert.
+    pub fn server_alert(&self) -> Option<&AlertEvent> {
+        self.alerts.as_ref()?.server.as_ref()
+    }
+    /// TLS 1.3: an alert-sized encrypted record after the client's Finished (close_notify or a
+    /// post-handshake rejection).
+    pub fn client_post_handshake_alert(&self) -> Option<&AlertEvent> {
+        self.alerts.as_ref()?.client_post_handshake.as_ref()
+    }
+    fn alerts_mut(&mut self) -> &mut Alerts {
+        self.alerts.get_or_insert_with(Box::default)
+    }
     pub fn timeline(&self) -> &Timeline {
         self.timeline.as_deref().unwrap_or(&NO_TIMELINE)
     }
@@ -517,20 +571,20 @@ impl Session {
                 target,
             } => {
                 self.obs.connect_request = Some(Box::new(HttpHead {
-                    method: format!("SOCKS{version}"),
-                    target,
+                    method: format!("SOCKS{version}").into(),
+                    target: target.into(),
                     status: None,
-                    reason: String::new(),
+                    reason: Box::default(),
                     at,
                 }));
                 len
             }
             Prelude::Server { len, code } => {
                 self.obs.connect_response = Some(Box::new(HttpHead {
-                    method: String::new(),
-                    target: String::new(),
+                    method: Box::default(),
+                    target: Box::default(),
                     status: Some(code as u16),
-                    reason: String::new(),
+                    reason: Box::default(),
                     at,
                 }));
                 len
@@ -756,12 +810,12 @@ impl Session {
             (Dir::Server, CONTENT_APPDATA) => {
                 if tls13
                     && self.obs.timeline().client_finished.is_none()
-                    && self.obs.client_alert.is_none()
+                    && self.obs.client_alert().is_none()
                 {
                     // The server's encrypted handshake flight.
                     self.obs.timeline_mut().last_server_handshake = Some(at);
                 } else {
-                    self.obs.server_app_offset.get_or_insert(offset);
+                    self.obs.server_app_offset.set_once(offset);
                 }
             }
             (_, CONTENT_HEARTBEAT) => self.obs.flag("heartbeat"),
@@ -791,9 +845,10 @@ impl Session {
                 at,
             }
         };
+        let alerts = self.obs.alerts_mut();
         let slot = match dir {
-            Dir::Client => &mut self.obs.client_alert,
-            Dir::Server => &mut self.obs.server_alert,
+            Dir::Client => &mut alerts.client,
+            Dir::Server => &mut alerts.server,
         };
         // Keep the first abort; a later close_notify does not replace it.
         if slot
@@ -807,9 +862,9 @@ impl Session {
     fn client_appdata(&mut self, offset: u64, len: usize, at: At) {
         if self.obs.tls13() {
             let alert_len = self.obs.tls13_alert_len();
-            if self.obs.timeline().client_finished.is_none() && self.obs.client_alert.is_none() {
+            if self.obs.timeline().client_finished.is_none() && self.obs.client_alert().is_none() {
                 if len == alert_len {
-                    self.obs.client_alert = Some(AlertEvent {
+                    self.obs.alerts_mut().client = Some(AlertEvent {
                         level: None,
                         description: None,
                         encrypted: true,
@@ -823,9 +878,9 @@ impl Session {
             }
             if self.obs.client_app.is_none()
                 && len == alert_len
-                && self.obs.client_post_handshake_alert.is_none()
+                && self.obs.client_post_handshake_alert().is_none()
             {
-                self.obs.client_post_handshake_alert = Some(AlertEvent {
+                self.obs.alerts_mut().client_post_handshake = Some(AlertEvent {
                     level: None,
                     description: None,
                     encrypted: true,
@@ -850,7 +905,7 @@ impl Session {
         }
         if self.obs.client_app.is_none() {
             self.obs.client_app = Some(at);
-            self.obs.client_app_offset = Some(offset);
+            self.obs.client_app_offset.set_once(offset);
         }
     }
 }
