@@ -5,9 +5,6 @@
 use libfuzzer_sys::fuzz_target;
 use pinwatch::session::connect;
 use pinwatch::session::socks::{self, Prelude};
-use pinwatch::tls::At;
-
-const AT: At = At::new(1, 0);
 
 fuzz_target!(|data: &[u8]| {
     let head = match connect::head_end(data) {
@@ -18,13 +15,13 @@ fuzz_target!(|data: &[u8]| {
         }
         None => data,
     };
-    if let Some(req) = connect::parse_request(head, AT) {
+    if let Some(req) = connect::parse_request(head) {
         // The host is a part of the target, never more.
         assert!(req.target.contains(req.target_host()));
         let _ = req.is_connect();
         assert!(req.status.is_none());
     }
-    if let Some(rep) = connect::parse_response(head, AT) {
+    if let Some(rep) = connect::parse_response(head) {
         assert!(rep.status.is_some());
         assert!(rep.method.is_empty() && !rep.is_connect());
         let _ = rep.status_ok();

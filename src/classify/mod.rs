@@ -255,9 +255,9 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
         }
         return;
     }
-    let saw_start = conn.client.syn || conn.server.syn;
+    let saw_start = conn.client.syn() || conn.server.syn();
     if payload == 0 {
-        v.outcome = if v.closed_by.is_some() || saw_start && !conn.server.syn && conn.closed() {
+        v.outcome = if v.closed_by.is_some() || saw_start && !conn.server.syn() && conn.closed() {
             Outcome::NotTls
         } else {
             Outcome::Incomplete

@@ -84,8 +84,7 @@ pub struct DirTcp {
     pub packets: u64,
     /// Payload bytes on the wire, retransmissions included.
     pub payload_bytes: u64,
-    /// This direction sent a SYN.
-    pub syn: bool,
+    /// Sequence number of this direction's first SYN.
     syn_seq: Option<u32>,
     pub fin: Option<At>,
     pub rst: Option<At>,
@@ -98,7 +97,6 @@ impl DirTcp {
             endpoint,
             packets: 0,
             payload_bytes: 0,
-            syn: false,
             syn_seq: None,
             fin: None,
             rst: None,
@@ -111,6 +109,10 @@ impl DirTcp {
     }
     pub fn reassembly(&self) -> ReassemblyStats {
         self.reasm.stats
+    }
+    /// This direction sent a SYN.
+    pub fn syn(&self) -> bool {
+        self.syn_seq.is_some()
     }
     /// First FIN or RST.
     pub fn closed(&self) -> Option<At> {
@@ -263,7 +265,7 @@ impl Connection {
             return false;
         }
         self.closed()
-            || !self.client.syn
+            || !self.client.syn()
             || self.client.payload_bytes > 0
             || self.server.payload_bytes > 0
             || !from_client
@@ -297,7 +299,6 @@ impl Connection {
         this.packets += 1;
         this.payload_bytes += seg.wire_len as u64;
         if seg.has(flags::SYN) {
-            this.syn = true;
             this.syn_seq.get_or_insert(seg.seq);
             this.reasm.syn(seg.seq);
         }

@@ -1,6 +1,5 @@
 //! HTTP CONNECT request and reply heads (RFC 9110, 9.3.6), parsed from a bounded buffer.
 
-use crate::tls::At;
 use crate::tls::handshake::printable;
 
 /// The start line of an HTTP head in the explicit-proxy prelude.
@@ -14,7 +13,6 @@ pub struct HttpHead {
     pub status: Option<u16>,
     /// Reply: reason phrase.
     pub reason: Box<str>,
-    pub at: At,
 }
 
 impl HttpHead {
@@ -60,7 +58,7 @@ fn start_line(head: &[u8]) -> Vec<&[u8]> {
 }
 
 /// `CONNECT host:port HTTP/1.1`
-pub fn parse_request(head: &[u8], at: At) -> Option<HttpHead> {
+pub fn parse_request(head: &[u8]) -> Option<HttpHead> {
     let words = start_line(head);
     let (method, target, version) = (words.first()?, words.get(1)?, words.get(2)?);
     if !version.starts_with(b"HTTP/") {
@@ -71,12 +69,11 @@ pub fn parse_request(head: &[u8], at: At) -> Option<HttpHead> {
         target: printable(target).into(),
         status: None,
         reason: Box::default(),
-        at,
     })
 }
 
 /// `HTTP/1.1 200 Connection established`
-pub fn parse_response(head: &[u8], at: At) -> Option<HttpHead> {
+pub fn parse_response(head: &[u8]) -> Option<HttpHead> {
     let words = start_line(head);
     if !words.first()?.starts_with(b"HTTP/") {
         return None;
@@ -91,7 +88,6 @@ pub fn parse_response(head: &[u8], at: At) -> Option<HttpHead> {
         target: Box::default(),
         status: Some(status),
         reason: reason.join(" ").into(),
-        at,
     })
 }
 
@@ -99,32 +95,27 @@ pub fn parse_response(head: &[u8], at: At) -> Option<HttpHead> {
 mod tests {
     use super::*;
 
-    const AT: At = At::new(0, 0);
-
     #[test]
     fn connect_request_and_reply() {
         let req = b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n";
         let end = head_end(req).unwrap();
         assert_eq!(end, req.len());
-        let r = parse_request(req, AT).unwrap();
+        let r = parse_request(req).unwrap();
         assert!(r.is_connect());
         assert_eq!(r.target_host(), "api.example.test");
-        let rep = parse_response(
-            b"HTTP/1.0 200 Connection Established\r\nProxy-agent: x\r\n\r\n",
-            AT,
-        )
-        .unwrap();
+        let rep = parse_response(b"HTTP/1.0 200 Connection Established\r\nProxy-agent: x\r\n\r\n")
+            .unwrap();
         assert!(rep.status_ok());
         assert_eq!(&*rep.reason, "Connection Established");
-        let denied = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n", AT).unwrap();
+        let denied = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n").unwrap();
         assert!(!denied.status_ok());
     }
 
     #[test]
     fn ipv6_target_and_garbage() {
-        let r = parse_request(b"CONNECT [2001:db8::1]:443 HTTP/1.1\r\n\r\n", AT).unwrap();
+        let r = parse_request(b"CONNECT [2001:db8::1]:443 HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(r.target_host(), "2001:db8::1");
-        assert!(parse_request(b"CONNECT\r\n\r\n", AT).is_none());
-        assert!(parse_response(b"HTTP/1.1 abc\r\n\r\n", AT).is_none());
+        assert!(parse_request(b"CONNECT\r\n\r\n").is_none());
+        assert!(parse_response(b"HTTP/1.1 abc\r\n\r\n").is_none());
     }
 }

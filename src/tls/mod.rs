@@ -437,8 +437,8 @@ impl Session {
         }
         let (mode, used) = match std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque) {
             Mode::Start(held) => self.start(dir, held, offset, bytes, at),
-            Mode::HttpHead(head) => self.http_head(dir, head, bytes, at),
-            Mode::Socks(held) => self.socks(dir, held, bytes, at),
+            Mode::HttpHead(head) => self.http_head(dir, head, bytes),
+            Mode::Socks(held) => self.socks(dir, held, bytes),
             other => (other, 0),
         };
         self.state_mut(dir).mode = mode;
@@ -504,7 +504,7 @@ impl Session {
         (mode, take)
     }
 
-    fn http_head(&mut self, dir: Dir, mut head: Vec<u8>, bytes: &[u8], at: At) -> (Mode, usize) {
+    fn http_head(&mut self, dir: Dir, mut head: Vec<u8>, bytes: &[u8]) -> (Mode, usize) {
         let before = head.len();
         let room = MAX_HTTP_HEAD.saturating_sub(before);
         head.extend_from_slice(&bytes[..room.min(bytes.len())]);
@@ -518,10 +518,10 @@ impl Session {
         let used = end - before;
         match dir {
             Dir::Client => {
-                self.obs.connect_request = connect::parse_request(&head[..end], at).map(Box::new)
+                self.obs.connect_request = connect::parse_request(&head[..end]).map(Box::new)
             }
             Dir::Server => {
-                self.obs.connect_response = connect::parse_response(&head[..end], at).map(Box::new)
+                self.obs.connect_response = connect::parse_response(&head[..end]).map(Box::new)
             }
         }
         let tunnel_open = match dir {
@@ -547,7 +547,7 @@ impl Session {
         }
     }
 
-    fn socks(&mut self, dir: Dir, mut held: Vec<u8>, bytes: &[u8], at: At) -> (Mode, usize) {
+    fn socks(&mut self, dir: Dir, mut held: Vec<u8>, bytes: &[u8]) -> (Mode, usize) {
         use crate::session::socks::{self, Prelude};
         let before = held.len();
         let room = socks::MAX_PRELUDE.saturating_sub(before);
@@ -575,7 +575,6 @@ impl Session {
                     target: target.into(),
                     status: None,
                     reason: Box::default(),
-                    at,
                 }));
                 len
             }
@@ -585,7 +584,6 @@ impl Session {
                     target: Box::default(),
                     status: Some(code as u16),
                     reason: Box::default(),
-                    at,
                 }));
                 len
             }
