@@ -408,3 +408,44 @@ fn worker_threads_do_not_change_records_rules_or_findings() {
         );
     }
 }
+
+#[test]
+fn a_rules_first_and_last_seen_are_its_connections_first_and_last_start() {
+    let dir = std::env::temp_dir().join(format!("pinwatch-seen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let records = dir.join("connections.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(["replay", &cap("mitm-explicit-pinning.pcap")])
+        .args(["--connections", records.to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rules: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let records: Vec<Value> = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rule = rules
+        .iter()
+        .find(|x| host(x) == "api.pinnedbank.test" && x["match"]["client_ja4"].is_string())
+        .expect("a rule for the pinning app");
+    let mut starts: Vec<&str> = records
+        .iter()
+        .filter(|r| r["sni"] == "api.pinnedbank.test" && r["ja4"] == rule["match"]["client_ja4"])
+        .map(|r| r["ts_start"].as_str().unwrap())
+        .collect();
+    starts.sort_unstable();
+    assert!(starts.len() >= 2, "{starts:?}");
+    assert_eq!(rule["evidence"]["connections"], starts.len());
+    assert_eq!(rule["evidence"]["first_seen"], starts[0], "{rule}");
+    assert_eq!(
+        rule["evidence"]["last_seen"],
+        starts[starts.len() - 1],
+        "{rule}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -59,11 +59,10 @@ struct Obs {
     client_ip: IpAddr,
     server: (IpAddr, u16),
     outcome: &'static str,
-    detail: Option<String>,
+    detail: Option<Box<str>>,
     delay_ms: Option<f64>,
     cert: Option<Arc<CertSummary>>,
     connect: bool,
-    ts_start: String,
 }
 
 impl Obs {
@@ -254,11 +253,10 @@ impl Obs {
             client_ip,
             server: (server_ip, rec.server_port),
             outcome: rec.outcome,
-            detail: rec.outcome_detail.clone(),
+            detail: rec.outcome_detail.as_deref().map(Box::from),
             delay_ms: rec.abort_delay_ms,
             cert: rec.cert.clone(),
             connect: rec.connect.is_some(),
-            ts_start: rec.ts_start.clone(),
         };
         Some((name, obs))
     }
@@ -402,7 +400,6 @@ impl Analysis<'_> {
         let o = &self.obs[i];
         score::ConnView {
             ts_ns: o.ts_ns,
-            ts_start: &o.ts_start,
             ja4: &o.ja4,
             client_ip: o.client_ip,
             ip_literal: o.ip_literal,
@@ -593,5 +590,15 @@ impl Analysis<'_> {
                 registrable_domains: domains.into_iter().collect(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    /// The evidence table holds up to a million observations by default (`Limits::total`), so
+    /// each byte here can be a megabyte of a sensor's memory; no string per observation.
+    #[test]
+    fn an_observation_stays_small() {
+        assert!(std::mem::size_of::<super::Obs>() <= 152);
     }
 }

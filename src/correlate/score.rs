@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Path, registrable};
+use crate::output::time::rfc3339_micros;
 
 pub const RULE_SCHEMA: &str = "pinwatch.rule/1";
 /// Default emission threshold (`--min-confidence`).
@@ -135,6 +136,19 @@ pub struct Evidence {
     last_ns: i64,
     #[serde(skip)]
     ip_literal: bool,
+    /// Start times of the first and last connection counted; `first_seen` and `last_seen`
+    /// are written from them when the rule is built, so observations need not keep a string.
+    #[serde(skip)]
+    seen_ns: Option<(i64, i64)>,
+}
+
+impl Evidence {
+    fn saw(&mut self, from_ns: i64, to_ns: i64) {
+        self.seen_ns = Some(match self.seen_ns {
+            None => (from_ns, to_ns),
+            Some((a, b)) => (a.min(from_ns), b.max(to_ns)),
+        });
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,7 +170,6 @@ pub struct Rule {
 /// A connection as scoring sees it.
 pub struct ConnView<'a> {
     pub ts_ns: i64,
-    pub ts_start: &'a str,
     pub ja4: &'a str,
     pub client_ip: IpAddr,
     pub ip_literal: bool,
@@ -177,12 +190,7 @@ pub struct NameFacts<'a> {
 
 fn add(ev: &mut Evidence, c: &ConnView<'_>, path: Path) {
     ev.connections += 1;
-    if ev.first_seen.is_empty() || c.ts_start < ev.first_seen.as_str() {
-        ev.first_seen = c.ts_start.to_string();
-    }
-    if c.ts_start > ev.last_seen.as_str() {
-        ev.last_seen = c.ts_start.to_string();
-    }
+    ev.saw(c.ts_ns, c.ts_ns);
     let through_proxy = matches!(path, Path::Proxy | Path::ProxyInferred);
     if c.outcome == "established" {
         match path {
@@ -289,11 +297,8 @@ fn merge(into: &mut Evidence, e: &Evidence) {
         into.first_ns = e.first_ns;
     }
     into.last_ns = into.last_ns.max(e.last_ns);
-    if !e.first_seen.is_empty() && (into.first_seen.is_empty() || e.first_seen < into.first_seen) {
-        into.first_seen = e.first_seen.clone();
-    }
-    if e.last_seen > into.last_seen {
-        into.last_seen = e.last_seen.clone();
+    if let Some((from, to)) = e.seen_ns {
+        into.saw(from, to);
     }
 }
 
@@ -316,9 +321,13 @@ fn build_rule(
     matcher: RuleMatch,
     confidence: f64,
     reason: String,
-    evidence: Evidence,
+    mut evidence: Evidence,
     capped_by: Vec<&'static str>,
 ) -> Rule {
+    if let Some((from, to)) = evidence.seen_ns {
+        evidence.first_seen = rfc3339_micros(from);
+        evidence.last_seen = rfc3339_micros(to);
+    }
     let name = matcher
         .host
         .as_deref()
