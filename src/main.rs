@@ -121,7 +121,9 @@ struct LiveArgs {
 /// Where results go and how rules are made.
 #[derive(Args)]
 struct OutputArgs {
-    /// Write one JSON object per connection (NDJSON) to PATH, or `-` for standard output.
+    /// Write one JSON object per connection (NDJSON) to PATH, or `-` for standard output. A file
+    /// (for every output option) is appended to, so a restarted sensor carries on with it;
+    /// remove it first to start afresh.
     #[arg(long, value_name = "PATH|-")]
     connections: Option<String>,
 
