@@ -285,13 +285,15 @@ impl Reassembler {
         if bytes.is_empty() {
             return;
         }
+        // Only the handshake region is retained: past it, no box is made just to be looked at.
         let (cap, next) = (u64::from(self.cap), self.next);
-        let held = self.held();
-        let retained_end = held.retained_start + held.retained.len() as u64;
-        if next < cap && retained_end == next {
-            let room = (cap - next) as usize;
-            held.retained
-                .extend_from_slice(&bytes[..room.min(bytes.len())]);
+        if next < cap {
+            let held = self.held();
+            if held.retained_start + held.retained.len() as u64 == next {
+                let room = (cap - next) as usize;
+                held.retained
+                    .extend_from_slice(&bytes[..room.min(bytes.len())]);
+            }
         }
         out(Chunk::Data {
             offset: self.next,
