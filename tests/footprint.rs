@@ -62,10 +62,11 @@ fn a_rejected_handshake_keeps_the_timeline_it_is_judged_by() {
     assert!(timeline.server_hello_done.is_some(), "{timeline:?}");
 }
 
-/// 512 bytes is one of the allocator's size classes: a connection one byte larger is stored in
-/// the 640-byte class, 25% more memory for every tracked connection.
+/// 384 bytes is one of the allocator's size classes: a connection one byte larger is stored in
+/// the 448-byte class, 17% more memory for every tracked connection. (It was 512 until the
+/// counters, FIN/RST times and CONNECT heads that most connections never need moved out of line.)
 #[test]
-fn a_connection_fits_the_512_byte_size_class() {
+fn a_connection_fits_the_384_byte_size_class() {
     let size = std::mem::size_of::<Connection>();
-    assert!(size <= 512, "Connection is {size} bytes");
+    assert!(size <= 384, "Connection is {size} bytes");
 }

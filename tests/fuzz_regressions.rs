@@ -66,7 +66,7 @@ fn one_byte_out_of_order_segments_cannot_hold_many_times_the_cap() {
         r.segment(1000 + 2 + 2 * i, b"x", 1, &mut |c| sink.take(c));
     }
     assert!(
-        r.stats.queue_overflows > 0,
+        r.stats().queue_overflows > 0,
         "2000 queued pieces fit an 8 KiB queue"
     );
     let released_by_overflow = sink.data.len();

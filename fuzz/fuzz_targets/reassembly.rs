@@ -144,7 +144,7 @@ fuzz_target!(|data: &[u8]| {
     r.finish(&mut |ch| c.take(ch));
     if consistent {
         assert_eq!(
-            r.stats.overlap_mismatches, 0,
+            r.stats().overlap_mismatches, 0,
             "identical copies flagged as different"
         );
     }

@@ -46,8 +46,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(!session.wants(Dir::Client) && !session.wants(Dir::Server));
         }
         let obs = &session.obs;
-        for (n, a) in obs.anomalies.iter().enumerate() {
-            assert!(!obs.anomalies[..n].contains(a), "anomaly {a} listed twice");
+        for (n, a) in obs.anomalies().iter().enumerate() {
+            assert!(!obs.anomalies()[..n].contains(a), "anomaly {a} listed twice");
         }
         if let Some(o) = obs.client_app_offset() {
             assert!(o < offsets[0], "client data placed past the bytes fed");

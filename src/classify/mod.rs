@@ -106,15 +106,16 @@ pub fn classify(conn: &Connection) -> Verdict {
     let server_abort = o.server_alert().filter(|a| a.is_abort());
     let client_close_notify = o.client_alert().filter(|a| !a.is_abort()).map(|a| a.at);
     let post_hs = o.client_post_handshake_alert();
+    let (client_ends, server_ends) = (conn.ends(Dir::Client), conn.ends(Dir::Server));
 
     let client_term = earliest(&[
         client_abort.map(|a| a.at),
         client_close_notify,
         post_hs.map(|a| a.at),
-        conn.client.fin,
-        conn.client.rst,
+        client_ends.fin,
+        client_ends.rst,
     ]);
-    let server_term = earliest(&[server_abort.map(|a| a.at), conn.server.fin, conn.server.rst]);
+    let server_term = earliest(&[server_abort.map(|a| a.at), server_ends.fin, server_ends.rst]);
 
     let closed_by = match (&client_term, &server_term) {
         (Some(c), Some(s)) => Some(if *c <= *s { Dir::Client } else { Dir::Server }),
@@ -126,8 +127,8 @@ pub fn classify(conn: &Connection) -> Verdict {
         outcome: Outcome::Incomplete,
         detail: None,
         closed_by,
-        client_close: close_methods(o.client_alert(), post_hs, conn.client.fin, conn.client.rst),
-        server_close: close_methods(o.server_alert(), None, conn.server.fin, conn.server.rst),
+        client_close: close_methods(o.client_alert(), post_hs, client_ends.fin, client_ends.rst),
+        server_close: close_methods(o.server_alert(), None, server_ends.fin, server_ends.rst),
         abort_delay_ms: None,
         alert: None,
     };
@@ -139,7 +140,7 @@ pub fn classify(conn: &Connection) -> Verdict {
     }
 
     // The capture lost the server's hello: nothing the client did can be judged.
-    if o.server_hello.is_none() && o.anomalies.contains(&"server_gap") {
+    if o.server_hello.is_none() && o.has_anomaly("server_gap") {
         v.outcome = Outcome::Incomplete;
         v.detail = Some("server_hello_not_captured".into());
         v.alert = first_alert(o);
@@ -213,15 +214,16 @@ pub fn classify(conn: &Connection) -> Verdict {
 /// Connections without a ClientHello: CONNECT preludes, plain TCP, joined midstream.
 fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
     let payload = conn.client.payload_bytes + conn.server.payload_bytes;
-    if let Some(resp) = &o.connect_response
-        && !resp.status_ok()
+    if let Some(proxy) = o.proxy()
+        && let Some(reply) = &proxy.reply
+        && !proxy.opened()
     {
         v.outcome = Outcome::ServerAbort;
-        v.detail = Some(format!("connect_refused_{}", resp.status.unwrap_or(0)));
+        v.detail = Some(format!("connect_refused_{}", reply.status));
         return;
     }
-    if o.connect_request.as_ref().is_some_and(|r| r.is_connect()) {
-        if o.connect_response.is_none() && o.anomalies.contains(&"server_gap") {
+    if o.connect_request().is_some() {
+        if o.connect_reply().is_none() && o.has_anomaly("server_gap") {
             v.outcome = Outcome::Incomplete;
             v.detail = Some("connect_reply_not_captured".into());
             return;
@@ -234,7 +236,7 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
         match v.closed_by {
             Some(Dir::Server) => {
                 v.outcome = Outcome::ServerAbort;
-                v.detail = Some(if o.connect_response.is_some() {
+                v.detail = Some(if o.connect_reply().is_some() {
                     "closed_before_client_hello".into()
                 } else {
                     "closed_before_connect_reply".into()
@@ -246,7 +248,7 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
             }
             None => {
                 v.outcome = Outcome::Incomplete;
-                v.detail = Some(if o.connect_response.is_some() {
+                v.detail = Some(if o.connect_reply().is_some() {
                     "awaiting_client_hello".into()
                 } else {
                     "awaiting_connect_reply".into()
@@ -277,7 +279,7 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
         );
         return;
     }
-    if o.anomalies.contains(&"client_gap") && !o.client_opaque {
+    if o.has_anomaly("client_gap") && !o.client_opaque {
         v.outcome = Outcome::Incomplete;
         v.detail = Some("client_hello_not_captured".into());
         return;

@@ -86,8 +86,6 @@ pub struct DirTcp {
     pub payload_bytes: u64,
     /// Sequence number of this direction's first SYN.
     syn_seq: Option<u32>,
-    pub fin: Option<At>,
-    pub rst: Option<At>,
     reasm: Reassembler,
 }
 
@@ -98,8 +96,6 @@ impl DirTcp {
             packets: 0,
             payload_bytes: 0,
             syn_seq: None,
-            fin: None,
-            rst: None,
             reasm: Reassembler::new(cap),
         }
     }
@@ -108,19 +104,27 @@ impl DirTcp {
         self.reasm.stream_bytes()
     }
     pub fn reassembly(&self) -> ReassemblyStats {
-        self.reasm.stats
+        self.reasm.stats()
     }
     /// This direction sent a SYN.
     pub fn syn(&self) -> bool {
         self.syn_seq.is_some()
     }
-    /// First FIN or RST.
-    pub fn closed(&self) -> Option<At> {
-        match (self.fin, self.rst) {
-            (Some(f), Some(r)) => Some(f.min(r)),
-            (f, r) => f.or(r),
-        }
-    }
+}
+
+/// When one side first sent a FIN and a RST.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DirEnds {
+    pub fin: Option<At>,
+    pub rst: Option<At>,
+}
+
+/// Both sides' [`DirEnds`]. Set only as a connection closes, so kept out of line: an open
+/// connection carries 8 bytes for them rather than 64.
+#[derive(Debug, Default)]
+struct Ends {
+    client: DirEnds,
+    server: DirEnds,
 }
 
 /// Why a connection was finished.
@@ -163,6 +167,7 @@ pub struct Connection {
     pub last: At,
     pub client: DirTcp,
     pub server: DirTcp,
+    ends: Option<Box<Ends>>,
     /// Roles were decided by a SYN, a ClientHello or CONNECT rather than guessed.
     pub roles_certain: bool,
     /// Payload was fed before roles were settled by evidence; roles stay as guessed.
@@ -204,6 +209,7 @@ impl Connection {
             last: at,
             client: DirTcp::new(client, cap),
             server: DirTcp::new(server, cap),
+            ends: None,
             roles_certain: certain,
             roles_frozen: false,
             ended_by: EndedBy::EndOfCapture,
@@ -246,11 +252,23 @@ impl Connection {
             && self.tunnel.as_ref().map(|t| t.key()) == key.tunnel
     }
 
+    /// When `dir` first sent a FIN and a RST.
+    pub fn ends(&self, dir: Dir) -> DirEnds {
+        match (self.ends.as_deref(), dir) {
+            (None, _) => DirEnds::default(),
+            (Some(e), Dir::Client) => e.client,
+            (Some(e), Dir::Server) => e.server,
+        }
+    }
+
     /// Both sides sent FIN, or either sent RST.
     pub fn closed(&self) -> bool {
-        (self.client.fin.is_some() && self.server.fin.is_some())
-            || self.client.rst.is_some()
-            || self.server.rst.is_some()
+        let Some(e) = self.ends.as_deref() else {
+            return false;
+        };
+        (e.client.fin.is_some() && e.server.fin.is_some())
+            || e.client.rst.is_some()
+            || e.server.rst.is_some()
     }
 
     /// A SYN that opens a new connection on this 4-tuple rather than repeating the first.
@@ -281,6 +299,9 @@ impl Connection {
             let evidence_server = seg.has(flags::SYN) && seg.has(flags::ACK);
             if (evidence_client && !from_client) || (evidence_server && from_client) {
                 std::mem::swap(&mut self.client, &mut self.server);
+                if let Some(e) = self.ends.as_deref_mut() {
+                    std::mem::swap(&mut e.client, &mut e.server);
+                }
             }
             if evidence_client || evidence_server {
                 self.roles_certain = true;
@@ -317,12 +338,19 @@ impl Connection {
                     deliver(session, dir, c, at)
                 });
         }
-        if seg.has(flags::FIN) {
-            this.fin.get_or_insert(at);
-            this.reasm.fin(seg.seq, seg.wire_len);
-        }
-        if seg.has(flags::RST) {
-            this.rst.get_or_insert(at);
+        if seg.has(flags::FIN) || seg.has(flags::RST) {
+            let ends = self.ends.get_or_insert_with(Box::default);
+            let ends = match dir {
+                Dir::Client => &mut ends.client,
+                Dir::Server => &mut ends.server,
+            };
+            if seg.has(flags::FIN) {
+                ends.fin.get_or_insert(at);
+                this.reasm.fin(seg.seq, seg.wire_len);
+            }
+            if seg.has(flags::RST) {
+                ends.rst.get_or_insert(at);
+            }
         }
         if !session.wants(dir) {
             this.reasm.stop_delivering();

@@ -69,9 +69,17 @@ pub struct Reassembler {
     cap: u32,
     /// Once set, bytes are no longer delivered or kept: only counted.
     counting_only: bool,
+    /// What a clean stream never needs; boxed and made on first use, so that such a stream
+    /// carries 8 bytes for it rather than 40 for as long as its connection is tracked.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a stream's state that only trouble or its end sets.
+#[derive(Debug)]
+struct Rare {
+    stats: ReassemblyStats,
     /// Stream offset of this direction's FIN; `NO_FIN` until one is seen.
     fin_offset: u64,
-    pub stats: ReassemblyStats,
 }
 
 impl Reassembler {
@@ -83,9 +91,32 @@ impl Reassembler {
             held: None,
             cap: u32::try_from(cap).unwrap_or(u32::MAX),
             counting_only: false,
-            fin_offset: NO_FIN,
-            stats: ReassemblyStats::default(),
+            rare: None,
         }
+    }
+
+    /// What reassembly saw so far.
+    pub fn stats(&self) -> ReassemblyStats {
+        self.rare
+            .as_ref()
+            .map_or_else(ReassemblyStats::default, |r| r.stats)
+    }
+
+    fn stats_mut(&mut self) -> &mut ReassemblyStats {
+        &mut self.rare_mut().stats
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(|| {
+            Box::new(Rare {
+                stats: ReassemblyStats::default(),
+                fin_offset: NO_FIN,
+            })
+        })
+    }
+
+    fn fin_offset(&self) -> u64 {
+        self.rare.as_ref().map_or(NO_FIN, |r| r.fin_offset)
     }
 
     /// A SYN fixes the initial sequence number; data starts one after it.
@@ -153,17 +184,17 @@ impl Reassembler {
         self.highest = self.highest.max(end);
         let present_end = start + data.len() as u64;
         if present_end < end {
-            self.stats.truncated_segments += 1;
+            self.stats_mut().truncated_segments += 1;
         }
         if self.counting_only {
             if end <= self.next {
-                self.stats.retransmissions += 1;
+                self.stats_mut().retransmissions += 1;
             }
             self.next = self.next.max(end);
             return;
         }
         if end <= self.next {
-            self.stats.retransmissions += 1;
+            self.stats_mut().retransmissions += 1;
             // A keep-alive probe repeats the last byte with arbitrary content: not a conflict.
             let keepalive = wire_len == 1 && end == self.next;
             if !keepalive {
@@ -178,7 +209,7 @@ impl Reassembler {
         // Overlaps or starts exactly at the next expected byte.
         let overlap = (self.next - start) as usize;
         if overlap > 0 {
-            self.stats.retransmissions += 1;
+            self.stats_mut().retransmissions += 1;
             self.compare_with_retained(start, &data[..overlap.min(data.len())]);
         }
         self.segment_at(start, data, end, out);
@@ -192,7 +223,7 @@ impl Reassembler {
         };
         if self.queued_bytes() + cost > self.cap() {
             // Full: give up holes, oldest first, until the segment fits or is in order.
-            self.stats.queue_overflows += 1;
+            self.stats_mut().queue_overflows += 1;
             while self.queued_bytes() + cost > self.cap()
                 && self.first_queued().is_some()
                 && start > self.next
@@ -211,7 +242,7 @@ impl Reassembler {
         // A segment spanning several queued pieces is queued as several pieces, which may cost
         // more than estimated above: give up the oldest holes until the queue is within its cap.
         if self.queued_bytes() > self.cap() {
-            self.stats.queue_overflows += 1;
+            self.stats_mut().queue_overflows += 1;
             while self.queued_bytes() > self.cap() && self.first_queued().is_some() {
                 self.skip_hole(out);
             }
@@ -246,7 +277,7 @@ impl Reassembler {
                 .get(&s)
                 .map_or(&[][..], |q| &q[(from - s) as usize..(to - s) as usize]);
             if queued != &data[(from - start) as usize..(to - start) as usize] {
-                self.stats.overlap_mismatches += 1;
+                self.stats_mut().overlap_mismatches += 1;
             }
             duplicate = true;
             pos = pos.max(e);
@@ -255,7 +286,7 @@ impl Reassembler {
             self.queue_piece(pos, &data[(pos - start) as usize..]);
         }
         if duplicate {
-            self.stats.retransmissions += 1;
+            self.stats_mut().retransmissions += 1;
         }
     }
 
@@ -320,7 +351,7 @@ impl Reassembler {
         };
         let n = kept.len().min(data.len());
         if kept[..n] != data[..n] {
-            self.stats.overlap_mismatches += 1;
+            self.stats_mut().overlap_mismatches += 1;
         }
     }
 
@@ -376,8 +407,9 @@ impl Reassembler {
             return;
         }
         let len = offset - self.next;
-        self.stats.gaps += 1;
-        self.stats.gap_bytes += len;
+        let stats = self.stats_mut();
+        stats.gaps += 1;
+        stats.gap_bytes += len;
         out(Chunk::Gap {
             offset: self.next,
             len,
@@ -403,9 +435,7 @@ impl Reassembler {
             return;
         };
         // The FIN takes one sequence number after the last byte.
-        if acked > self.fin_offset {
-            acked = self.fin_offset;
-        }
+        acked = acked.min(self.fin_offset());
         if acked > self.next && acked - self.next > MAX_ACK_AHEAD {
             return;
         }
@@ -426,10 +456,10 @@ impl Reassembler {
         if self.base_seq.is_none() {
             return;
         }
-        if self.fin_offset == NO_FIN
+        if self.fin_offset() == NO_FIN
             && let Some(at) = self.offset_of(seq)
         {
-            self.fin_offset = at + wire_len as u64;
+            self.rare_mut().fin_offset = at + wire_len as u64;
         }
     }
 
@@ -499,8 +529,8 @@ mod tests {
         );
         assert_eq!(bytes, b"hello world");
         assert_eq!(gaps, 0);
-        assert_eq!(r.stats.overlap_mismatches, 0);
-        assert!(r.stats.retransmissions >= 2);
+        assert_eq!(r.stats().overlap_mismatches, 0);
+        assert!(r.stats().retransmissions >= 2);
     }
 
     #[test]
@@ -515,16 +545,16 @@ mod tests {
         assert!(r.held.is_none());
         // A different copy of acknowledged bytes is counted as a retransmission only.
         r.segment(1, b"FIRST", 5, &mut sink);
-        assert_eq!(r.stats.retransmissions, 1);
-        assert_eq!(r.stats.overlap_mismatches, 0);
+        assert_eq!(r.stats().retransmissions, 1);
+        assert_eq!(r.stats().overlap_mismatches, 0);
         // Bytes after the acknowledgement are kept again and compared.
         r.segment(13, b"second", 6, &mut sink);
         r.segment(13, b"SECOND", 6, &mut sink);
-        assert_eq!(r.stats.overlap_mismatches, 1);
+        assert_eq!(r.stats().overlap_mismatches, 1);
         // Half of them acknowledged: the rest is still compared.
         r.peer_acked(16, &mut sink);
         r.segment(16, b"OND", 3, &mut sink);
-        assert_eq!(r.stats.overlap_mismatches, 2);
+        assert_eq!(r.stats().overlap_mismatches, 2);
     }
 
     #[test]
@@ -533,7 +563,7 @@ mod tests {
         r.syn(0);
         let (bytes, _) = collect(&mut r, &[(1, b"abcdef"), (3, b"XY")]);
         assert_eq!(bytes, b"abcdef");
-        assert_eq!(r.stats.overlap_mismatches, 1);
+        assert_eq!(r.stats().overlap_mismatches, 1);
     }
 
     #[test]
@@ -552,7 +582,7 @@ mod tests {
         let (bytes, gaps) = collect(&mut r, &[(1, b"ab"), (10, b"zz")]);
         assert_eq!(bytes, b"abzz");
         assert_eq!(gaps, 1);
-        assert_eq!(r.stats.gap_bytes, 7);
+        assert_eq!(r.stats().gap_bytes, 7);
     }
 
     #[test]
@@ -565,6 +595,6 @@ mod tests {
             r.segment(2 + i * 17, &chunk, 16, &mut |_| {});
             assert!(r.queued_bytes() <= 64);
         }
-        assert!(r.stats.gaps > 0);
+        assert!(r.stats().gaps > 0);
     }
 }

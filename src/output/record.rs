@@ -137,7 +137,7 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         offset.map_or(0, |off| dir.stream_bytes().saturating_sub(off))
     };
 
-    let mut anomalies: Vec<String> = o.anomalies.iter().map(|s| s.to_string()).collect();
+    let mut anomalies: Vec<String> = o.anomalies().iter().map(|s| s.to_string()).collect();
     for (name, dir) in [("client", &conn.client), ("server", &conn.server)] {
         let r = dir.reassembly();
         let gap = format!("{name}_gap");
@@ -158,20 +158,15 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         anomalies.push("roles_guessed".into());
     }
 
-    let connect = o
-        .connect_request
-        .as_ref()
-        .filter(|r| r.is_connect())
-        .map(|r| ConnectRecord {
-            target: r.target.to_string(),
-            host: r.target_host().to_string(),
-            status: o.connect_response.as_ref().and_then(|x| x.status),
-            reason: o
-                .connect_response
-                .as_ref()
-                .map(|x| x.reason.to_string())
-                .filter(|r| !r.is_empty()),
-        });
+    let connect = o.connect_request().map(|r| ConnectRecord {
+        target: r.target.to_string(),
+        host: r.target_host().to_string(),
+        status: o.connect_reply().map(|x| x.status),
+        reason: o
+            .connect_reply()
+            .map(|x| x.reason.to_string())
+            .filter(|r| !r.is_empty()),
+    });
 
     let record = ConnectionRecord {
         schema: CONNECTION_SCHEMA,

@@ -1,34 +1,28 @@
 //! HTTP CONNECT request and reply heads (RFC 9110, 9.3.6), parsed from a bounded buffer.
 
+use compact_str::CompactString;
+
 use crate::tls::handshake::printable;
 
-/// The start line of an HTTP head in the explicit-proxy prelude.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpHead {
-    /// Request: method (e.g. `CONNECT`); reply: empty.
-    pub method: Box<str>,
-    /// Request: target (`host:port`); reply: empty.
-    pub target: Box<str>,
-    /// Reply: status code.
-    pub status: Option<u16>,
-    /// Reply: reason phrase.
-    pub reason: Box<str>,
+/// The kind of tunnel a client asked its proxy for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// HTTP `CONNECT host:port`.
+    Connect,
+    Socks4,
+    Socks5,
 }
 
-impl HttpHead {
-    /// An HTTP CONNECT or a SOCKS connect: a tunnel request.
-    pub fn is_connect(&self) -> bool {
-        self.method.eq_ignore_ascii_case("CONNECT") || self.method.starts_with("SOCKS")
-    }
-    /// The proxy opened the tunnel (HTTP 2xx, SOCKS4 90, SOCKS5 0).
-    pub fn status_ok(&self) -> bool {
-        self.status.is_some_and(|s| match &*self.method {
-            "SOCKS4" => s == 90,
-            "SOCKS5" => s == 0,
-            _ => (200..300).contains(&s),
-        })
-    }
-    /// The host part of a CONNECT target (`[v6]:port`, `host:port`, or a bare host).
+/// The client's tunnel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// `host:port` (HTTP), or the host and port a SOCKS client named, written the same way.
+    pub target: CompactString,
+}
+
+impl Request {
+    /// The host part of the target (`[v6]:port`, `host:port`, or a bare host).
     pub fn target_host(&self) -> &str {
         let t = &*self.target;
         if let Some(rest) = t.strip_prefix('[') {
@@ -37,6 +31,39 @@ impl HttpHead {
         match t.rsplit_once(':') {
             Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
             _ => t,
+        }
+    }
+}
+
+/// The proxy's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status code, or the SOCKS reply code (SOCKS4 `CD`, SOCKS5 `REP`).
+    pub status: u16,
+    /// HTTP reason phrase; empty for SOCKS.
+    pub reason: CompactString,
+}
+
+/// What an explicit-proxy prelude said, both ways. One allocation holds both: most proxied
+/// connections have both, and two boxes of the old shared request/reply shape (each with the
+/// other's empty fields) cost a tracked connection about 64 bytes more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: Option<Request>,
+    pub reply: Option<Reply>,
+}
+
+impl Exchange {
+    /// The proxy opened the tunnel: HTTP 2xx, SOCKS4 90, SOCKS5 0, judged by the kind of
+    /// request (a reply with no request seen is read as HTTP).
+    pub fn opened(&self) -> bool {
+        let Some(reply) = &self.reply else {
+            return false;
+        };
+        match self.request.as_ref().map(|r| r.method) {
+            Some(Method::Socks4) => reply.status == 90,
+            Some(Method::Socks5) => reply.status == 0,
+            Some(Method::Connect) | None => (200..300).contains(&reply.status),
         }
     }
 }
@@ -57,23 +84,21 @@ fn start_line(head: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-/// `CONNECT host:port HTTP/1.1`
-pub fn parse_request(head: &[u8]) -> Option<HttpHead> {
+/// `CONNECT host:port HTTP/1.1`; any other method is not a tunnel request.
+pub fn parse_request(head: &[u8]) -> Option<Request> {
     let words = start_line(head);
     let (method, target, version) = (words.first()?, words.get(1)?, words.get(2)?);
-    if !version.starts_with(b"HTTP/") {
+    if !method.eq_ignore_ascii_case(b"CONNECT") || !version.starts_with(b"HTTP/") {
         return None;
     }
-    Some(HttpHead {
-        method: printable(method).into(),
-        target: printable(target).into(),
-        status: None,
-        reason: Box::default(),
+    Some(Request {
+        method: Method::Connect,
+        target: CompactString::new(printable(target)),
     })
 }
 
 /// `HTTP/1.1 200 Connection established`
-pub fn parse_response(head: &[u8]) -> Option<HttpHead> {
+pub fn parse_response(head: &[u8]) -> Option<Reply> {
     let words = start_line(head);
     if !words.first()?.starts_with(b"HTTP/") {
         return None;
@@ -83,11 +108,9 @@ pub fn parse_response(head: &[u8]) -> Option<HttpHead> {
         .parse::<u16>()
         .ok()?;
     let reason: Vec<String> = words[2..].iter().map(|w| printable(w)).collect();
-    Some(HttpHead {
-        method: Box::default(),
-        target: Box::default(),
-        status: Some(status),
-        reason: reason.join(" ").into(),
+    Some(Reply {
+        status,
+        reason: CompactString::new(reason.join(" ")),
     })
 }
 
@@ -100,15 +123,42 @@ mod tests {
         let req = b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n";
         let end = head_end(req).unwrap();
         assert_eq!(end, req.len());
-        let r = parse_request(req).unwrap();
-        assert!(r.is_connect());
-        assert_eq!(r.target_host(), "api.example.test");
-        let rep = parse_response(b"HTTP/1.0 200 Connection Established\r\nProxy-agent: x\r\n\r\n")
-            .unwrap();
-        assert!(rep.status_ok());
-        assert_eq!(&*rep.reason, "Connection Established");
-        let denied = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n").unwrap();
-        assert!(!denied.status_ok());
+        let request = parse_request(req).unwrap();
+        assert_eq!(request.method, Method::Connect);
+        assert_eq!(request.target_host(), "api.example.test");
+        let reply =
+            parse_response(b"HTTP/1.0 200 Connection Established\r\nProxy-agent: x\r\n\r\n")
+                .unwrap();
+        assert_eq!(&*reply.reason, "Connection Established");
+        let mut exchange = Exchange {
+            request: Some(request),
+            reply: Some(reply),
+        };
+        assert!(exchange.opened());
+        exchange.reply = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n");
+        assert!(!exchange.opened());
+        assert!(parse_request(b"GET / HTTP/1.1\r\n\r\n").is_none());
+    }
+
+    /// A SOCKS reply is judged by SOCKS codes, not HTTP's: 90 (SOCKS4) and 0 (SOCKS5) open the
+    /// tunnel, and 200 means nothing there.
+    #[test]
+    fn socks_replies_are_judged_by_the_requests_protocol() {
+        let exchange = |method, status| Exchange {
+            request: Some(Request {
+                method,
+                target: "api.example.test:443".into(),
+            }),
+            reply: Some(Reply {
+                status,
+                reason: CompactString::default(),
+            }),
+        };
+        assert!(exchange(Method::Socks4, 90).opened());
+        assert!(!exchange(Method::Socks4, 91).opened());
+        assert!(exchange(Method::Socks5, 0).opened());
+        assert!(!exchange(Method::Socks5, 200).opened());
+        assert!(!Exchange::default().opened());
     }
 
     #[test]

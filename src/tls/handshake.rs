@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
 
 use super::fingerprint::{self, HelloFields};
@@ -22,7 +23,8 @@ const MAX_NAME: usize = 255;
 /// is shared with every ClientHello of the same shape (in practice, of the same client program).
 #[derive(Debug, Clone)]
 pub struct ClientHello {
-    pub sni: Option<Box<str>>,
+    /// Inline when up to 24 bytes long, as most names are.
+    pub sni: Option<CompactString>,
     pub print: Arc<HelloPrint>,
 }
 
@@ -91,7 +93,7 @@ fn client_hello(mut fields: HelloFields) -> ClientHello {
         })
     });
     ClientHello {
-        sni: sni.map(String::into_boxed_str),
+        sni: sni.as_deref().map(CompactString::new),
         print,
     }
 }
