@@ -10,15 +10,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Returns the allocator's wholly free pages to the system now. At the end of a replay the
-/// flow table has just been freed, in blocks of a size the analysis that follows never asks
-/// for; without this the allocator keeps those pages until a delay passes and the analysis
-/// grows the run's peak memory on top of them.
-fn release_freed_memory() {
-    // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,6 +22,15 @@ use pinwatch::output::record::ConnectionRecord;
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
 use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
 use pinwatch::stats::Stats;
+
+/// Returns the allocator's wholly free pages to the system now. At the end of a run (replay
+/// or live) the flow table has just been freed, in blocks of a size the analysis that follows never asks
+/// for; without this the allocator keeps those pages until a delay passes and the analysis
+/// grows the run's peak memory on top of them.
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -712,6 +712,7 @@ mod live {
             &signals.stop,
             &mut output,
         );
+        release_freed_memory();
         let (report, last) = output.stream.finish(output.now_ns);
         let emitted = output.emit(last);
         let webhook_counts = output

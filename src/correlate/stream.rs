@@ -67,7 +67,7 @@ impl RuleStream {
             }
             Some(next) if now_ns >= next => {
                 let started = Instant::now();
-                let report = self.evaluate(Some(upto));
+                let report = self.evaluate(upto);
                 let changes = self.changes(&report, now_ns);
                 let cost = started.elapsed().as_nanos() as i64;
                 let base = EVALUATE_EVERY.as_nanos() as i64;
@@ -80,15 +80,17 @@ impl RuleStream {
     }
 
     /// The final pass at the end of a run: the report, and the rules to emit.
+    /// Nothing adds evidence any more, so it is moved into the analysis rather than copied.
     pub fn finish(&mut self, now_ns: i64) -> (Report, Vec<(Emission, Rule)>) {
-        let report = self.evaluate(None);
+        self.correlator.table().prune();
+        let report = self.correlator.conclude_final();
         let changes = self.changes(&report, now_ns);
         (report, changes)
     }
 
-    fn evaluate(&self, upto: Option<Order>) -> Report {
+    fn evaluate(&self, upto: Order) -> Report {
         self.correlator.table().prune();
-        self.correlator.conclude_upto(upto)
+        self.correlator.conclude_upto(Some(upto))
     }
 
     fn changes(&mut self, report: &Report, now_ns: i64) -> Vec<(Emission, Rule)> {

@@ -292,10 +292,9 @@ struct DirState {
     record_len: u16,
     /// Stream offset of the current record's header.
     record_start: u64,
-    /// The first two body bytes of an alert record (level and description), and how many
-    /// body bytes it had (saturating): a plaintext alert is exactly two.
+    /// The first two body bytes of an alert record: level and description, when it is a
+    /// plaintext alert (exactly two bytes long).
     alert_body: [u8; 2],
-    alert_len: u8,
     /// Plaintext handshake bytes not yet parsed into whole messages.
     handshake: Vec<u8>,
     /// Bytes of an oversized handshake message still to discard.
@@ -305,13 +304,11 @@ struct DirState {
 }
 
 impl DirState {
-    /// Takes the next piece of an alert record's body.
-    fn collect_alert(&mut self, piece: &[u8]) {
-        let have = usize::from(self.alert_len);
-        for (slot, byte) in self.alert_body.iter_mut().skip(have).zip(piece) {
+    /// Takes the piece of an alert record's body that starts `at` bytes into it.
+    fn collect_alert(&mut self, at: usize, piece: &[u8]) {
+        for (slot, byte) in self.alert_body.iter_mut().skip(at).zip(piece) {
             *slot = *byte;
         }
-        self.alert_len = u8::try_from(have + piece.len()).unwrap_or(u8::MAX);
     }
 
     fn new() -> Self {
@@ -328,7 +325,6 @@ impl DirState {
             record_len: 0,
             record_start: 0,
             alert_body: [0; 2],
-            alert_len: 0,
             handshake: Vec::new(),
             handshake_skip: 0,
             ccs: false,
@@ -572,7 +568,7 @@ impl Session {
             Dir::Server => {
                 self.obs
                     .set_connect_reply(connect::parse_response(&head[..end]));
-                self.obs.proxy.as_deref().is_some_and(Exchange::opened)
+                self.obs.proxy().is_some_and(Exchange::opened)
             }
         };
         if tunnel_open {
@@ -628,8 +624,7 @@ impl Session {
                 len
             }
         };
-        let tunnel_open =
-            dir == Dir::Client || self.obs.proxy.as_deref().is_some_and(Exchange::opened);
+        let tunnel_open = dir == Dir::Client || self.obs.proxy().is_some_and(Exchange::opened);
         let used = len.saturating_sub(before).min(bytes.len());
         if tunnel_open {
             (Mode::Start(Vec::new()), used)
@@ -662,7 +657,6 @@ impl Session {
             st.record_type = h[0];
             st.record_len = len;
             st.body_left = len;
-            st.alert_len = 0;
             if len == 0 {
                 self.record_end(dir, at);
             }
@@ -670,10 +664,11 @@ impl Session {
         }
         let take = usize::from(st.body_left).min(bytes.len());
         let body = &bytes[..take];
+        let body_at = usize::from(st.record_len - st.body_left);
         st.body_left -= take as u16;
         match st.record_type {
             CONTENT_HANDSHAKE if !st.ccs => self.handshake_bytes(dir, body, at),
-            CONTENT_ALERT => st.collect_alert(body),
+            CONTENT_ALERT => st.collect_alert(body_at, body),
             _ => {}
         }
         let st = self.state_mut(dir);
@@ -867,9 +862,9 @@ impl Session {
     }
 
     fn alert(&mut self, dir: Dir, len: u16, after_encryption: bool, at: At) {
-        let st = self.state(dir);
-        let (body, body_len) = (st.alert_body, st.alert_len);
-        let event = if len == 2 && body_len == 2 {
+        // A record ends only once its whole body went through `records`.
+        let body = self.state(dir).alert_body;
+        let event = if len == 2 {
             AlertEvent {
                 level: Some(body[0]),
                 description: Some(body[1]),
