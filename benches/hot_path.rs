@@ -122,9 +122,9 @@ impl Established {
         table.drain(&mut |c| done.push(c));
         let conn = done
             .iter()
-            .find(|c| c.session.obs.tls13() && c.session.obs.client_app.is_some())
+            .find(|c| c.session.obs.tls13() && c.session.obs.client_app().is_some())
             .expect("an established TLS 1.3 connection in the capture");
-        let settled_at = conn.session.obs.client_app.expect("checked").pkt();
+        let settled_at = conn.session.obs.client_app().expect("checked");
         let (client, server) = (conn.client.endpoint, conn.server.endpoint);
         let mine = |seg: &Segment<'_>| {
             let (a, b) = ((seg.src, seg.sport), (seg.dst, seg.dport));

@@ -13,6 +13,7 @@ pub mod correlate;
 pub mod decode;
 pub mod export;
 pub mod flow;
+pub mod memory;
 pub mod output;
 pub mod pipeline;
 #[cfg(target_os = "linux")]

@@ -18,19 +18,11 @@ use pinwatch::correlate::proxy::ProxyCas;
 use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
 use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
 use pinwatch::flow::FlowConfig;
+use pinwatch::memory::release_freed_memory;
 use pinwatch::output::record::ConnectionRecord;
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
 use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
 use pinwatch::stats::Stats;
-
-/// Returns the allocator's wholly free pages to the system now. At the end of a run (replay
-/// or live) the flow table has just been freed, in blocks of a size the analysis that follows never asks
-/// for; without this the allocator keeps those pages until a delay passes and the analysis
-/// grows the run's peak memory on top of them.
-fn release_freed_memory() {
-    // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
 
 /// Exit codes (documented in the README).
 mod exit {

@@ -58,19 +58,19 @@ fn pcapng_block_shorter_than_its_header_is_damage_not_a_panic() {
 #[test]
 fn one_byte_out_of_order_segments_cannot_hold_many_times_the_cap() {
     let cap = 8192;
-    let mut r = Reassembler::new(cap);
+    let mut r = Reassembler::new();
     r.syn(1000);
     let mut sink = Sink::default();
     for i in 0..2000u32 {
         // Stream offsets 1, 3, 5...: every even offset is a hole the capture never fills.
-        r.segment(1000 + 2 + 2 * i, b"x", 1, &mut |c| sink.take(c));
+        r.segment(1000 + 2 + 2 * i, b"x", 1, cap, &mut |c| sink.take(c));
     }
     assert!(
         r.stats().queue_overflows > 0,
         "2000 queued pieces fit an 8 KiB queue"
     );
     let released_by_overflow = sink.data.len();
-    r.finish(&mut |c| sink.take(c));
+    r.finish(cap, &mut |c| sink.take(c));
     // What was still queued at the end: bounded by the cap, bookkeeping included.
     let held_at_end = sink.data.len() - released_by_overflow;
     assert!(

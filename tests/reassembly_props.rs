@@ -9,14 +9,28 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 /// What the consumer saw, checked for contiguity as it arrives.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Sink {
+    /// The reassembly cap the stream is fed with.
+    cap: usize,
     bytes: Vec<u8>,
     gaps: Vec<(u64, u64)>,
     /// Next offset the consumer expects: every chunk must start exactly there.
     next: u64,
     /// Most data bytes handed out by a single call.
     max_burst: usize,
+}
+
+impl Default for Sink {
+    fn default() -> Self {
+        Sink {
+            cap: 1 << 16,
+            bytes: Vec::new(),
+            gaps: Vec::new(),
+            next: 0,
+            max_burst: 0,
+        }
+    }
 }
 
 impl Sink {
@@ -40,12 +54,16 @@ impl Sink {
 
     fn segment(&mut self, r: &mut Reassembler, seq: u32, data: &[u8]) {
         let mut burst = 0;
-        r.segment(seq, data, data.len() as u32, &mut |c| burst += self.take(c));
+        let cap = self.cap;
+        r.segment(seq, data, data.len() as u32, cap, &mut |c| {
+            burst += self.take(c)
+        });
         self.max_burst = self.max_burst.max(burst.saturating_sub(data.len()));
     }
 
     fn finish(&mut self, r: &mut Reassembler) {
-        r.finish(&mut |c| {
+        let cap = self.cap;
+        r.finish(cap, &mut |c| {
             self.take(c);
         });
     }
@@ -92,7 +110,7 @@ proptest! {
             }
         }
         shuffle(&mut sends, seed);
-        let mut r = Reassembler::new(1 << 16);
+        let mut r = Reassembler::new();
         r.syn(isn);
         let mut sink = Sink::default();
         for (off, len) in &sends {
@@ -131,7 +149,7 @@ proptest! {
         let first = order.iter().position(|&i| i == victim).unwrap();
         let slot = first + 1 + delay % (order.len() - first);
 
-        let mut r = Reassembler::new(1 << 16);
+        let mut r = Reassembler::new();
         r.syn(isn);
         let mut sink = Sink::default();
         let seq = |off: usize| isn.wrapping_add(1).wrapping_add(off as u32);
@@ -161,9 +179,9 @@ proptest! {
         pieces in proptest::collection::vec((1usize..40, 1usize..300), 1..200),
         fill_first in any::<bool>(),
     ) {
-        let mut r = Reassembler::new(cap);
+        let mut r = Reassembler::new();
         r.syn(isn);
-        let mut sink = Sink::default();
+        let mut sink = Sink { cap, ..Sink::default() };
         let mut off = 0usize;
         if fill_first {
             sink.segment(&mut r, isn.wrapping_add(1), &[1u8; 10]);
@@ -214,7 +232,7 @@ fn collect(r: &mut Reassembler, segs: &[(u32, &[u8])]) -> (Vec<u8>, usize) {
 
 #[test]
 fn longer_queued_copy_with_other_bytes_is_flagged() {
-    let mut r = Reassembler::new(1 << 16);
+    let mut r = Reassembler::new();
     r.syn(0);
     // Offset 5 arrives first ("AAAAA"), then a longer, different copy at the same offset, then
     // the hole before them is filled.
@@ -230,7 +248,7 @@ fn longer_queued_copy_with_other_bytes_is_flagged() {
 
 #[test]
 fn earlier_starting_later_copy_does_not_override_the_first() {
-    let mut r = Reassembler::new(1 << 16);
+    let mut r = Reassembler::new();
     r.syn(0);
     // "abcde" at offset 10 first; then offsets 5..15 with other bytes; then the hole 0..5.
     let (bytes, _) = collect(&mut r, &[(11, b"abcde"), (6, b"vwxyzXXXXX"), (1, b"01234")]);
@@ -240,11 +258,14 @@ fn earlier_starting_later_copy_does_not_override_the_first() {
 
 #[test]
 fn overflow_keeps_queued_segments_before_the_new_one() {
-    let mut r = Reassembler::new(64);
+    let mut r = Reassembler::new();
     r.syn(0);
     // Holes at offsets 0 and 2; one byte queued at 1 and at 3; then 63 bytes at 5 overflow the
     // 64-byte queue.
-    let mut sink = Sink::default();
+    let mut sink = Sink {
+        cap: 64,
+        ..Sink::default()
+    };
     sink.segment(&mut r, 2, b"a");
     sink.segment(&mut r, 4, b"b");
     sink.segment(&mut r, 6, &[b'c'; 63]);
@@ -261,13 +282,13 @@ fn overflow_keeps_queued_segments_before_the_new_one() {
 
 #[test]
 fn stale_ack_does_not_skip_a_hole() {
-    let mut r = Reassembler::new(1 << 16);
+    let mut r = Reassembler::new();
     let mut sink = Sink::default();
     // Joined midstream: the first segment seen anchors the stream at seq 5000.
     sink.segment(&mut r, 5000, &[1; 100]);
     sink.segment(&mut r, 5200, &[2; 100]); // hole 5100..5200, queued
     // An old ACK from before the join (reordered in the capture).
-    r.peer_acked(4000, &mut |c| {
+    r.peer_acked(4000, sink.cap, &mut |c| {
         sink.take(c);
     });
     assert!(
@@ -283,12 +304,12 @@ fn stale_ack_does_not_skip_a_hole() {
 
 #[test]
 fn ack_past_the_hole_skips_it() {
-    let mut r = Reassembler::new(1 << 16);
+    let mut r = Reassembler::new();
     r.syn(999);
     let mut sink = Sink::default();
     sink.segment(&mut r, 1000, b"abc");
     sink.segment(&mut r, 1010, b"xyz");
-    r.peer_acked(1013, &mut |c| {
+    r.peer_acked(1013, sink.cap, &mut |c| {
         sink.take(c);
     });
     assert_eq!(sink.gaps, vec![(3, 7)]);

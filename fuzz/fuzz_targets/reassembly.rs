@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let consistent = config & 0x80 != 0;
     // Allocated before the baseline so that only the reassembler's own memory is measured.
     let mut payload = vec![0u8; 1 << 16];
-    let mut r = Reassembler::new(cap);
+    let mut r = Reassembler::new();
     let mut c = Consumer {
         next: 0,
         base: None,
@@ -121,9 +121,9 @@ fuzz_target!(|data: &[u8]| {
                 if wire_len > 0 {
                     c.base.get_or_insert(seq);
                 }
-                r.segment(seq, bytes, wire_len as u32, &mut |ch| c.take(ch));
+                r.segment(seq, bytes, wire_len as u32, cap, &mut |ch| c.take(ch));
             }
-            2 => r.peer_acked(seq, &mut |ch| c.take(ch)),
+            2 => r.peer_acked(seq, cap, &mut |ch| c.take(ch)),
             3 => {
                 let Some(len) = input.u16() else { break };
                 r.fin(seq, u32::from(len));
@@ -132,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
                 r.stop_delivering();
                 c.stopped = true;
             }
-            5 => r.finish(&mut |ch| c.take(ch)),
+            5 => r.finish(cap, &mut |ch| c.take(ch)),
             _ => {}
         }
         let held = live_bytes().saturating_sub(baseline);
@@ -141,7 +141,7 @@ fuzz_target!(|data: &[u8]| {
             "reassembler holds {held} bytes with a cap of {cap}"
         );
     }
-    r.finish(&mut |ch| c.take(ch));
+    r.finish(cap, &mut |ch| c.take(ch));
     if consistent {
         assert_eq!(
             r.stats().overlap_mismatches, 0,

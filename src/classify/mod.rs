@@ -148,8 +148,8 @@ pub fn classify(conn: &Connection) -> Verdict {
     }
 
     // Application data from the client settles it, unless the client aborted before sending it.
-    if let Some(app) = o.client_app
-        && client_abort.is_none_or(|a| a.at > app)
+    if let Some(app) = o.client_app()
+        && client_abort.is_none_or(|a| a.at.pkt() > app)
     {
         v.outcome = Outcome::Established;
         v.alert = first_alert(o);

@@ -84,19 +84,20 @@ pub struct DirTcp {
     pub packets: u64,
     /// Payload bytes on the wire, retransmissions included.
     pub payload_bytes: u64,
-    /// Sequence number of this direction's first SYN.
-    syn_seq: Option<u32>,
+    /// Sequence number of this direction's first SYN, once the reassembler saw one (a flag of
+    /// its own here would push the struct past 80 bytes).
+    syn_seq: u32,
     reasm: Reassembler,
 }
 
 impl DirTcp {
-    fn new(endpoint: Endpoint, cap: usize) -> Self {
+    fn new(endpoint: Endpoint) -> Self {
         DirTcp {
             endpoint,
             packets: 0,
             payload_bytes: 0,
-            syn_seq: None,
-            reasm: Reassembler::new(cap),
+            syn_seq: 0,
+            reasm: Reassembler::new(),
         }
     }
     /// Unique stream bytes by sequence space.
@@ -108,7 +109,7 @@ impl DirTcp {
     }
     /// This direction sent a SYN.
     pub fn syn(&self) -> bool {
-        self.syn_seq.is_some()
+        self.reasm.syn_seen()
     }
 }
 
@@ -207,8 +208,8 @@ impl Connection {
             tunnel: seg.tunnel.map(Box::new),
             first: at,
             last: at,
-            client: DirTcp::new(client, cap),
-            server: DirTcp::new(server, cap),
+            client: DirTcp::new(client),
+            server: DirTcp::new(server),
             ends: None,
             roles_certain: certain,
             roles_frozen: false,
@@ -289,7 +290,8 @@ impl Connection {
             || !from_client
     }
 
-    fn process(&mut self, seg: &Segment<'_>, at: At) {
+    /// Takes one segment; `cap` is the flow table's handshake cap.
+    fn process(&mut self, seg: &Segment<'_>, at: At, cap: usize) {
         self.last = at;
         let from_client =
             seg.src == self.client.endpoint.ip && seg.sport == self.client.endpoint.port;
@@ -320,7 +322,9 @@ impl Connection {
         this.packets += 1;
         this.payload_bytes += seg.wire_len as u64;
         if seg.has(flags::SYN) {
-            this.syn_seq.get_or_insert(seg.seq);
+            if !this.syn() {
+                this.syn_seq = seg.seq;
+            }
             this.reasm.syn(seg.seq);
         }
         let other_dir = match dir {
@@ -330,11 +334,11 @@ impl Connection {
         if seg.has(flags::ACK) {
             other
                 .reasm
-                .peer_acked(seg.ack, &mut |c| deliver(session, other_dir, c, at));
+                .peer_acked(seg.ack, cap, &mut |c| deliver(session, other_dir, c, at));
         }
         if seg.wire_len > 0 {
             this.reasm
-                .segment(seg.seq, seg.payload, seg.wire_len, &mut |c| {
+                .segment(seg.seq, seg.payload, seg.wire_len, cap, &mut |c| {
                     deliver(session, dir, c, at)
                 });
         }
@@ -361,21 +365,21 @@ impl Connection {
     }
 
     /// Flushes what reassembly still holds (past any holes) into the TLS stage.
-    fn flush(&mut self) {
+    fn flush(&mut self, cap: usize) {
         let at = self.last;
         let session = &mut self.session;
         self.client
             .reasm
-            .finish(&mut |c| deliver(session, Dir::Client, c, at));
+            .finish(cap, &mut |c| deliver(session, Dir::Client, c, at));
         self.server
             .reasm
-            .finish(&mut |c| deliver(session, Dir::Server, c, at));
+            .finish(cap, &mut |c| deliver(session, Dir::Server, c, at));
     }
 }
 
 impl DirTcp {
     fn reasm_isn_matches(&self, seq: u32) -> bool {
-        self.syn_seq == Some(seq)
+        self.syn() && self.syn_seq == seq
     }
 }
 
@@ -447,8 +451,11 @@ impl Flows {
     fn values(&self) -> impl Iterator<Item = &Connection> {
         self.table.iter().map(|c| &**c)
     }
-    fn drain(&mut self) -> impl Iterator<Item = Box<Connection>> {
-        self.table.drain()
+    /// Every connection, out of the table; the table's buckets are freed as the table is
+    /// emptied (a drain would keep them, 18 MB at a million flows, while the connections end).
+    #[allow(clippy::vec_box)] // see `FlowTable::drain`
+    fn take_all(&mut self) -> Vec<Box<Connection>> {
+        std::mem::take(&mut self.table).into_iter().collect()
     }
 }
 
@@ -493,7 +500,7 @@ impl FlowTable {
         {
             let mut old = self.flows.remove(&key).expect("present");
             old.ended_by = EndedBy::Reused;
-            old.flush();
+            old.flush(self.config.handshake_cap);
             done(*old);
         }
         if self.flows.len() >= self.config.max_flows && !self.flows.contains_key(&key) {
@@ -503,7 +510,7 @@ impl FlowTable {
         let conn = self
             .flows
             .get_or_insert_with(key, || Connection::new(seg, at, cap));
-        conn.process(seg, at);
+        conn.process(seg, at, cap);
     }
 
     /// Finishes the least recently active flow. `last` orders by packet index, which only
@@ -524,7 +531,7 @@ impl FlowTable {
             if unchanged && let Some(mut conn) = self.flows.remove(&key) {
                 self.evicted += 1;
                 conn.ended_by = EndedBy::Evicted;
-                conn.flush();
+                conn.flush(self.config.handshake_cap);
                 done(*conn);
                 return;
             }
@@ -574,7 +581,7 @@ impl FlowTable {
                 } else {
                     EndedBy::IdleTimeout
                 };
-                conn.flush();
+                conn.flush(cfg.handshake_cap);
                 done(*conn);
             }
         }
@@ -583,13 +590,14 @@ impl FlowTable {
     /// End of input: finish everything, in order of creation. The boxes are sorted, not the
     /// connections: a vector of whole connections would double the memory at the very end.
     pub fn drain(&mut self, done: &mut dyn FnMut(Connection)) {
-        let mut all: Vec<Box<Connection>> = self.flows.drain().collect();
+        let mut all = self.flows.take_all();
+        self.evict_queue = Vec::new();
         all.sort_unstable_by_key(|c| c.seq());
         for mut conn in all {
             if conn.closed() {
                 conn.ended_by = EndedBy::Closed;
             }
-            conn.flush();
+            conn.flush(self.config.handshake_cap);
             done(*conn);
         }
     }

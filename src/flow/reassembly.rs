@@ -54,10 +54,8 @@ struct Held {
     retained_start: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Reassembler {
-    /// Sequence number of stream offset 0; `None` until the first SYN or segment.
-    base_seq: Option<u32>,
     /// Stream offset of the next byte the consumer expects.
     next: u64,
     /// Highest stream offset seen (end of the furthest segment), for byte counts.
@@ -65,13 +63,19 @@ pub struct Reassembler {
     /// What delivery holds; boxed and made on first use, since a connection past its handshake
     /// only counts and would otherwise carry the empty containers for as long as it lives.
     held: Option<Box<Held>>,
-    /// Bound for both the queue and the retained prefix.
-    cap: u32,
-    /// Once set, bytes are no longer delivered or kept: only counted.
-    counting_only: bool,
     /// What a clean stream never needs; boxed and made on first use, so that such a stream
     /// carries 8 bytes for it rather than 40 for as long as its connection is tracked.
     rare: Option<Box<Rare>>,
+    /// Sequence number of stream offset 0, once `started`.
+    base_seq: u32,
+    /// The first SYN or segment fixed `base_seq`.
+    started: bool,
+    /// A SYN was seen.
+    syn_seen: bool,
+    /// Once set, bytes are no longer delivered or kept: only counted.
+    counting_only: bool,
+    // The bound of the queue and the retained prefix is not stored: it is the same for every
+    // stream, so the caller passes it, and each of two million streams saves 8 bytes.
 }
 
 /// The parts of a stream's state that only trouble or its end sets.
@@ -83,16 +87,8 @@ struct Rare {
 }
 
 impl Reassembler {
-    pub fn new(cap: usize) -> Self {
-        Reassembler {
-            base_seq: None,
-            next: 0,
-            highest: 0,
-            held: None,
-            cap: u32::try_from(cap).unwrap_or(u32::MAX),
-            counting_only: false,
-            rare: None,
-        }
+    pub fn new() -> Self {
+        Reassembler::default()
     }
 
     /// What reassembly saw so far.
@@ -121,13 +117,24 @@ impl Reassembler {
 
     /// A SYN fixes the initial sequence number; data starts one after it.
     pub fn syn(&mut self, seq: u32) {
-        if self.base_seq.is_none() {
-            self.base_seq = Some(seq.wrapping_add(1));
+        self.syn_seen = true;
+        self.start_at(seq.wrapping_add(1));
+    }
+
+    fn start_at(&mut self, base_seq: u32) {
+        if !self.started {
+            self.base_seq = base_seq;
+            self.started = true;
         }
     }
 
     pub fn started(&self) -> bool {
-        self.base_seq.is_some()
+        self.started
+    }
+
+    /// This direction sent a SYN.
+    pub fn syn_seen(&self) -> bool {
+        self.syn_seen
     }
 
     /// Bytes of the stream seen so far (unique, by sequence space).
@@ -143,7 +150,10 @@ impl Reassembler {
 
     /// Stream offset of a sequence number, relative to the next expected byte.
     fn offset_of(&self, seq: u32) -> Option<u64> {
-        let base = self.base_seq?;
+        if !self.started {
+            return None;
+        }
+        let base = self.base_seq;
         let next_seq = base.wrapping_add(self.next as u32);
         let delta = seq.wrapping_sub(next_seq) as i32 as i64;
         // Below the stream start (a stale ACK, or one from before a midstream join): says nothing.
@@ -151,21 +161,21 @@ impl Reassembler {
     }
 
     /// Feeds one segment's payload. `wire_len` is the payload length on the wire; when the snap
-    /// length cut the frame the missing tail becomes a gap.
+    /// length cut the frame the missing tail becomes a gap. `cap` bounds both the out-of-order
+    /// queue and the retained prefix; a stream is always given the same one.
     pub fn segment(
         &mut self,
         seq: u32,
         data: &[u8],
         wire_len: u32,
+        cap: usize,
         out: &mut dyn FnMut(Chunk<'_>),
     ) {
         if wire_len == 0 {
             return;
         }
-        if self.base_seq.is_none() {
-            self.base_seq = Some(seq);
-        }
-        let base = self.base_seq.unwrap_or(seq);
+        self.start_at(seq);
+        let base = self.base_seq;
         let next_seq = base.wrapping_add(self.next as u32);
         let delta = seq.wrapping_sub(next_seq) as i32 as i64;
         // A segment that starts before offset 0 (data before the SYN we anchored on) is trimmed.
@@ -203,7 +213,7 @@ impl Reassembler {
             return;
         }
         if start > self.next {
-            self.enqueue(start, data, end, out);
+            self.enqueue(start, data, end, cap, out);
             return;
         }
         // Overlaps or starts exactly at the next expected byte.
@@ -212,39 +222,46 @@ impl Reassembler {
             self.stats_mut().retransmissions += 1;
             self.compare_with_retained(start, &data[..overlap.min(data.len())]);
         }
-        self.segment_at(start, data, end, out);
+        self.segment_at(start, data, end, cap, out);
     }
 
-    fn enqueue(&mut self, start: u64, data: &[u8], end: u64, out: &mut dyn FnMut(Chunk<'_>)) {
+    fn enqueue(
+        &mut self,
+        start: u64,
+        data: &[u8],
+        end: u64,
+        cap: usize,
+        out: &mut dyn FnMut(Chunk<'_>),
+    ) {
         let cost = if data.is_empty() {
             0
         } else {
             data.len() + PIECE_COST
         };
-        if self.queued_bytes() + cost > self.cap() {
+        if self.queued_bytes() + cost > cap {
             // Full: give up holes, oldest first, until the segment fits or is in order.
             self.stats_mut().queue_overflows += 1;
-            while self.queued_bytes() + cost > self.cap()
+            while self.queued_bytes() + cost > cap
                 && self.first_queued().is_some()
                 && start > self.next
             {
-                self.skip_hole(out);
+                self.skip_hole(cap, out);
             }
-            if start > self.next && self.queued_bytes() + cost > self.cap() {
+            if start > self.next && self.queued_bytes() + cost > cap {
                 // The segment alone is larger than the queue: the hole before it is lost.
                 self.skip_to(start, out);
             }
             if start <= self.next {
-                return self.segment_at(start, data, end, out);
+                return self.segment_at(start, data, end, cap, out);
             }
         }
         self.insert_first_copy_wins(start, data);
         // A segment spanning several queued pieces is queued as several pieces, which may cost
         // more than estimated above: give up the oldest holes until the queue is within its cap.
-        if self.queued_bytes() > self.cap() {
+        if self.queued_bytes() > cap {
             self.stats_mut().queue_overflows += 1;
-            while self.queued_bytes() > self.cap() && self.first_queued().is_some() {
-                self.skip_hole(out);
+            while self.queued_bytes() > cap && self.first_queued().is_some() {
+                self.skip_hole(cap, out);
             }
         }
     }
@@ -299,25 +316,32 @@ impl Reassembler {
     }
 
     /// Delivers a segment whose start is now at or before `self.next`.
-    fn segment_at(&mut self, start: u64, data: &[u8], end: u64, out: &mut dyn FnMut(Chunk<'_>)) {
+    fn segment_at(
+        &mut self,
+        start: u64,
+        data: &[u8],
+        end: u64,
+        cap: usize,
+        out: &mut dyn FnMut(Chunk<'_>),
+    ) {
         if end <= self.next {
             return;
         }
         let overlap = (self.next.saturating_sub(start)) as usize;
         let fresh = data.get(overlap..).unwrap_or(&[]);
-        self.deliver(fresh, out);
+        self.deliver(fresh, cap, out);
         if start + (data.len() as u64) < end {
             self.skip_to(end, out);
         }
-        self.drain(out);
+        self.drain(cap, out);
     }
 
-    fn deliver(&mut self, bytes: &[u8], out: &mut dyn FnMut(Chunk<'_>)) {
+    fn deliver(&mut self, bytes: &[u8], cap: usize, out: &mut dyn FnMut(Chunk<'_>)) {
         if bytes.is_empty() {
             return;
         }
         // Only the handshake region is retained: past it, no box is made just to be looked at.
-        let (cap, next) = (u64::from(self.cap), self.next);
+        let (cap, next) = (cap as u64, self.next);
         if next < cap {
             let held = self.held();
             if held.retained_start + held.retained.len() as u64 == next {
@@ -380,7 +404,7 @@ impl Reassembler {
     }
 
     /// Hands out every queued segment that is now in order.
-    fn drain(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
+    fn drain(&mut self, cap: usize, out: &mut dyn FnMut(Chunk<'_>)) {
         while let Some(start) = self.first_queued() {
             if start > self.next {
                 break;
@@ -397,7 +421,7 @@ impl Reassembler {
             if overlap > 0 {
                 self.compare_with_retained(start, &data[..overlap]);
             }
-            self.deliver(&data[overlap..], out);
+            self.deliver(&data[overlap..], cap, out);
         }
     }
 
@@ -418,16 +442,16 @@ impl Reassembler {
     }
 
     /// Gives up on the hole before the first queued segment.
-    fn skip_hole(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
+    fn skip_hole(&mut self, cap: usize, out: &mut dyn FnMut(Chunk<'_>)) {
         if let Some(first) = self.first_queued() {
             self.skip_to(first, out);
-            self.drain(out);
+            self.drain(cap, out);
         }
     }
 
     /// The peer acknowledged `ack`: bytes before it were sent. A hole the peer has acknowledged
     /// will never be filled by the capture.
-    pub fn peer_acked(&mut self, ack: u32, out: &mut dyn FnMut(Chunk<'_>)) {
+    pub fn peer_acked(&mut self, ack: u32, cap: usize, out: &mut dyn FnMut(Chunk<'_>)) {
         if self.counting_only {
             return;
         }
@@ -444,7 +468,7 @@ impl Reassembler {
             return;
         }
         match self.first_queued() {
-            Some(first) if acked >= first => self.skip_hole(out),
+            Some(first) if acked >= first => self.skip_hole(cap, out),
             Some(_) => {}
             // Nothing queued: the acknowledged bytes passed without the capture seeing them.
             None => self.skip_to(acked, out),
@@ -453,7 +477,7 @@ impl Reassembler {
 
     /// This direction sent a FIN after `wire_len` bytes at `seq`.
     pub fn fin(&mut self, seq: u32, wire_len: u32) {
-        if self.base_seq.is_none() {
+        if !self.started {
             return;
         }
         if self.fin_offset() == NO_FIN
@@ -464,9 +488,9 @@ impl Reassembler {
     }
 
     /// The direction closed or the flow ended: whatever is queued is delivered past its holes.
-    pub fn finish(&mut self, out: &mut dyn FnMut(Chunk<'_>)) {
+    pub fn finish(&mut self, cap: usize, out: &mut dyn FnMut(Chunk<'_>)) {
         while self.first_queued().is_some() {
-            self.skip_hole(out);
+            self.skip_hole(cap, out);
         }
     }
 
@@ -478,10 +502,6 @@ impl Reassembler {
                 ..Held::default()
             })
         })
-    }
-
-    fn cap(&self) -> usize {
-        self.cap as usize
     }
 
     fn queued_bytes(&self) -> usize {
@@ -498,16 +518,18 @@ impl Reassembler {
 mod tests {
     use super::*;
 
+    const CAP: usize = 1 << 16;
+
     fn collect(r: &mut Reassembler, segs: &[(u32, &[u8])]) -> (Vec<u8>, u32) {
         let mut bytes = Vec::new();
         let mut gaps = 0;
         for (seq, data) in segs {
-            r.segment(*seq, data, data.len() as u32, &mut |c| match c {
+            r.segment(*seq, data, data.len() as u32, CAP, &mut |c| match c {
                 Chunk::Data { bytes: b, .. } => bytes.extend_from_slice(b),
                 Chunk::Gap { .. } => gaps += 1,
             });
         }
-        r.finish(&mut |c| match c {
+        r.finish(CAP, &mut |c| match c {
             Chunk::Data { bytes: b, .. } => bytes.extend_from_slice(b),
             Chunk::Gap { .. } => gaps += 1,
         });
@@ -516,7 +538,7 @@ mod tests {
 
     #[test]
     fn out_of_order_and_duplicates_give_the_stream() {
-        let mut r = Reassembler::new(1 << 16);
+        let mut r = Reassembler::new();
         r.syn(99);
         let (bytes, gaps) = collect(
             &mut r,
@@ -535,31 +557,31 @@ mod tests {
 
     #[test]
     fn acknowledged_bytes_are_released_and_later_ones_still_compared() {
-        let mut r = Reassembler::new(1 << 16);
+        let mut r = Reassembler::new();
         r.syn(0);
         let mut sink = |_: Chunk<'_>| {};
-        r.segment(1, b"first flight", 12, &mut sink);
+        r.segment(1, b"first flight", 12, CAP, &mut sink);
         assert!(r.held.is_some(), "unacknowledged bytes are kept");
         // The peer acknowledges all of it: nothing is held any more.
-        r.peer_acked(13, &mut sink);
+        r.peer_acked(13, CAP, &mut sink);
         assert!(r.held.is_none());
         // A different copy of acknowledged bytes is counted as a retransmission only.
-        r.segment(1, b"FIRST", 5, &mut sink);
+        r.segment(1, b"FIRST", 5, CAP, &mut sink);
         assert_eq!(r.stats().retransmissions, 1);
         assert_eq!(r.stats().overlap_mismatches, 0);
         // Bytes after the acknowledgement are kept again and compared.
-        r.segment(13, b"second", 6, &mut sink);
-        r.segment(13, b"SECOND", 6, &mut sink);
+        r.segment(13, b"second", 6, CAP, &mut sink);
+        r.segment(13, b"SECOND", 6, CAP, &mut sink);
         assert_eq!(r.stats().overlap_mismatches, 1);
         // Half of them acknowledged: the rest is still compared.
-        r.peer_acked(16, &mut sink);
-        r.segment(16, b"OND", 3, &mut sink);
+        r.peer_acked(16, CAP, &mut sink);
+        r.segment(16, b"OND", 3, CAP, &mut sink);
         assert_eq!(r.stats().overlap_mismatches, 2);
     }
 
     #[test]
     fn different_retransmission_is_flagged_and_first_copy_wins() {
-        let mut r = Reassembler::new(1 << 16);
+        let mut r = Reassembler::new();
         r.syn(0);
         let (bytes, _) = collect(&mut r, &[(1, b"abcdef"), (3, b"XY")]);
         assert_eq!(bytes, b"abcdef");
@@ -568,7 +590,7 @@ mod tests {
 
     #[test]
     fn sequence_wraps() {
-        let mut r = Reassembler::new(1 << 16);
+        let mut r = Reassembler::new();
         r.syn(u32::MAX - 2);
         let (bytes, gaps) = collect(&mut r, &[(u32::MAX - 1, b"ab"), (0, b"cd"), (2, b"ef")]);
         assert_eq!(bytes, b"abcdef");
@@ -577,7 +599,7 @@ mod tests {
 
     #[test]
     fn hole_is_reported_at_finish() {
-        let mut r = Reassembler::new(1 << 16);
+        let mut r = Reassembler::new();
         r.syn(0);
         let (bytes, gaps) = collect(&mut r, &[(1, b"ab"), (10, b"zz")]);
         assert_eq!(bytes, b"abzz");
@@ -587,12 +609,12 @@ mod tests {
 
     #[test]
     fn queue_is_bounded() {
-        let mut r = Reassembler::new(64);
+        let mut r = Reassembler::new();
         r.syn(0);
         let chunk = [7u8; 16];
         for i in 0..100u32 {
             // every segment leaves a one-byte hole before it
-            r.segment(2 + i * 17, &chunk, 16, &mut |_| {});
+            r.segment(2 + i * 17, &chunk, 16, 64, &mut |_| {});
             assert!(r.queued_bytes() <= 64);
         }
         assert!(r.stats().gaps > 0);

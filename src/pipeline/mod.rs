@@ -195,12 +195,20 @@ impl Worker {
             &mut self.finished,
             &mut self.stats,
         );
+        let mut drained = 0usize;
         table.drain(&mut |c| {
             let seq = c.seq();
             finish(c, END_EVENT, evidence, finished);
             if finished.len() >= REPORT_CONNECTIONS {
                 count_outcomes(stats, finished);
                 chunk(std::mem::take(finished), (END_EVENT, seq));
+            }
+            // The drain frees connections (one size class) while the evidence they leave grows
+            // (others): without handing the freed pages back as it goes, a drain of a million
+            // connections held both and set the run's memory peak.
+            drained += 1;
+            if drained.is_multiple_of(RELEASE_EVERY_DRAINED) {
+                crate::memory::release_freed_memory();
             }
         });
         self.track_size();
@@ -577,6 +585,9 @@ struct Pace {
 /// A reading worker among several reports at the latest when it has finished this many
 /// connections.
 const REPORT_CONNECTIONS: usize = 64;
+
+/// How many connections a drain finishes between two returns of freed memory to the system.
+const RELEASE_EVERY_DRAINED: usize = 1 << 13;
 
 /// How far one reading worker may run ahead of another.
 const MAX_LEAD_PACKETS: u64 = 2 * HEARTBEAT_PACKETS;

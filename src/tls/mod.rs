@@ -83,12 +83,15 @@ pub struct Observations {
     pub cert: Option<Arc<CertSummary>>,
     /// When the handshake's steps happened; dropped once the client sent application data.
     timeline: Option<Box<Timeline>>,
-    pub client_app: Option<At>,
+    /// The packet that carried the client's first application data (its index orders it
+    /// against the alerts; its time is not needed).
+    client_app: Option<NonZeroU64>,
     /// Stream offsets of each direction's first application data record.
     client_app_offset: OptOffset,
     server_app_offset: OptOffset,
-    /// Alerts seen before the outcome settled; boxed together, since most connections have none.
-    alerts: Option<Box<Alerts>>,
+    /// Alerts seen before the outcome settled, and anomalies: boxed together, since most
+    /// connections have neither.
+    trouble: Option<Box<Trouble>>,
     /// Direction's stream carried TLS records.
     pub client_tls: bool,
     pub server_tls: bool,
@@ -97,11 +100,6 @@ pub struct Observations {
     pub server_opaque: bool,
     /// The client stream began with an SSLv2-compatible hello.
     pub sslv2_hello: bool,
-    /// Anomaly names (deduplicated, in order of first occurrence). Boxed: most connections
-    /// have none, and the empty vector cost every tracked connection 24 bytes, where the box's
-    /// pointer costs 8.
-    #[allow(clippy::box_collection)]
-    anomalies: Option<Box<Vec<&'static str>>>,
 }
 
 /// When the steps of a handshake happened. Only a connection whose client never sent
@@ -118,36 +116,42 @@ pub struct Timeline {
     pub client_finished: Option<At>,
 }
 
-/// A stream offset that may be absent, in 8 bytes where `Option<u64>` takes 16. No stream gets
-/// near `u64::MAX` bytes, so that value means none.
+/// The stream offset of a direction's first application data record, if any, in 4 bytes: every
+/// tracked connection keeps two. `u32::MAX` means none. A first record more than 4 GiB into a
+/// stream (only a hostile one sends that much before any application data) is taken to start
+/// at 4 GiB, which only makes the record's application byte count larger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct OptOffset(u64);
+struct OptOffset(u32);
 
 impl Default for OptOffset {
     fn default() -> Self {
-        OptOffset(u64::MAX)
+        OptOffset(u32::MAX)
     }
 }
 
 impl OptOffset {
     fn get(self) -> Option<u64> {
-        (self.0 != u64::MAX).then_some(self.0)
+        (self.0 != u32::MAX).then_some(u64::from(self.0))
     }
     fn set_once(&mut self, offset: u64) {
-        if self.0 == u64::MAX {
-            self.0 = offset;
+        if self.0 == u32::MAX {
+            self.0 = u32::try_from(offset)
+                .unwrap_or(u32::MAX - 1)
+                .min(u32::MAX - 1);
         }
     }
 }
 
-/// The alerts of one connection.
+/// What went wrong on one connection: alerts and anomalies.
 #[derive(Debug, Default)]
-struct Alerts {
+struct Trouble {
     client: Option<AlertEvent>,
     server: Option<AlertEvent>,
     /// TLS 1.3: an alert-sized encrypted record after the client's Finished (close_notify or a
     /// post-handshake rejection).
     client_post_handshake: Option<AlertEvent>,
+    /// Anomaly names, deduplicated, in order of first occurrence.
+    anomalies: Vec<&'static str>,
 }
 
 /// The timeline of a connection that has none (yet, or any more).
@@ -168,21 +172,25 @@ impl Observations {
     pub fn server_app_offset(&self) -> Option<u64> {
         self.server_app_offset.get()
     }
+    /// Index of the packet that carried the client's first application data.
+    pub fn client_app(&self) -> Option<u64> {
+        self.client_app.map(NonZeroU64::get)
+    }
     /// The client's first abort, else its first alert.
     pub fn client_alert(&self) -> Option<&AlertEvent> {
-        self.alerts.as_ref()?.client.as_ref()
+        self.trouble.as_ref()?.client.as_ref()
     }
     /// The server's first abort, else its first alert.
     pub fn server_alert(&self) -> Option<&AlertEvent> {
-        self.alerts.as_ref()?.server.as_ref()
+        self.trouble.as_ref()?.server.as_ref()
     }
     /// TLS 1.3: an alert-sized encrypted record after the client's Finished (close_notify or a
     /// post-handshake rejection).
     pub fn client_post_handshake_alert(&self) -> Option<&AlertEvent> {
-        self.alerts.as_ref()?.client_post_handshake.as_ref()
+        self.trouble.as_ref()?.client_post_handshake.as_ref()
     }
-    fn alerts_mut(&mut self) -> &mut Alerts {
-        self.alerts.get_or_insert_with(Box::default)
+    fn trouble_mut(&mut self) -> &mut Trouble {
+        self.trouble.get_or_insert_with(Box::default)
     }
     pub fn timeline(&self) -> &Timeline {
         self.timeline.as_deref().unwrap_or(&NO_TIMELINE)
@@ -213,14 +221,14 @@ impl Observations {
     }
     pub fn flag(&mut self, anomaly: &'static str) {
         if !self.has_anomaly(anomaly) {
-            self.anomalies
-                .get_or_insert_with(Box::default)
-                .push(anomaly);
+            self.trouble_mut().anomalies.push(anomaly);
         }
     }
     /// Anomaly names, deduplicated, in order of first occurrence.
     pub fn anomalies(&self) -> &[&'static str] {
-        self.anomalies.as_deref().map_or(&[], Vec::as_slice)
+        self.trouble
+            .as_deref()
+            .map_or(&[], |t| t.anomalies.as_slice())
     }
     pub fn has_anomaly(&self, anomaly: &str) -> bool {
         self.anomalies().contains(&anomaly)
@@ -884,7 +892,7 @@ impl Session {
                 at,
             }
         };
-        let alerts = self.obs.alerts_mut();
+        let alerts = self.obs.trouble_mut();
         let slot = match dir {
             Dir::Client => &mut alerts.client,
             Dir::Server => &mut alerts.server,
@@ -903,7 +911,7 @@ impl Session {
             let alert_len = self.obs.tls13_alert_len();
             if self.obs.timeline().client_finished.is_none() && self.obs.client_alert().is_none() {
                 if len == alert_len {
-                    self.obs.alerts_mut().client = Some(AlertEvent {
+                    self.obs.trouble_mut().client = Some(AlertEvent {
                         level: None,
                         description: None,
                         encrypted: true,
@@ -919,7 +927,7 @@ impl Session {
                 && len == alert_len
                 && self.obs.client_post_handshake_alert().is_none()
             {
-                self.obs.alerts_mut().client_post_handshake = Some(AlertEvent {
+                self.obs.trouble_mut().client_post_handshake = Some(AlertEvent {
                     level: None,
                     description: None,
                     encrypted: true,
@@ -943,7 +951,7 @@ impl Session {
             }
         }
         if self.obs.client_app.is_none() {
-            self.obs.client_app = Some(at);
+            self.obs.client_app = Some(at.pkt);
             self.obs.client_app_offset.set_once(offset);
         }
     }
