@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
+use crate::classify::Outcome;
 use crate::output::record::ConnectionRecord;
 use crate::tls::cert::CertSummary;
 use proxy::{CaVerdict, ProxyCas};
@@ -48,7 +49,8 @@ pub type Order = (u64, u64);
 
 /// The fields of a record that correlation needs. Kept for up to [`Limits::total`]
 /// connections, so what many share is shared: the name with its table key, the fingerprint
-/// and the certificate summary with the TLS stage's caches.
+/// and the certificate summary with the TLS stage's caches; and what is not is kept small
+/// (128 bytes in all).
 #[derive(Debug, Clone)]
 struct Obs {
     order: Order,
@@ -58,11 +60,25 @@ struct Obs {
     ja4: Arc<str>,
     client_ip: IpAddr,
     server: (IpAddr, u16),
-    outcome: &'static str,
+    outcome: Outcome,
     detail: Option<Box<str>>,
-    delay_ms: Option<f64>,
+    delay_ms: DelayMs,
     cert: Option<Arc<CertSummary>>,
     connect: bool,
+}
+
+/// The client's abort delay, in 8 bytes where `Option<f64>` takes 16: NaN stands for none (a
+/// delay computed from capture times is never NaN).
+#[derive(Debug, Clone, Copy)]
+struct DelayMs(f64);
+
+impl DelayMs {
+    fn new(ms: Option<f64>) -> Self {
+        DelayMs(ms.filter(|d| !d.is_nan()).unwrap_or(f64::NAN))
+    }
+    fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(self.0)
+    }
 }
 
 impl Obs {
@@ -249,6 +265,9 @@ impl Obs {
     /// turns into the shared key.
     fn of(rec: &ConnectionRecord, order: Order) -> Option<(Option<String>, Obs)> {
         let ja4 = rec.ja4.clone()?;
+        let outcome = Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == rec.outcome)?;
         let client_ip = rec.client_ip.parse().ok()?;
         let server_ip = rec.server_ip.parse().ok()?;
         let name = rec
@@ -265,9 +284,9 @@ impl Obs {
             ja4,
             client_ip,
             server: (server_ip, rec.server_port),
-            outcome: rec.outcome,
+            outcome,
             detail: rec.outcome_detail.as_deref().map(Box::from),
-            delay_ms: rec.abort_delay_ms,
+            delay_ms: DelayMs::new(rec.abort_delay_ms),
             cert: rec.cert.clone(),
             connect: rec.connect.is_some(),
         };
@@ -310,7 +329,7 @@ impl Correlator {
     }
 
     /// The run's last conclusions: the evidence is moved into the analysis rather than copied
-    /// (at a million observations a copy is about 150 MB at the run's memory peak), so the
+    /// (at a million observations a copy is about 128 MB at the run's memory peak), so the
     /// table is empty afterwards.
     pub fn conclude_final(&self) -> Report {
         Analysis {
@@ -382,7 +401,8 @@ impl Analysis<'_> {
             }
             let path = paths[i];
             if path == Path::Origin
-                && score::failure_weight(o.outcome, o.detail.as_deref(), o.delay_ms) > 0.0
+                && score::failure_weight(o.outcome.as_str(), o.detail.as_deref(), o.delay_ms.get())
+                    > 0.0
             {
                 report.ordinary_cert_failures += 1;
             }
@@ -427,9 +447,9 @@ impl Analysis<'_> {
             ja4: &o.ja4,
             client_ip: o.client_ip,
             ip_literal: o.ip_literal,
-            outcome: o.outcome,
+            outcome: o.outcome.as_str(),
             detail: o.detail.as_deref(),
-            delay_ms: o.delay_ms,
+            delay_ms: o.delay_ms.get(),
         }
     }
 
@@ -591,9 +611,14 @@ impl Analysis<'_> {
                 continue;
             }
             let e = per.entry(o.client_ip).or_default();
-            if o.outcome == "established" {
+            if o.outcome == Outcome::Established {
                 e.3 += 1;
-            } else if score::failure_weight(o.outcome, o.detail.as_deref(), o.delay_ms) > 0.0 {
+            } else if score::failure_weight(
+                o.outcome.as_str(),
+                o.detail.as_deref(),
+                o.delay_ms.get(),
+            ) > 0.0
+            {
                 if let Some(n) = &o.name {
                     e.0.insert(registrable(n));
                 }
@@ -619,10 +644,21 @@ impl Analysis<'_> {
 
 #[cfg(test)]
 mod footprint {
+    use super::DelayMs;
+
     /// The evidence table holds up to a million observations by default (`Limits::total`), so
-    /// each byte here can be a megabyte of a sensor's memory; no string per observation.
+    /// each byte here can be a megabyte of a sensor's memory; no string per observation. (It
+    /// was 152 bytes until the outcome became its enum and the delay a NaN-for-none float.)
     #[test]
-    fn an_observation_stays_small() {
-        assert!(std::mem::size_of::<super::Obs>() <= 152);
+    fn an_observation_takes_128_bytes() {
+        assert!(std::mem::size_of::<super::Obs>() <= 128);
+    }
+
+    #[test]
+    fn a_missing_delay_stays_missing_and_a_delay_keeps_its_value() {
+        assert_eq!(DelayMs::new(None).get(), None);
+        assert_eq!(DelayMs::new(Some(f64::NAN)).get(), None);
+        assert_eq!(DelayMs::new(Some(123_456.789)).get(), Some(123_456.789));
+        assert_eq!(DelayMs::new(Some(0.0)).get(), Some(0.0));
     }
 }
