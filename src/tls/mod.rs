@@ -1039,4 +1039,24 @@ mod footprint {
         let size = std::mem::size_of::<super::Framing>();
         assert!(size <= 192, "Framing is {size} bytes");
     }
+
+    /// Application-data offsets are kept in 4 bytes: exact below 4 GiB, saturated past it,
+    /// never mistaken for "none", and set only once.
+    #[test]
+    fn app_data_offsets_are_exact_below_4_gib_and_saturate_past_it() {
+        let mut none = super::OptOffset::default();
+        assert_eq!(none.get(), None);
+        none.set_once(5_000);
+        none.set_once(6_000);
+        assert_eq!(none.get(), Some(5_000));
+        let mut far = super::OptOffset::default();
+        far.set_once(u64::from(u32::MAX) + 10);
+        assert_eq!(far.get(), Some(u64::from(u32::MAX - 1)));
+        let mut edge = super::OptOffset::default();
+        edge.set_once(u64::from(u32::MAX));
+        assert!(
+            edge.get().is_some(),
+            "an offset of exactly u32::MAX is not none"
+        );
+    }
 }
