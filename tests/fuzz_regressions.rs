@@ -203,7 +203,7 @@ fn timestamps_centuries_apart_do_not_overflow_the_abort_delay() {
     }
     table.drain(&mut |c| records.push(record::build(&c).0));
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].outcome, "client_alert");
+    assert_eq!(records[0].outcome.as_str(), "client_alert");
     assert_eq!(records[0].outcome_detail.as_deref(), Some("unknown_ca"));
     assert_eq!(records[0].abort_delay_ms, Some(0.0));
 }

@@ -63,7 +63,7 @@ impl Finished {
         self.seen[n] = true;
         self.count += 1;
         let (rec, verdict) = record::build(&conn);
-        assert_eq!(rec.outcome, verdict.outcome.as_str());
+        assert_eq!(rec.outcome, verdict.outcome);
         assert!(conn.first <= conn.last);
         serde_json::to_string(&rec).expect("a connection record serialises");
     }

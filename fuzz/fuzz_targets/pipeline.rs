@@ -34,7 +34,7 @@ struct Check;
 impl Output for Check {
     type Error = std::convert::Infallible;
     fn record(&mut self, rec: &ConnectionRecord, verdict: &Verdict) -> Result<(), Self::Error> {
-        assert_eq!(rec.outcome, verdict.outcome.as_str());
+        assert_eq!(rec.outcome, verdict.outcome);
         serde_json::to_string(rec).expect("a connection record serialises");
         Ok(())
     }

@@ -265,9 +265,6 @@ impl Obs {
     /// turns into the shared key.
     fn of(rec: &ConnectionRecord, order: Order) -> Option<(Option<String>, Obs)> {
         let ja4 = rec.ja4.clone()?;
-        let outcome = Outcome::ALL
-            .into_iter()
-            .find(|o| o.as_str() == rec.outcome)?;
         let client_ip = rec.client_ip.parse().ok()?;
         let server_ip = rec.server_ip.parse().ok()?;
         let name = rec
@@ -284,7 +281,7 @@ impl Obs {
             ja4,
             client_ip,
             server: (server_ip, rec.server_port),
-            outcome,
+            outcome: rec.outcome,
             detail: rec.outcome_detail.as_deref().map(Box::from),
             delay_ms: DelayMs::new(rec.abort_delay_ms),
             cert: rec.cert.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::classify::{Verdict, classify};
+use crate::classify::{Outcome, Verdict, classify};
 use crate::flow::Connection;
 use crate::tls::cert::CertSummary;
 use crate::tls::handshake::{cipher_name, version_name};
@@ -69,7 +69,7 @@ pub struct ConnectionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelRecord>,
     pub sni: Option<String>,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub outcome_detail: Option<String>,
     pub alert: Option<AlertRecord>,
     pub abort_delay_ms: Option<f64>,
@@ -189,7 +189,7 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
             .client_hello
             .as_ref()
             .and_then(|c| c.sni.as_deref().map(str::to_owned)),
-        outcome: verdict.outcome.as_str(),
+        outcome: verdict.outcome,
         outcome_detail: verdict.detail.clone(),
         alert: verdict.alert.as_ref().map(|(d, a)| alert_record(*d, a)),
         abort_delay_ms: verdict.abort_delay_ms,

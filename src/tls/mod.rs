@@ -135,9 +135,7 @@ impl OptOffset {
     }
     fn set_once(&mut self, offset: u64) {
         if self.0 == u32::MAX {
-            self.0 = u32::try_from(offset)
-                .unwrap_or(u32::MAX - 1)
-                .min(u32::MAX - 1);
+            self.0 = offset.min(u64::from(u32::MAX - 1)) as u32;
         }
     }
 }
