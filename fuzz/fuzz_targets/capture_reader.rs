@@ -3,11 +3,14 @@
 //! clean end or one typed error, never a panic, a hang or an allocation the file merely claims.
 //!
 //! Both readers run on every input: the streaming one (standard input, pipes) and the in-place
-//! one (mapped files). They must hand out the same frames and stop at the same place.
+//! one (mapped files). They must hand out the same frames and stop at the same place. A
+//! classic pcap file is also read the way several replay workers read it, through a shared
+//! region-by-region walk with tiny regions (many guessed frame starts, some wrong): every
+//! reader of it must see exactly what the in-place reader saw.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pinwatch::capture::{CaptureError, CaptureReader};
+use pinwatch::capture::{CaptureError, CaptureReader, SplitReader, SplitWalk};
 
 /// The reader refuses records larger than this (capture::MAX_RECORD).
 const MAX_RECORD: usize = 1 << 20;
@@ -77,4 +80,46 @@ fuzz_target!(|data: &[u8]| {
     );
     let in_place = read_all(CaptureReader::from_bytes("fuzz".into(), data.to_vec()), data);
     assert_eq!(streamed, in_place, "the two readers disagree");
+    for region_bytes in [64, 1000] {
+        let Some(walk) = SplitWalk::of_bytes(data.to_vec(), 2, first_byte, region_bytes) else {
+            break;
+        };
+        // One reader after the other: the second finds the regions the first walked.
+        for reader in 0..2 {
+            let split = read_split(SplitReader::new("fuzz".into(), walk.clone(), reader), data);
+            assert_eq!(split, in_place, "a split reader disagrees");
+        }
+    }
 });
+
+fn first_byte(_: i32, frame: &[u8]) -> Option<u64> {
+    frame.first().map(|&b| u64::from(b))
+}
+
+fn read_split(mut reader: SplitReader, data: &[u8]) -> Run {
+    let mut run = Run {
+        frames: Vec::new(),
+        end: None,
+    };
+    loop {
+        match reader.advance() {
+            Ok(true) => {
+                let frame = reader.frame().expect("advance said there is a frame");
+                assert!(frame.data.len() <= data.len());
+                assert_eq!(frame.flow_hash, Some(first_byte(0, frame.data)));
+                run.frames.push((
+                    frame.ts_ns,
+                    frame.linktype,
+                    frame.data.to_vec(),
+                    frame.orig_len,
+                ));
+            }
+            Ok(false) => break,
+            Err(e) => {
+                run.end = Some(error_offset(&e));
+                break;
+            }
+        }
+    }
+    run
+}

@@ -10,7 +10,12 @@
 //! streaming readers, so [`super::CaptureReader`] interprets blocks, locates frames and reports
 //! damage identically whichever reader is underneath.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use pcap_parser::nom::{self, Offset};
+
+use super::split::{Legacy, SplitWalk};
 use pcap_parser::pcapng::{Block, parse_block_be, parse_block_le, parse_sectionheaderblock};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{
@@ -40,52 +45,225 @@ pub trait Backing: AsRef<[u8]> {
 
 impl Backing for Vec<u8> {}
 
-/// A memory-mapped capture file.
-pub struct MappedFile {
-    map: memmap2::Mmap,
+/// A capture file mapped once for every reader of it. The reading workers of a multi-threaded
+/// replay each walk the whole file; through one mapping its pages are faulted in once, not once
+/// per worker, and handed back once, when every reader is past them.
+pub struct SharedMap {
+    map: Bytes,
+    /// How far each reader has got, published a chunk at a time (`usize::MAX` once it is done).
+    positions: Vec<AtomicUsize>,
     /// Pages before this offset have been handed back.
-    released: usize,
+    released: Mutex<usize>,
 }
 
-/// Pages are handed back this many bytes at a time.
-const RELEASE_CHUNK: usize = 2 << 20;
+/// The bytes behind a [`SharedMap`].
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    /// Bytes already in memory (tests and fuzzing): nothing to hand back.
+    Owned(Vec<u8>),
+}
 
-impl MappedFile {
-    pub fn new(map: memmap2::Mmap) -> Self {
+impl SharedMap {
+    /// A mapping that `readers` readers will walk; `MappedFile::reader` hands each its view.
+    pub fn new(map: memmap2::Mmap, readers: usize) -> Arc<Self> {
         let _ = map.advise(memmap2::Advice::Sequential);
-        MappedFile { map, released: 0 }
+        Self::with(Bytes::Mapped(map), readers)
     }
-}
 
-impl AsRef<[u8]> for MappedFile {
-    fn as_ref(&self) -> &[u8] {
-        &self.map
+    /// Bytes already in memory, read the same way as a mapped file.
+    pub fn from_vec(bytes: Vec<u8>, readers: usize) -> Arc<Self> {
+        Self::with(Bytes::Owned(bytes), readers)
     }
-}
 
-impl Backing for MappedFile {
-    /// Unmaps the pages already read, a chunk at a time, so the process's resident size stays
-    /// at tens of MB instead of growing to the file's size (the pages stay in the page cache).
-    fn read_up_to(&mut self, pos: usize) {
-        if pos < self.released + 2 * RELEASE_CHUNK {
+    fn with(map: Bytes, readers: usize) -> Arc<Self> {
+        Arc::new(SharedMap {
+            map,
+            positions: (0..readers.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+            released: Mutex::new(0),
+        })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match &self.map {
+            Bytes::Mapped(map) => map,
+            Bytes::Owned(bytes) => bytes,
+        }
+    }
+
+    /// Reader `reader` has read everything before `pos`: unmaps the pages every reader is past,
+    /// a chunk at a time, so the process's resident size stays at tens of MB instead of
+    /// growing to the file's size (the pages stay in the page cache).
+    pub(crate) fn reader_at(&self, reader: usize, pos: usize) {
+        if let Some(p) = self.positions.get(reader) {
+            p.store(pos, Ordering::Release);
+        }
+        let slowest = self
+            .positions
+            .iter()
+            .map(|p| p.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+            .min(self.bytes().len());
+        let Bytes::Mapped(map) = &self.map else {
+            return;
+        };
+        let Ok(mut released) = self.released.lock() else {
+            return;
+        };
+        if slowest < *released + 2 * RELEASE_CHUNK {
             return;
         }
         // Keep the last chunk mapped: frames of recent blocks may still be borrowed.
-        let end = (pos - RELEASE_CHUNK) / RELEASE_CHUNK * RELEASE_CHUNK;
+        let end = (slowest - RELEASE_CHUNK) / RELEASE_CHUNK * RELEASE_CHUNK;
         // SAFETY: the map is MAP_SHARED, read-only, of a file nobody may truncate (see
         // `CaptureReader::open`). MADV_DONTNEED on such a map only drops page table entries: a
         // later access faults the very same file bytes back in from the page cache, so a slice
         // still borrowed from this range reads what it read before.
         #[cfg(unix)]
         let _ = unsafe {
-            self.map.unchecked_advise_range(
+            map.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
-                self.released,
-                end - self.released,
+                *released,
+                end - *released,
             )
         };
-        self.released = end;
+        *released = end;
     }
+}
+
+/// Where the readers of one file find its [`SharedMap`]: the first to open the file maps it.
+pub struct MapShare {
+    map: Mutex<Option<Arc<SharedMap>>>,
+    readers: usize,
+    /// Whether the file is walked region by region (decided by the first reader to ask).
+    split: Mutex<Option<Option<Arc<SplitWalk>>>>,
+}
+
+impl MapShare {
+    /// For a file that `readers` readers will open.
+    pub fn new(readers: usize) -> Self {
+        MapShare {
+            map: Mutex::new(None),
+            readers,
+            split: Mutex::new(None),
+        }
+    }
+
+    /// The shared region-by-region walk of the file, if it is a classic pcap file that was
+    /// mapped; made by the first reader to ask.
+    pub fn split_walk(&self, flow_hash: fn(i32, &[u8]) -> Option<u64>) -> Option<Arc<SplitWalk>> {
+        let mut split = self.split.lock().ok()?;
+        if split.is_none() {
+            let map = self.map.lock().ok()?.clone();
+            *split = Some(map.and_then(|map| {
+                let (format, first_frame) = classic_pcap(map.bytes())?;
+                Some(SplitWalk::new(
+                    map,
+                    format,
+                    first_frame,
+                    self.readers,
+                    flow_hash,
+                ))
+            }));
+        }
+        split.clone().flatten()
+    }
+
+    /// Reader `reader`'s view of the file, mapped by `map_file` if no reader has mapped it yet.
+    pub fn view(
+        &self,
+        reader: usize,
+        map_file: impl FnOnce() -> Option<memmap2::Mmap>,
+    ) -> Option<MappedFile> {
+        let mut slot = self.map.lock().ok()?;
+        if slot.is_none() {
+            *slot = Some(SharedMap::new(map_file()?, self.readers));
+        }
+        let shared = Arc::clone(slot.as_ref()?);
+        Some(MappedFile::reader(shared, reader))
+    }
+}
+
+/// One reader's view of a [`SharedMap`].
+pub struct MappedFile {
+    shared: Arc<SharedMap>,
+    reader: usize,
+    /// The last position told to the shared map.
+    published: usize,
+    /// Another reader type reports this reader's progress (see [`MappedFile::detach`]).
+    detached: bool,
+}
+
+/// Pages are handed back this many bytes at a time, and readers tell the map how far they have
+/// got this often.
+const RELEASE_CHUNK: usize = 2 << 20;
+
+impl MappedFile {
+    /// The only reader of `map`.
+    pub fn new(map: memmap2::Mmap) -> Self {
+        Self::reader(SharedMap::new(map, 1), 0)
+    }
+
+    /// Reader number `reader` (below the `readers` the map was made for) of `shared`.
+    pub fn reader(shared: Arc<SharedMap>, reader: usize) -> Self {
+        MappedFile {
+            shared,
+            reader,
+            published: 0,
+            detached: false,
+        }
+    }
+
+    /// Drops this view without telling the map that the reader is done: a
+    /// [`super::SplitReader`] reads the same mapping as the same reader and reports instead.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
+impl Drop for MappedFile {
+    /// A reader that stops (at the end, or at damage) must not hold the others' pages mapped.
+    fn drop(&mut self) {
+        if !self.detached {
+            self.shared.reader_at(self.reader, usize::MAX);
+        }
+    }
+}
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        self.shared.bytes()
+    }
+}
+
+impl Backing for MappedFile {
+    fn read_up_to(&mut self, pos: usize) {
+        if pos >= self.published + RELEASE_CHUNK {
+            self.published = pos;
+            self.shared.reader_at(self.reader, pos);
+        }
+    }
+}
+
+/// The record format and first record's offset of a classic pcap file with standard records.
+pub(crate) fn classic_pcap(data: &[u8]) -> Option<(Legacy, usize)> {
+    if parse_sectionheaderblock(data).is_ok() {
+        return None;
+    }
+    let (_, header) = parse_pcap_header(data).ok()?;
+    if header.is_modified_format() {
+        return None;
+    }
+    let format = Legacy {
+        big_endian: header.is_bigendian(),
+        units_per_sec: if header.is_nanosecond_precision() {
+            1_000_000_000
+        } else {
+            1_000_000
+        },
+        linktype: header.network.0,
+    };
+    Some((format, header.size()))
 }
 
 /// A [`PcapReaderIterator`] over bytes already in memory.
@@ -205,7 +383,7 @@ impl<B: Backing> PcapReaderIterator for InPlaceReader<B> {
 /// block began with a cache miss on a fresh line of the map: the block parser and the decoder
 /// took about a sixth of a single-threaded replay waiting for memory.
 #[inline]
-fn prefetch(next: &[u8]) {
+pub(crate) fn prefetch(next: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     for offset in [0, 64] {
         if let Some(byte) = next.get(offset) {

@@ -276,6 +276,7 @@ impl LiveCapture {
                     linktype: self.linktype,
                     data: packet.data,
                     orig_len: packet.header.len,
+                    flow_hash: None,
                 }))
             }
             // A non-blocking handle says "nothing buffered" this way.

@@ -6,8 +6,10 @@
 mod in_place;
 #[cfg(all(unix, feature = "live"))]
 pub mod live;
+mod split;
 
-pub use in_place::{Backing, InPlaceReader, MappedFile};
+pub use in_place::{Backing, InPlaceReader, MapShare, MappedFile, SharedMap};
+pub use split::{Legacy, SplitReader, SplitWalk};
 
 use std::fs::File;
 use std::io::Read;
@@ -92,6 +94,72 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
     /// Length of the frame on the wire.
     pub orig_len: u32,
+    /// The decoder's quick flow hash of the frame, when the reader has already worked it out
+    /// (a [`SplitReader`]): `Some(None)` means the frame does not have the common shape.
+    pub flow_hash: Option<Option<u64>>,
+}
+
+/// What opening a path gave.
+enum Opened {
+    Mapped(MappedFile),
+    Stream(String, Box<dyn Read + Send>),
+}
+
+/// A capture file as one of several readers reads it: on its own, or, a classic pcap file
+/// mapped for all of them, through the readers' shared region-by-region walk.
+pub enum SharedReader {
+    Whole(CaptureReader),
+    Split(SplitReader),
+}
+
+impl SharedReader {
+    /// Opens `path` for reader `reader` of `share`; `flow_hash` goes into a split walk's index.
+    pub fn open(
+        path: &str,
+        share: &MapShare,
+        reader: usize,
+        flow_hash: fn(i32, &[u8]) -> Option<u64>,
+    ) -> Result<Self, CaptureError> {
+        // Opening checks the file and maps it (once for every reader).
+        let mapped = match CaptureReader::open_path(path, Some((share, reader)))? {
+            Opened::Mapped(mapped) => mapped,
+            Opened::Stream(name, input) => {
+                return CaptureReader::from_read(name, input).map(SharedReader::Whole);
+            }
+        };
+        match share.split_walk(flow_hash) {
+            Some(walk) => {
+                // The split reader tells the mapping how far it has got from now on.
+                mapped.detach();
+                let reader = SplitReader::new(path.to_string(), walk, reader);
+                Ok(SharedReader::Split(reader))
+            }
+            None => CaptureReader::from_bytes(path.to_string(), mapped).map(SharedReader::Whole),
+        }
+    }
+
+    /// See [`CaptureReader::advance`].
+    pub fn advance(&mut self) -> Result<bool, CaptureError> {
+        match self {
+            SharedReader::Whole(r) => r.advance(),
+            SharedReader::Split(r) => r.advance(),
+        }
+    }
+
+    /// See [`CaptureReader::frame`].
+    pub fn frame(&self) -> Option<Frame<'_>> {
+        match self {
+            SharedReader::Whole(r) => r.frame(),
+            SharedReader::Split(r) => r.frame(),
+        }
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        match self {
+            SharedReader::Whole(r) => r.bytes_read(),
+            SharedReader::Split(r) => r.bytes_read(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -144,8 +212,26 @@ pub struct CaptureReader {
 impl CaptureReader {
     /// Opens a file by path; `-` reads standard input.
     pub fn open(path: &str) -> Result<Self, CaptureError> {
+        Self::open_shared(path, None)
+    }
+
+    /// Opens a file by path as reader `reader` of a mapping shared through `share`: the first
+    /// reader to open the file maps it, the others read the same mapping.
+    pub fn open_shared(
+        path: &str,
+        share: Option<(&MapShare, usize)>,
+    ) -> Result<Self, CaptureError> {
+        match Self::open_path(path, share)? {
+            Opened::Mapped(mapped) => Self::from_bytes(path.to_string(), mapped),
+            Opened::Stream(name, input) => Self::from_read(name, input),
+        }
+    }
+
+    /// Checks and opens a path: mapped when it is a non-empty regular file that can be.
+    fn open_path(path: &str, share: Option<(&MapShare, usize)>) -> Result<Opened, CaptureError> {
         if path == "-" {
-            return Self::from_read("standard input".to_string(), std::io::stdin());
+            let stdin = Box::new(std::io::stdin());
+            return Ok(Opened::Stream("standard input".to_string(), stdin));
         }
         let meta = std::fs::metadata(path).map_err(|source| CaptureError::Open {
             name: path.to_string(),
@@ -165,11 +251,16 @@ impl CaptureReader {
             // hazard is another process truncating the file while it is replayed, which ends
             // the process with SIGBUS; the README says so. Appends are harmless (they are not
             // seen). If mapping fails (a file system that cannot), the file is streamed.
-            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-                return Self::from_bytes(path.to_string(), MappedFile::new(map));
+            let map_file = || unsafe { memmap2::Mmap::map(&file) }.ok();
+            let mapped = match share {
+                Some((share, reader)) => share.view(reader, map_file),
+                None => map_file().map(MappedFile::new),
+            };
+            if let Some(mapped) = mapped {
+                return Ok(Opened::Mapped(mapped));
             }
         }
-        Self::from_read(path.to_string(), file)
+        Ok(Opened::Stream(path.to_string(), Box::new(file)))
     }
 
     /// Parses bytes already in memory (a mapped file, or a buffer) in place: frames are
@@ -274,6 +365,7 @@ impl CaptureReader {
             linktype: p.linktype,
             data: &self.reader.data()[p.start..p.start + p.len],
             orig_len: p.orig_len,
+            flow_hash: None,
         })
     }
 

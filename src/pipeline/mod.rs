@@ -14,10 +14,13 @@
 //! whatever the number of threads.
 //!
 //! Capture files are mapped and can be read any number of times for free, so there the source
-//! stage is folded into the workers: each worker reads the whole file itself, counts and ticks
-//! on every packet, and processes only its own shard (see `run_scanning`). That costs each
-//! worker a parse and decode of the others' packets, far less than a thread handing every frame
-//! over (a copy, a queue, and a third busy thread on a two-core box).
+//! stage is folded into the workers: each worker goes through every frame of the file itself,
+//! counts and ticks on every packet, and processes only its own shard (see `run_scanning`).
+//! The workers share one mapping of each file and, for classic pcap files, one index of its
+//! frames that they take turns building (`capture::SplitWalk`), with each frame's flow hash
+//! in it: a worker passes over the others' frames without touching their bytes. That is far
+//! cheaper than a thread handing every frame over (a copy, a queue, and a third busy thread on
+//! a two-core box).
 //!
 //! Every finished connection carries an [`Order`] key: which event finished it (a tick before
 //! packet P, packet P itself, or the end of input) and which packet created it. Workers report
@@ -700,9 +703,13 @@ fn scan<S: Source, E>(
         // Each packet is decoded and counted by exactly one shard: its flow's (by the quick
         // hash when the frame has the common shape, so the others pass over it without a
         // decode), or the first when it is not TCP.
-        let quick = (shard.of > 1)
-            .then(|| decode::quick_flow_hash(frame.linktype, frame.data))
-            .flatten();
+        let quick = if shard.of > 1 {
+            frame
+                .flow_hash
+                .unwrap_or_else(|| decode::quick_flow_hash(frame.linktype, frame.data))
+        } else {
+            None
+        };
         let mine = match quick {
             Some(hash) if !shard.owns(hash) => false,
             _ => match decode::decode(frame.linktype, frame.data) {

@@ -2,7 +2,10 @@
 
 use std::io::IsTerminal;
 
-use crate::capture::{CaptureError, CaptureReader, Frame};
+use std::sync::Arc;
+
+use crate::capture::{CaptureError, CaptureReader, Frame, MapShare, SharedReader};
+use crate::decode;
 
 /// What a source has next.
 pub enum Next<'a> {
@@ -26,10 +29,11 @@ pub trait Source {
         Vec::new()
     }
     /// `n` more sources that will yield exactly the same frames as this one, when that is
-    /// cheap (files read in place: every copy maps the same page-cache pages). Each worker
-    /// then reads the whole input itself and keeps its own share of the flows, and no thread
-    /// has to hand frames over. Copies are quiet: no progress bar.
-    fn copies(&self, n: usize) -> Option<Vec<Self>>
+    /// cheap (files read in place, through one mapping and, for classic pcap files, one shared
+    /// index of their frames). Each worker then goes through the whole input itself and keeps
+    /// its own share of the flows, and no thread has to hand frames over. Copies are quiet: no
+    /// progress bar. Called before the first `next`.
+    fn copies(&mut self, n: usize) -> Option<Vec<Self>>
     where
         Self: Sized,
     {
@@ -43,13 +47,16 @@ pub trait Source {
 pub struct FileSource {
     paths: Vec<String>,
     next_path: usize,
-    current: Option<CaptureReader>,
+    current: Option<SharedReader>,
     opened: usize,
     errors: Vec<CaptureError>,
     bar: Option<indicatif::ProgressBar>,
     /// Bytes of the files already finished, for the progress bar.
     bar_base: u64,
     frames: u64,
+    /// With copies: each file's mapping, shared by this source and its copies, and which
+    /// reader of it this source is.
+    share: Option<(Arc<[MapShare]>, usize)>,
 }
 
 impl FileSource {
@@ -65,6 +72,7 @@ impl FileSource {
             bar: progress_bar(paths, progress),
             bar_base: 0,
             frames: 0,
+            share: None,
         }
     }
 
@@ -72,7 +80,17 @@ impl FileSource {
     fn open_next(&mut self) -> bool {
         while let Some(path) = self.paths.get(self.next_path) {
             self.next_path += 1;
-            match CaptureReader::open(path) {
+            let share = self
+                .share
+                .as_ref()
+                .and_then(|(maps, reader)| Some((maps.get(self.next_path - 1)?, *reader)));
+            let opened = match share {
+                Some((share, reader)) => {
+                    SharedReader::open(path, share, reader, decode::quick_flow_hash)
+                }
+                None => CaptureReader::open(path).map(SharedReader::Whole),
+            };
+            match opened {
                 Ok(r) => {
                     self.opened += 1;
                     self.current = Some(r);
@@ -136,17 +154,25 @@ impl Source for FileSource {
         std::mem::take(&mut self.errors)
     }
 
-    /// Only regular files: standard input or a pipe can be read once.
-    fn copies(&self, n: usize) -> Option<Vec<Self>> {
+    /// Only regular files: standard input or a pipe can be read once. Every copy reads each
+    /// file through the same mapping. Call before the first `next`.
+    fn copies(&mut self, n: usize) -> Option<Vec<Self>> {
         let all_files = self
             .paths
             .iter()
             .all(|p| p != "-" && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0));
-        all_files.then(|| {
-            (0..n)
-                .map(|_| FileSource::new(&self.paths, false))
-                .collect()
-        })
+        if !all_files || self.current.is_some() || self.next_path > 0 {
+            return None;
+        }
+        let maps: Arc<[MapShare]> = self.paths.iter().map(|_| MapShare::new(n + 1)).collect();
+        self.share = Some((Arc::clone(&maps), 0));
+        let copies = (1..=n)
+            .map(|reader| FileSource {
+                share: Some((Arc::clone(&maps), reader)),
+                ..FileSource::new(&self.paths, false)
+            })
+            .collect();
+        Some(copies)
     }
 }
 
