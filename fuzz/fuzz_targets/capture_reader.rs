@@ -4,13 +4,14 @@
 //!
 //! Both readers run on every input: the streaming one (standard input, pipes) and the in-place
 //! one (mapped files). They must hand out the same frames and stop at the same place. A
-//! classic pcap file is also read the way several replay workers read it, through a shared
+//! classic pcap file is also read by the direct reader of mapped classic files, and the way
+//! several replay workers read it, through a shared
 //! region-by-region walk with tiny regions (many guessed frame starts, some wrong): every
 //! reader of it must see exactly what the in-place reader saw.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pinwatch::capture::{CaptureError, CaptureReader, SplitReader, SplitWalk};
+use pinwatch::capture::{CaptureError, CaptureReader, ClassicReader, SplitReader, SplitWalk};
 
 /// The reader refuses records larger than this (capture::MAX_RECORD).
 const MAX_RECORD: usize = 1 << 20;
@@ -80,6 +81,10 @@ fuzz_target!(|data: &[u8]| {
     );
     let in_place = read_all(CaptureReader::from_bytes("fuzz".into(), data.to_vec()), data);
     assert_eq!(streamed, in_place, "the two readers disagree");
+    if let Some(classic) = ClassicReader::of_bytes("fuzz".into(), data.to_vec()) {
+        let classic = read_classic(classic, data);
+        assert_eq!(classic, in_place, "the classic reader disagrees");
+    }
     for region_bytes in [64, 1000] {
         let Some(walk) = SplitWalk::of_bytes(data.to_vec(), 2, first_byte, region_bytes) else {
             break;
@@ -107,6 +112,33 @@ fn read_split(mut reader: SplitReader, data: &[u8]) -> Run {
                 let frame = reader.frame().expect("advance said there is a frame");
                 assert!(frame.data.len() <= data.len());
                 assert_eq!(frame.flow_hash, Some(first_byte(0, frame.data)));
+                run.frames.push((
+                    frame.ts_ns,
+                    frame.linktype,
+                    frame.data.to_vec(),
+                    frame.orig_len,
+                ));
+            }
+            Ok(false) => break,
+            Err(e) => {
+                run.end = Some(error_offset(&e));
+                break;
+            }
+        }
+    }
+    run
+}
+
+fn read_classic(mut reader: ClassicReader, data: &[u8]) -> Run {
+    let mut run = Run {
+        frames: Vec::new(),
+        end: None,
+    };
+    loop {
+        match reader.advance() {
+            Ok(true) => {
+                let frame = reader.frame().expect("advance said there is a frame");
+                assert!(frame.data.len() <= data.len());
                 run.frames.push((
                     frame.ts_ns,
                     frame.linktype,

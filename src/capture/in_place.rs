@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use pcap_parser::nom::{self, Offset};
 
-use super::split::{Legacy, SplitWalk};
+use super::classic::Legacy;
+use super::split::SplitWalk;
 use pcap_parser::pcapng::{Block, parse_block_be, parse_block_le, parse_sectionheaderblock};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{

@@ -3,13 +3,15 @@
 //! offline replay needs no system library. `live` (cargo feature `live`) reads the same frames
 //! from a network interface through libpcap.
 
+mod classic;
 mod in_place;
 #[cfg(all(unix, feature = "live"))]
 pub mod live;
 mod split;
 
+pub use classic::{ClassicReader, Legacy};
 pub use in_place::{Backing, InPlaceReader, MapShare, MappedFile, SharedMap};
-pub use split::{Legacy, SplitReader, SplitWalk};
+pub use split::{SplitReader, SplitWalk};
 
 use std::fs::File;
 use std::io::Read;
@@ -105,16 +107,37 @@ enum Opened {
     Stream(String, Box<dyn Read + Send>),
 }
 
-/// A capture file as one of several readers reads it: on its own, or, a classic pcap file
-/// mapped for all of them, through the readers' shared region-by-region walk.
-pub enum SharedReader {
+/// A capture file being read, the fastest way its kind and the run allow.
+pub enum FileReader {
+    /// Through pcap-parser's readers: pcapng, the "modified" pcap format, standard input.
     Whole(CaptureReader),
+    /// A mapped classic pcap file, record by record.
+    Classic(ClassicReader),
+    /// A mapped classic pcap file as one of several readers, through their shared walk.
     Split(SplitReader),
 }
 
-impl SharedReader {
+impl FileReader {
+    /// Opens `path` (`-`: standard input) for a single reader.
+    pub fn open(path: &str) -> Result<Self, CaptureError> {
+        match CaptureReader::open_path(path, None)? {
+            Opened::Mapped(mapped) => match in_place::classic_pcap(mapped.as_ref()) {
+                Some((format, first)) => Ok(FileReader::Classic(ClassicReader::new(
+                    path.to_string(),
+                    mapped,
+                    format,
+                    first,
+                ))),
+                None => CaptureReader::from_bytes(path.to_string(), mapped).map(FileReader::Whole),
+            },
+            Opened::Stream(name, input) => {
+                CaptureReader::from_read(name, input).map(FileReader::Whole)
+            }
+        }
+    }
+
     /// Opens `path` for reader `reader` of `share`; `flow_hash` goes into a split walk's index.
-    pub fn open(
+    pub fn open_shared(
         path: &str,
         share: &MapShare,
         reader: usize,
@@ -124,7 +147,7 @@ impl SharedReader {
         let mapped = match CaptureReader::open_path(path, Some((share, reader)))? {
             Opened::Mapped(mapped) => mapped,
             Opened::Stream(name, input) => {
-                return CaptureReader::from_read(name, input).map(SharedReader::Whole);
+                return CaptureReader::from_read(name, input).map(FileReader::Whole);
             }
         };
         match share.split_walk(flow_hash) {
@@ -132,32 +155,35 @@ impl SharedReader {
                 // The split reader tells the mapping how far it has got from now on.
                 mapped.detach();
                 let reader = SplitReader::new(path.to_string(), walk, reader);
-                Ok(SharedReader::Split(reader))
+                Ok(FileReader::Split(reader))
             }
-            None => CaptureReader::from_bytes(path.to_string(), mapped).map(SharedReader::Whole),
+            None => CaptureReader::from_bytes(path.to_string(), mapped).map(FileReader::Whole),
         }
     }
 
     /// See [`CaptureReader::advance`].
     pub fn advance(&mut self) -> Result<bool, CaptureError> {
         match self {
-            SharedReader::Whole(r) => r.advance(),
-            SharedReader::Split(r) => r.advance(),
+            FileReader::Whole(r) => r.advance(),
+            FileReader::Classic(r) => r.advance(),
+            FileReader::Split(r) => r.advance(),
         }
     }
 
     /// See [`CaptureReader::frame`].
     pub fn frame(&self) -> Option<Frame<'_>> {
         match self {
-            SharedReader::Whole(r) => r.frame(),
-            SharedReader::Split(r) => r.frame(),
+            FileReader::Whole(r) => r.frame(),
+            FileReader::Classic(r) => r.frame(),
+            FileReader::Split(r) => r.frame(),
         }
     }
 
     pub fn bytes_read(&self) -> u64 {
         match self {
-            SharedReader::Whole(r) => r.bytes_read(),
-            SharedReader::Split(r) => r.bytes_read(),
+            FileReader::Whole(r) => r.bytes_read(),
+            FileReader::Classic(r) => r.bytes_read(),
+            FileReader::Split(r) => r.bytes_read(),
         }
     }
 }

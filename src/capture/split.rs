@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::classic::{Damage, Legacy};
 use super::in_place::{SharedMap, classic_pcap, prefetch};
 use super::{CaptureError, Frame, MAX_RECORD};
 
@@ -39,14 +40,6 @@ const PREFETCH_FRAMES: usize = 4;
 /// Consecutive frames of a plausible chain are at most this far apart in time.
 const GUESS_MAX_GAP_S: u32 = 86_400;
 
-/// The record format of a classic pcap file (not the "modified" 24-byte records).
-#[derive(Debug, Clone, Copy)]
-pub struct Legacy {
-    pub big_endian: bool,
-    pub units_per_sec: u64,
-    pub linktype: i32,
-}
-
 /// A frame in a region's index.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -55,13 +48,6 @@ struct Entry {
     orig_len: u32,
     ts_ns: i64,
     flow_hash: Option<u64>,
-}
-
-/// Why a walk stopped before the end of the file.
-#[derive(Debug, Clone, Copy)]
-enum Damage {
-    Truncated { offset: usize },
-    Oversized { offset: usize, caplen: u32 },
 }
 
 /// One region's walk.
@@ -376,51 +362,24 @@ impl SplitWalk {
         if pos >= chain.end || pos >= data.len() || chain.damage.is_some() {
             return false;
         }
-        let Some(header) = self.header(pos) else {
-            chain.damage = Some(Damage::Truncated { offset: pos });
-            return false;
-        };
-        let body = pos + 16;
-        let Some(frame) = data.get(body..body + header.caplen as usize) else {
-            chain.damage = Some(Damage::Truncated { offset: pos });
-            return false;
-        };
-        if header.caplen as usize > MAX_RECORD {
-            chain.damage = Some(Damage::Oversized {
-                offset: pos,
-                caplen: header.caplen,
-            });
-            return false;
-        }
-        let units = self.format.units_per_sec;
-        let frac = u64::from(header.ts_frac) % units;
-        chain.frames.push(Entry {
-            offset: body,
-            len: header.caplen,
-            orig_len: header.orig_len,
-            ts_ns: i64::from(header.ts_sec) * 1_000_000_000 + (frac * 1_000_000_000 / units) as i64,
-            flow_hash: (self.flow_hash)(self.format.linktype, frame),
-        });
-        chain.pos = body + frame.len();
-        true
-    }
-
-    fn header(&self, pos: usize) -> Option<RecordHeader> {
-        let raw: &[u8; 16] = self.bytes().get(pos..pos + 16)?.try_into().ok()?;
-        let word = |i: usize| {
-            let b = [raw[i], raw[i + 1], raw[i + 2], raw[i + 3]];
-            if self.format.big_endian {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
+        match self.format.record(data, pos) {
+            Ok(r) => {
+                let frame = &data[r.offset..r.next()];
+                chain.frames.push(Entry {
+                    offset: r.offset,
+                    len: r.len,
+                    orig_len: r.orig_len,
+                    ts_ns: r.ts_ns,
+                    flow_hash: (self.flow_hash)(self.format.linktype, frame),
+                });
+                chain.pos = r.next();
+                true
             }
-        };
-        Some(RecordHeader {
-            ts_sec: word(0),
-            ts_frac: word(4),
-            caplen: word(8),
-            orig_len: word(12),
-        })
+            Err(damage) => {
+                chain.damage = Some(damage);
+                false
+            }
+        }
     }
 
     /// The first offset at or after `from`, before `before` and within [`GUESS_SCAN`] of
@@ -440,7 +399,7 @@ impl SplitWalk {
             if pos == len {
                 return last_sec.is_some();
             }
-            let Some(h) = self.header(pos) else {
+            let Some(h) = self.format.header(self.bytes(), pos) else {
                 return false;
             };
             let plausible = h.caplen as usize <= MAX_RECORD
@@ -481,13 +440,6 @@ impl Chain {
             damage: None,
         }
     }
-}
-
-struct RecordHeader {
-    ts_sec: u32,
-    ts_frac: u32,
-    caplen: u32,
-    orig_len: u32,
 }
 
 /// One reader's way through a [`SplitWalk`]: every frame of the file, in order.
@@ -543,7 +495,7 @@ impl SplitReader {
                 self.leave_region();
                 if let Some(damage) = damage {
                     self.done = true;
-                    return Err(self.error(damage));
+                    return Err(damage.error(&self.name));
                 }
             }
             if self.true_start >= self.walk.bytes().len()
@@ -595,20 +547,6 @@ impl SplitReader {
         if let Some((k, region)) = self.region.take() {
             self.walk.map.reader_at(self.reader, region.end);
             self.walk.reader_at(self.reader, k + 1);
-        }
-    }
-
-    fn error(&self, damage: Damage) -> CaptureError {
-        match damage {
-            Damage::Truncated { offset } => CaptureError::Truncated {
-                name: self.name.clone(),
-                offset: offset as u64,
-            },
-            Damage::Oversized { offset, caplen } => CaptureError::Damaged {
-                name: self.name.clone(),
-                offset: offset as u64,
-                what: format!("record claims {caplen} captured bytes"),
-            },
         }
     }
 }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use std::sync::Arc;
 
-use crate::capture::{CaptureError, CaptureReader, Frame, MapShare, SharedReader};
+use crate::capture::{CaptureError, FileReader, Frame, MapShare};
 use crate::decode;
 
 /// What a source has next.
@@ -47,7 +47,7 @@ pub trait Source {
 pub struct FileSource {
     paths: Vec<String>,
     next_path: usize,
-    current: Option<SharedReader>,
+    current: Option<FileReader>,
     opened: usize,
     errors: Vec<CaptureError>,
     bar: Option<indicatif::ProgressBar>,
@@ -86,9 +86,9 @@ impl FileSource {
                 .and_then(|(maps, reader)| Some((maps.get(self.next_path - 1)?, *reader)));
             let opened = match share {
                 Some((share, reader)) => {
-                    SharedReader::open(path, share, reader, decode::quick_flow_hash)
+                    FileReader::open_shared(path, share, reader, decode::quick_flow_hash)
                 }
-                None => CaptureReader::open(path).map(SharedReader::Whole),
+                None => FileReader::open(path),
             };
             match opened {
                 Ok(r) => {
