@@ -373,6 +373,9 @@ impl SplitWalk {
                     flow_hash: (self.flow_hash)(self.format.linktype, frame),
                 });
                 chain.pos = r.next();
+                // The chain's next header is read again only after every other chain's next
+                // step: ask for it now.
+                prefetch(data.get(chain.pos..).unwrap_or_default());
                 true
             }
             Err(damage) => {
