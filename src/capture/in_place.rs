@@ -47,8 +47,8 @@ pub trait Backing: AsRef<[u8]> {
 impl Backing for Vec<u8> {}
 
 /// A capture file mapped once for every reader of it. The reading workers of a multi-threaded
-/// replay each walk the whole file; through one mapping its pages are faulted in once, not once
-/// per worker, and handed back once, when every reader is past them.
+/// replay each go through the whole file; through one mapping its pages are faulted in once,
+/// not once per worker, and handed back once, when every reader is past them.
 pub struct SharedMap {
     map: Bytes,
     /// How far each reader has got, published a chunk at a time (`usize::MAX` once it is done).
