@@ -238,22 +238,15 @@ pub struct CaptureReader {
 impl CaptureReader {
     /// Opens a file by path; `-` reads standard input.
     pub fn open(path: &str) -> Result<Self, CaptureError> {
-        Self::open_shared(path, None)
-    }
-
-    /// Opens a file by path as reader `reader` of a mapping shared through `share`: the first
-    /// reader to open the file maps it, the others read the same mapping.
-    pub fn open_shared(
-        path: &str,
-        share: Option<(&MapShare, usize)>,
-    ) -> Result<Self, CaptureError> {
-        match Self::open_path(path, share)? {
+        match Self::open_path(path, None)? {
             Opened::Mapped(mapped) => Self::from_bytes(path.to_string(), mapped),
             Opened::Stream(name, input) => Self::from_read(name, input),
         }
     }
 
-    /// Checks and opens a path: mapped when it is a non-empty regular file that can be.
+    /// Checks and opens a path: mapped when it is a non-empty regular file that can be, as
+    /// reader `reader` of the mapping shared through `share` if given (the first reader to open
+    /// the file maps it, the others read the same mapping).
     fn open_path(path: &str, share: Option<(&MapShare, usize)>) -> Result<Opened, CaptureError> {
         if path == "-" {
             let stdin = Box::new(std::io::stdin());

@@ -110,6 +110,38 @@ struct RegionSlot {
     walked: Condvar,
 }
 
+/// A region this reader has marked `Walking`. Dropped without `done` (no walk, or a panic
+/// during one), it opens the region again, so no other reader waits for it forever.
+struct Walking<'a> {
+    slot: &'a RegionSlot,
+    region: Option<Arc<Region>>,
+}
+
+impl<'a> Walking<'a> {
+    fn claimed(slot: &'a RegionSlot) -> Self {
+        Walking { slot, region: None }
+    }
+
+    fn done(mut self, region: Arc<Region>) {
+        self.region = Some(region);
+    }
+}
+
+impl Drop for Walking<'_> {
+    fn drop(&mut self) {
+        let mut state = self
+            .slot
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *state = match self.region.take() {
+            Some(region) => Slot::Walked(region),
+            None => Slot::Open,
+        };
+        self.slot.walked.notify_all();
+    }
+}
+
 /// The shared walk of one file.
 pub struct SplitWalk {
     map: Arc<SharedMap>,
@@ -215,10 +247,9 @@ impl SplitWalk {
                     }
                     *state = Slot::Walking;
                     drop(state);
+                    let walking = Walking::claimed(slot);
                     let region = Arc::new(self.walk(k, true_start));
-                    let mut state = slot.state.lock().ok()?;
-                    *state = Slot::Walked(Arc::clone(&region));
-                    slot.walked.notify_all();
+                    walking.done(Arc::clone(&region));
                     return Some(region);
                 }
             }
@@ -242,22 +273,18 @@ impl SplitWalk {
             }
             *state = Slot::Walking;
             drop(state);
+            let walking = Walking::claimed(&self.slots[j]);
             let known = match self.lock(j - 1).as_deref() {
                 Some(Slot::Walked(r)) if r.damage.is_none() => Some(r.end),
                 _ => None,
             };
             let start = known
                 .or_else(|| self.guess_start(j * self.region_bytes, (j + 1) * self.region_bytes));
-            let slot = &self.slots[j];
-            let Ok(mut state) = slot.state.lock() else {
-                return;
-            };
-            *state = match start {
-                Some(start) => Slot::Walked(Arc::new(self.walk(j, start))),
+            match start {
+                Some(start) => walking.done(Arc::new(self.walk(j, start))),
                 // No plausible frame start: the region is walked when its true start is known.
-                None => Slot::Open,
-            };
-            slot.walked.notify_all();
+                None => drop(walking),
+            }
             return;
         }
     }

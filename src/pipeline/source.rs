@@ -1,7 +1,6 @@
 //! Where packets come from: capture files one after another, or a live interface.
 
 use std::io::IsTerminal;
-
 use std::sync::Arc;
 
 use crate::capture::{CaptureError, FileReader, Frame, MapShare};
