@@ -46,13 +46,39 @@ pub trait Backing: AsRef<[u8]> {
 
 impl Backing for Vec<u8> {}
 
+/// Where each of several readers of one file has got (`usize::MAX` once a reader is done), so
+/// that what every reader is past can be let go.
+pub(crate) struct Positions(Box<[AtomicUsize]>);
+
+impl Positions {
+    pub(crate) fn new(readers: usize) -> Self {
+        Positions((0..readers.max(1)).map(|_| AtomicUsize::new(0)).collect())
+    }
+
+    /// Reader `reader` is at `pos`; returns where the slowest reader is.
+    pub(crate) fn set(&self, reader: usize, pos: usize) -> usize {
+        if let Some(p) = self.0.get(reader) {
+            p.store(pos, Ordering::Release);
+        }
+        self.0
+            .iter()
+            .map(|p| p.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn readers(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A capture file mapped once for every reader of it. The reading workers of a multi-threaded
 /// replay each go through the whole file; through one mapping its pages are faulted in once,
 /// not once per worker, and handed back once, when every reader is past them.
 pub struct SharedMap {
     map: Bytes,
-    /// How far each reader has got, published a chunk at a time (`usize::MAX` once it is done).
-    positions: Vec<AtomicUsize>,
+    /// How far each reader has got, published a chunk at a time.
+    positions: Positions,
     /// Pages before this offset have been handed back.
     released: Mutex<usize>,
 }
@@ -79,7 +105,7 @@ impl SharedMap {
     fn with(map: Bytes, readers: usize) -> Arc<Self> {
         Arc::new(SharedMap {
             map,
-            positions: (0..readers.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+            positions: Positions::new(readers),
             released: Mutex::new(0),
         })
     }
@@ -95,16 +121,7 @@ impl SharedMap {
     /// a chunk at a time, so the process's resident size stays at tens of MB instead of
     /// growing to the file's size (the pages stay in the page cache).
     pub(crate) fn reader_at(&self, reader: usize, pos: usize) {
-        if let Some(p) = self.positions.get(reader) {
-            p.store(pos, Ordering::Release);
-        }
-        let slowest = self
-            .positions
-            .iter()
-            .map(|p| p.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
-            .min(self.bytes().len());
+        let slowest = self.positions.set(reader, pos).min(self.bytes().len());
         let Bytes::Mapped(map) = &self.map else {
             return;
         };

@@ -570,6 +570,57 @@ impl CaptureReader {
     }
 }
 
+/// What the capture readers' unit tests share: reading a file to its end, and the bundled
+/// captures to read.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{CaptureReader, FileReader, Frame};
+
+    /// What a reader handed out: each frame (time, link type, bytes, wire length), then how it
+    /// ended (the error's message, if any).
+    pub type Seen = (Vec<(i64, i32, Vec<u8>, u32)>, Option<String>);
+
+    /// Reads to the end, calling `check` on every frame.
+    pub fn read_all(mut reader: FileReader, check: impl Fn(&Frame<'_>)) -> Seen {
+        let mut frames = Vec::new();
+        loop {
+            match reader.advance() {
+                Ok(true) => {
+                    let f = reader.frame().expect("advance said there is a frame");
+                    check(&f);
+                    frames.push((f.ts_ns, f.linktype, f.data.to_vec(), f.orig_len));
+                }
+                Ok(false) => return (frames, None),
+                Err(e) => return (frames, Some(e.to_string())),
+            }
+        }
+    }
+
+    /// What pcap-parser's in-place reader makes of `bytes`.
+    pub fn sequential(bytes: &[u8]) -> Seen {
+        let reader = CaptureReader::from_bytes("t".into(), bytes.to_vec()).expect("opens");
+        read_all(FileReader::Whole(reader), |_| {})
+    }
+
+    /// The classic pcap files in `captures/` (name, bytes).
+    pub fn bundled_pcaps() -> Vec<(String, Vec<u8>)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/captures");
+        let files: Vec<_> = std::fs::read_dir(dir)
+            .expect("captures/")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "pcap"))
+            .map(|path| {
+                (
+                    path.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                )
+            })
+            .collect();
+        assert!(files.len() >= 10, "only {} captures found", files.len());
+        files
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::units_per_second;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::classic::{Damage, Legacy};
-use super::in_place::{SharedMap, classic_pcap, prefetch};
+use super::in_place::{Positions, SharedMap, classic_pcap, prefetch};
 use super::{CaptureError, Frame, MAX_RECORD};
 
 /// Bytes per region: large enough that a region holds thousands of frames (the index of one is
@@ -150,8 +150,8 @@ pub struct SplitWalk {
     flow_hash: fn(i32, &[u8]) -> Option<u64>,
     region_bytes: usize,
     slots: Box<[RegionSlot]>,
-    /// The region each reader reads next (`usize::MAX` once it has stopped).
-    reading: Box<[AtomicUsize]>,
+    /// The region each reader reads next.
+    reading: Positions,
     /// Regions before this one have been freed.
     freed: Mutex<usize>,
     /// Stretches walked again because a guess was wrong (tests look at it).
@@ -215,7 +215,7 @@ impl SplitWalk {
             flow_hash,
             region_bytes,
             slots,
-            reading: (0..readers.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+            reading: Positions::new(readers),
             freed: Mutex::new(0),
             rewalks: AtomicUsize::new(0),
             spare: Arc::default(),
@@ -261,7 +261,7 @@ impl SplitWalk {
     /// region before it ended or, not walked yet, from a guess. Sharing regions out this way
     /// keeps the readers walking side by side rather than the one in front walking them all.
     fn walk_ahead(&self, reader: usize, k: usize) {
-        let readers = self.reading.len();
+        let readers = self.reading.readers();
         let ahead =
             (k + 1..(k + 1 + LOOKAHEAD).min(self.slots.len())).filter(|j| j % readers == reader);
         for j in ahead {
@@ -292,16 +292,7 @@ impl SplitWalk {
     /// Reader `reader` reads region `next` next (`usize::MAX`: it has stopped). The indexes of
     /// the regions every reader is past are freed.
     fn reader_at(&self, reader: usize, next: usize) {
-        if let Some(r) = self.reading.get(reader) {
-            r.store(next, Ordering::Release);
-        }
-        let slowest = self
-            .reading
-            .iter()
-            .map(|r| r.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
-            .min(self.slots.len());
+        let slowest = self.reading.set(reader, next).min(self.slots.len());
         let Ok(mut freed) = self.freed.lock() else {
             return;
         };
@@ -593,29 +584,12 @@ impl Drop for SplitReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::CaptureReader;
-
-    /// What a reader hands out: each frame (time, bytes, wire length), then how it ended.
-    type Seen = (Vec<(i64, Vec<u8>, u32)>, Option<String>);
+    use crate::capture::FileReader;
+    use crate::capture::test_support::{Seen, bundled_pcaps, read_all, sequential};
 
     /// A cheap stand-in for the decoder's hash: the first byte of the frame, if any.
     fn first_byte(_: i32, frame: &[u8]) -> Option<u64> {
         frame.first().map(|&b| u64::from(b))
-    }
-
-    fn sequential(bytes: &[u8]) -> Seen {
-        let mut reader = CaptureReader::from_bytes("t".into(), bytes.to_vec()).expect("opens");
-        let mut frames = Vec::new();
-        loop {
-            match reader.advance() {
-                Ok(true) => {
-                    let f = reader.frame().expect("a frame");
-                    frames.push((f.ts_ns, f.data.to_vec(), f.orig_len));
-                }
-                Ok(false) => return (frames, None),
-                Err(e) => return (frames, Some(e.to_string())),
-            }
-        }
     }
 
     /// Every one of `readers` readers, running at once on their own threads.
@@ -627,19 +601,10 @@ mod tests {
                 .map(|r| {
                     let walk = Arc::clone(&walk);
                     scope.spawn(move || {
-                        let mut reader = SplitReader::new("t".into(), walk, r);
-                        let mut frames = Vec::new();
-                        loop {
-                            match reader.advance() {
-                                Ok(true) => {
-                                    let f = reader.frame().expect("a frame");
-                                    assert_eq!(f.flow_hash, Some(first_byte(0, f.data)));
-                                    frames.push((f.ts_ns, f.data.to_vec(), f.orig_len));
-                                }
-                                Ok(false) => return (frames, None),
-                                Err(e) => return (frames, Some(e.to_string())),
-                            }
-                        }
+                        let reader = SplitReader::new("t".into(), walk, r);
+                        read_all(FileReader::Split(reader), |f| {
+                            assert_eq!(f.flow_hash, Some(first_byte(0, f.data)));
+                        })
                     })
                 })
                 .collect();
@@ -697,17 +662,9 @@ mod tests {
 
     #[test]
     fn every_reader_sees_exactly_the_frames_of_a_sequential_read_of_the_bundled_captures() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/captures");
-        let mut checked = 0;
-        for entry in std::fs::read_dir(dir).expect("captures/") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "pcap") {
-                let bytes = std::fs::read(&path).expect("read");
-                assert_same_as_sequential(&bytes, &path.display().to_string());
-                checked += 1;
-            }
+        for (name, bytes) in bundled_pcaps() {
+            assert_same_as_sequential(&bytes, &name);
         }
-        assert!(checked >= 10, "only {checked} captures found");
     }
 
     /// Frames whose payload is itself a run of well-formed records (a capture inside a
