@@ -8,7 +8,7 @@ pub mod proxy;
 pub mod score;
 pub mod stream;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +20,11 @@ use crate::output::record::ConnectionRecord;
 use crate::tls::cert::CertSummary;
 use proxy::{CaVerdict, ProxyCas};
 pub use score::{Evidence, Rule, RuleMatch};
+
+/// The analysis's working maps: keyed by names, addresses and fingerprints from the traffic,
+/// so seeded, and far faster than the standard library's SipHash over a million observations.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Settings of the correlate stage.
 #[derive(Debug, Clone, Default)]
@@ -352,7 +357,11 @@ type ProxiedTimes = (Vec<(i64, IpAddr)>, Vec<usize>);
 
 /// Per client address: registrable domains failed on, fingerprints that failed, failures,
 /// successes.
-type ClientFailures = (BTreeSet<String>, BTreeSet<Arc<str>>, usize, usize);
+type ClientFailures<'a> = (BTreeSet<&'a str>, BTreeSet<Arc<str>>, usize, usize);
+
+/// The registrable domain of every name observed, worked out once per name rather than once
+/// per connection.
+type Domains<'a> = HashMap<&'a str, String>;
 
 /// One scoring pass over a snapshot of the evidence.
 struct Analysis<'a> {
@@ -363,7 +372,8 @@ struct Analysis<'a> {
 impl Analysis<'_> {
     fn conclude(&self) -> Report {
         let mut report = Report::default();
-        let cas = self.learn_cas(&mut report);
+        let domains = self.domains();
+        let cas = self.learn_cas(&domains, &mut report);
         let paths = self.paths(&cas);
         let upstream = self.upstream_hosts(&paths);
         report.upstream_hosts = upstream.iter().map(|ip| ip.to_string()).collect();
@@ -376,24 +386,29 @@ impl Analysis<'_> {
             .filter_map(|i| self.obs[i].name.as_deref())
             .collect();
 
-        let missing = self.missing_ca(&clients, &paths);
-        let excluded: BTreeSet<(IpAddr, Arc<str>)> = missing
-            .iter()
-            .flat_map(|m| {
-                m.client_ja4
-                    .iter()
-                    .filter_map(move |j| Some((m.client_ip.parse().ok()?, Arc::from(j.as_str()))))
-            })
-            .collect();
+        let missing = self.missing_ca(&clients, &paths, &domains);
+        // Per client address, the fingerprints the missing-CA findings cover.
+        let mut excluded: HashMap<IpAddr, BTreeSet<String>> = HashMap::default();
+        for m in &missing {
+            if let Ok(ip) = m.client_ip.parse() {
+                excluded
+                    .entry(ip)
+                    .or_default()
+                    .extend(m.client_ja4.iter().cloned());
+            }
+        }
         report.missing_proxy_ca = missing;
 
-        let mut per_name: BTreeMap<&str, Vec<(usize, Path)>> = BTreeMap::new();
+        let mut per_name: HashMap<&str, Vec<(usize, Path)>> = HashMap::default();
         for &i in &clients {
             let o = &self.obs[i];
             let Some(name) = o.name.as_deref() else {
                 continue;
             };
-            if excluded.contains(&(o.client_ip, o.ja4.clone())) {
+            if excluded
+                .get(&o.client_ip)
+                .is_some_and(|ja4s| ja4s.contains(&*o.ja4))
+            {
                 continue;
             }
             let path = paths[i];
@@ -408,6 +423,9 @@ impl Analysis<'_> {
         let issuers: Vec<String> = report.proxy_cas.iter().map(|c| c.issuer.clone()).collect();
         let capture_end = self.obs.iter().map(|o| o.ts_ns).max().unwrap_or(0);
         let capture_start = self.obs.iter().map(|o| o.ts_ns).min().unwrap_or(0);
+        // Names in order, so rules come out the same however the map hashed them.
+        let mut per_name: Vec<(&str, Vec<(usize, Path)>)> = per_name.into_iter().collect();
+        per_name.sort_unstable_by_key(|&(name, _)| name);
         let mut candidates = Vec::new();
         for (name, conns) in &per_name {
             let facts = score::NameFacts {
@@ -450,14 +468,24 @@ impl Analysis<'_> {
         }
     }
 
+    fn domains(&self) -> Domains<'_> {
+        let mut domains = Domains::default();
+        for name in self.obs.iter().filter_map(|o| o.name.as_deref()) {
+            domains.entry(name).or_insert_with(|| registrable(name));
+        }
+        domains
+    }
+
     /// Interception CAs: configured ones, plus issuers that look like one.
-    fn learn_cas(&self, report: &mut Report) -> ProxyCas {
-        let mut by_issuer: BTreeMap<&str, (usize, BTreeSet<String>, usize)> = BTreeMap::new();
+    fn learn_cas(&self, domains: &Domains<'_>, report: &mut Report) -> ProxyCas {
+        let mut by_issuer: BTreeMap<&str, (usize, BTreeSet<&str>, usize)> = BTreeMap::new();
         for o in &self.obs {
             if let (Some(issuer), Some(name)) = (o.issuer(), o.name.as_deref()) {
                 let e = by_issuer.entry(issuer).or_default();
                 e.0 += 1;
-                e.1.insert(registrable(name));
+                if let Some(domain) = domains.get(name) {
+                    e.1.insert(domain);
+                }
                 e.2 += usize::from(!o.has_sct());
             }
         }
@@ -499,8 +527,8 @@ impl Analysis<'_> {
     /// showed an origin's certificate while some proxy certificate was seen. Symmetrically, one
     /// to an address:port that only showed origin certificates is an origin connection.
     fn paths(&self, cas: &ProxyCas) -> Vec<Path> {
-        let mut proxy_servers: HashSet<&(IpAddr, u16)> = HashSet::new();
-        let mut origin_servers: HashSet<&(IpAddr, u16)> = HashSet::new();
+        let mut proxy_servers: HashSet<&(IpAddr, u16)> = HashSet::default();
+        let mut origin_servers: HashSet<&(IpAddr, u16)> = HashSet::default();
         let paths: Vec<Path> = self
             .obs
             .iter()
@@ -547,7 +575,7 @@ impl Analysis<'_> {
         let mut hosts: BTreeSet<IpAddr> = self.config.proxy_addrs.iter().copied().collect();
         // Per name, the times and hosts of connections that went through the proxy, in time
         // order, so each candidate leg looks only at the second before it.
-        let mut proxied: HashMap<&str, Vec<(i64, IpAddr)>> = HashMap::new();
+        let mut proxied: HashMap<&str, Vec<(i64, IpAddr)>> = HashMap::default();
         for (o, p) in self.obs.iter().zip(paths) {
             if matches!(p, Path::Proxy | Path::ProxyInferred)
                 && let Some(n) = o.name.as_deref()
@@ -572,22 +600,28 @@ impl Analysis<'_> {
                 (n, (times, next_other))
             })
             .collect();
-        let mut per_client: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+        // Beside each name's times, where its last search ended: connections come in run
+        // order, close to time order, so the next search for the name starts near there.
+        let mut proxied: HashMap<&str, (ProxiedTimes, usize)> =
+            proxied.into_iter().map(|(n, t)| (n, (t, 0))).collect();
+        let mut per_client: HashMap<IpAddr, (usize, usize)> = HashMap::default();
         for (o, p) in self.obs.iter().zip(paths) {
             let e = per_client.entry(o.client_ip).or_default();
             e.0 += 1;
             // An upstream leg shows the origin (or hides it under TLS 1.3), never the proxy's
             // certificate, and follows another host's request for the same name.
             let follows = *p != Path::Proxy
-                && o.name.as_deref().and_then(|n| proxied.get(n)).is_some_and(
-                    |(times, next_other)| {
+                && o.name
+                    .as_deref()
+                    .and_then(|n| proxied.get_mut(n))
+                    .is_some_and(|((times, next_other), last)| {
+                        let to = partition_point_from(times, *last, |&(t, _)| t <= o.ts_ns);
                         // Saturating: capture times may be centuries apart (hostile files).
-                        let from = times
-                            .partition_point(|&(t, _)| t < o.ts_ns.saturating_sub(1_000_000_000));
-                        let to = times.partition_point(|&(t, _)| t <= o.ts_ns);
+                        let since = o.ts_ns.saturating_sub(1_000_000_000);
+                        let from = partition_point_from(times, to, |&(t, _)| t < since);
+                        *last = to;
                         from < to && (times[from].1 != o.client_ip || next_other[from] < to)
-                    },
-                );
+                    });
             e.1 += usize::from(follows);
         }
         for (ip, (total, follows)) in per_client {
@@ -600,7 +634,12 @@ impl Analysis<'_> {
 
     /// Clients (host + fingerprint) that fail through the proxy on many unrelated domains and
     /// never succeed through it.
-    fn missing_ca(&self, clients: &[usize], paths: &[Path]) -> Vec<MissingProxyCa> {
+    fn missing_ca(
+        &self,
+        clients: &[usize],
+        paths: &[Path],
+        domains: &Domains<'_>,
+    ) -> Vec<MissingProxyCa> {
         let mut per: BTreeMap<IpAddr, ClientFailures> = BTreeMap::new();
         for &i in clients {
             let o = &self.obs[i];
@@ -616,8 +655,8 @@ impl Analysis<'_> {
                 o.delay_ms.get(),
             ) > 0.0
             {
-                if let Some(n) = &o.name {
-                    e.0.insert(registrable(n));
+                if let Some(domain) = o.name.as_deref().and_then(|n| domains.get(n)) {
+                    e.0.insert(domain);
                 }
                 e.1.insert(o.ja4.clone());
                 e.2 += 1;
@@ -633,9 +672,67 @@ impl Analysis<'_> {
                     "fails through the proxy on {} unrelated domains and succeeds on none: install the proxy CA on this client",
                     domains.len()
                 ),
-                registrable_domains: domains.into_iter().collect(),
+                registrable_domains: domains.into_iter().map(str::to_string).collect(),
             })
             .collect()
+    }
+}
+
+/// The same as `v.partition_point(pred)` (`pred` true for a prefix of `v`, false after), found
+/// by galloping from `hint`: a few probes when the answer is near it, as it is for searches
+/// that follow one another, where a binary search over the whole would miss the cache at
+/// nearly every probe of a large `v`.
+fn partition_point_from<T>(v: &[T], hint: usize, pred: impl Fn(&T) -> bool) -> usize {
+    let hint = hint.min(v.len());
+    let (mut lo, mut hi) = (0, v.len());
+    let mut step = 1;
+    if hint < v.len() && pred(&v[hint]) {
+        // The answer is past `hint`.
+        lo = hint + 1;
+        while lo < hi {
+            let probe = lo + step - 1;
+            if probe >= hi {
+                break;
+            }
+            if !pred(&v[probe]) {
+                hi = probe;
+                break;
+            }
+            lo = probe + 1;
+            step *= 2;
+        }
+    } else {
+        // The answer is at or before `hint`.
+        hi = hint;
+        while hi > lo {
+            let probe = hi.saturating_sub(step);
+            if pred(&v[probe]) {
+                lo = probe + 1;
+                break;
+            }
+            hi = probe;
+            step *= 2;
+        }
+    }
+    lo + v[lo..hi].partition_point(pred)
+}
+
+#[cfg(test)]
+mod search {
+    use super::partition_point_from;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn galloping_from_any_hint_finds_what_a_binary_search_finds(
+            mut v in proptest::collection::vec(0i64..50, 0..200),
+            hint in 0usize..250,
+            x in -5i64..55,
+        ) {
+            v.sort_unstable();
+            prop_assert_eq!(partition_point_from(&v, hint, |&t| t <= x), v.partition_point(|&t| t <= x));
+            prop_assert_eq!(partition_point_from(&v, hint, |&t| t < x), v.partition_point(|&t| t < x));
+        }
     }
 }
 

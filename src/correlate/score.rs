@@ -216,11 +216,11 @@ fn add(ev: &mut Evidence, c: &ConnView<'_>, path: Path) {
         ev.first_ns = c.ts_ns;
     }
     ev.last_ns = ev.last_ns.max(c.ts_ns);
-    *ev.failure_kinds.entry(c.outcome.to_string()).or_default() += 1;
+    count(&mut ev.failure_kinds, c.outcome);
     if c.outcome == "client_alert"
         && let Some(d) = c.detail
     {
-        *ev.alerts.entry(d.to_string()).or_default() += 1;
+        count(&mut ev.alerts, d);
     }
     if let Some(d) = c.delay_ms {
         ev.delays.push(d);
@@ -229,25 +229,35 @@ fn add(ev: &mut Evidence, c: &ConnView<'_>, path: Path) {
     ev.ip_literal |= c.ip_literal;
 }
 
+/// One more `key` in `counts`; a key's string is made once, not per connection.
+fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
 /// The rules one name deserves: one per failing fingerprint when other software succeeds on
 /// the name through the proxy, else one for the name.
 pub fn rules_for_name<'a>(
     facts: &NameFacts<'_>,
     conns: impl Iterator<Item = (ConnView<'a>, Path)>,
 ) -> Vec<Rule> {
-    let mut per_ja4: BTreeMap<String, Evidence> = BTreeMap::new();
+    let mut per_ja4: BTreeMap<&str, Evidence> = BTreeMap::new();
     for (c, path) in conns {
-        add(per_ja4.entry(c.ja4.to_string()).or_default(), &c, path);
+        add(per_ja4.entry(c.ja4).or_default(), &c, path);
     }
-    let succeeding: BTreeSet<&String> = per_ja4
+    let succeeding: BTreeSet<&str> = per_ja4
         .iter()
         .filter(|(_, e)| e.successes_same_fingerprint > 0)
-        .map(|(k, _)| k)
+        .map(|(k, _)| *k)
         .collect();
-    let failing: Vec<&String> = per_ja4
+    let failing: Vec<&str> = per_ja4
         .iter()
         .filter(|(_, e)| e.failures > 0)
-        .map(|(k, _)| k)
+        .map(|(k, _)| *k)
         .collect();
     if failing.is_empty() {
         return Vec::new();
@@ -259,11 +269,11 @@ pub fn rules_for_name<'a>(
             let mut ev = per_ja4[ja4].clone();
             ev.successes_other_fingerprints = per_ja4
                 .iter()
-                .filter(|(k, _)| *k != ja4)
+                .filter(|(k, _)| **k != ja4)
                 .map(|(_, e)| e.successes_same_fingerprint)
                 .sum();
             ev.client_fingerprints = 1;
-            rules.push(finish(facts, ev, Some(ja4.clone())));
+            rules.push(finish(facts, ev, Some(ja4.to_string())));
         }
     } else {
         let mut ev = Evidence::default();
