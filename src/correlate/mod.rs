@@ -498,7 +498,12 @@ impl Analysis<'_> {
             if let Some(product) = proxy::known_product(issuer) {
                 why.push(format!("issuer names an inspection product ({product})"));
             }
-            if domains.len() >= proxy::MANY_DOMAINS {
+            // A publicly trusted CA also mints for many unrelated domains (the origins of
+            // bypassed and direct connections, the proxy's upstream legs), but logs its leaves in
+            // Certificate Transparency and embeds the SCTs; an inspection proxy's leaves never
+            // carry them. So breadth alone counts only when no leaf carries one.
+            let no_sct = without_sct == leaves;
+            if domains.len() >= proxy::MANY_DOMAINS && no_sct {
                 why.push(format!(
                     "mints leaf certificates for {} unrelated registrable domains",
                     domains.len()
@@ -507,7 +512,7 @@ impl Analysis<'_> {
             if why.is_empty() {
                 continue;
             }
-            if without_sct == leaves {
+            if no_sct {
                 why.push("its leaves carry no embedded SCTs".to_string());
             }
             cas.learn(issuer);
@@ -733,6 +738,86 @@ mod search {
             prop_assert_eq!(partition_point_from(&v, hint, |&t| t <= x), v.partition_point(|&t| t <= x));
             prop_assert_eq!(partition_point_from(&v, hint, |&t| t < x), v.partition_point(|&t| t < x));
         }
+    }
+}
+
+#[cfg(test)]
+mod learning {
+    use super::*;
+
+    /// A failed connection from `client` to `name` behind a leaf from `issuer`.
+    fn obs(i: u64, client: &str, name: &str, issuer: &str, has_sct: bool) -> Obs {
+        let cert = CertSummary {
+            subject: format!("CN={name}"),
+            issuer: issuer.to_string(),
+            san: vec![name.to_string()],
+            not_before: None,
+            not_after: None,
+            sha256: String::new(),
+            spki_sha256: String::new(),
+            has_sct,
+            authority_key_id: None,
+            self_signed: false,
+            chain_len: 1,
+            chain: Vec::new(),
+            parsed: true,
+        };
+        Obs {
+            order: (i, 0),
+            ts_ns: i as i64 * 1_000_000_000,
+            name: Some(Arc::from(name)),
+            ip_literal: false,
+            ja4: Arc::from("t13d1516h2_8daaf6152771_02713d6af862"),
+            client_ip: client.parse().expect("address"),
+            server: ("192.0.2.1".parse().expect("address"), 443),
+            outcome: Outcome::ClientAlert,
+            detail: Some("unknown_ca".into()),
+            delay_ms: DelayMs::new(Some(2.0)),
+            cert: Some(Arc::new(cert)),
+            connect: false,
+        }
+    }
+
+    fn learned(obs: Vec<Obs>) -> Vec<String> {
+        let config = Config::default();
+        Analysis {
+            config: &config,
+            obs,
+        }
+        .conclude()
+        .proxy_cas
+        .into_iter()
+        .map(|ca| ca.issuer)
+        .collect()
+    }
+
+    /// Five failures for five unrelated domains behind leaves from `issuer`; `sct(i)`: whether
+    /// leaf `i` embeds SCTs.
+    fn five_domains(issuer: &str, sct: impl Fn(u64) -> bool) -> Vec<Obs> {
+        let names = [
+            "a.example",
+            "b.test",
+            "c.example.org",
+            "d.test",
+            "e.example",
+        ];
+        (0..5)
+            .map(|i| obs(i, "10.0.0.1", names[i as usize], issuer, sct(i)))
+            .collect()
+    }
+
+    #[test]
+    fn an_issuer_minting_for_many_domains_without_scts_is_learned() {
+        let obs = five_domains("CN=Corp Inspect CA", |_| false);
+        assert_eq!(learned(obs), ["CN=Corp Inspect CA"]);
+    }
+
+    /// Public CAs mint for many domains too; their leaves embed SCTs and must not make every
+    /// failure behind them a pinning candidate.
+    #[test]
+    fn a_public_ca_whose_leaves_embed_scts_is_not_learned() {
+        let obs = five_domains("CN=R11, O=Let's Encrypt", |i| i != 3);
+        assert!(learned(obs).is_empty());
     }
 }
 
