@@ -590,7 +590,9 @@ impl Analysis<'_> {
         }
         // Beside each entry, the index of the next entry from another host: answers "any other
         // host in this window?" in constant time, even under a flood from one host.
-        let proxied: HashMap<&str, ProxiedTimes> = proxied
+        // Beside each name's times, where its last search ended (below): connections come in
+        // run order, close to time order, so the next search for the name starts near there.
+        let mut proxied: HashMap<&str, (ProxiedTimes, usize)> = proxied
             .into_iter()
             .map(|(n, mut times)| {
                 times.sort_unstable();
@@ -602,13 +604,9 @@ impl Analysis<'_> {
                         next_other[i + 1]
                     };
                 }
-                (n, (times, next_other))
+                (n, ((times, next_other), 0))
             })
             .collect();
-        // Beside each name's times, where its last search ended: connections come in run
-        // order, close to time order, so the next search for the name starts near there.
-        let mut proxied: HashMap<&str, (ProxiedTimes, usize)> =
-            proxied.into_iter().map(|(n, t)| (n, (t, 0))).collect();
         let mut per_client: HashMap<IpAddr, (usize, usize)> = HashMap::default();
         for (o, p) in self.obs.iter().zip(paths) {
             let e = per_client.entry(o.client_ip).or_default();
