@@ -18,7 +18,7 @@ use pinwatch::correlate::proxy::ProxyCas;
 use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
 use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
 use pinwatch::flow::FlowConfig;
-use pinwatch::memory::release_freed_memory;
+use pinwatch::memory::{configure_allocator, release_freed_memory};
 use pinwatch::output::record::ConnectionRecord;
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
 use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
@@ -197,6 +197,7 @@ impl TrackArgs {
 }
 
 fn main() -> ExitCode {
+    configure_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return command_line_error(e),
@@ -435,9 +436,18 @@ struct ReplayOutput<'a> {
 
 impl Output for ReplayOutput<'_> {
     type Error = FileSinkError;
+    fn wants_lines(&self) -> bool {
+        self.sinks.connections.is_some()
+    }
     fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
         match self.sinks.connections.as_mut() {
             Some(s) => fatal_only(s.write(rec)),
+            None => Ok(()),
+        }
+    }
+    fn line(&mut self, json: &[u8]) -> Result<(), FileSinkError> {
+        match self.sinks.connections.as_mut() {
+            Some(s) => fatal_only(s.write_line(json)),
             None => Ok(()),
         }
     }
@@ -598,9 +608,18 @@ mod live {
 
     impl Output for LiveOutput<'_> {
         type Error = FileSinkError;
+        fn wants_lines(&self) -> bool {
+            self.sinks.connections.is_some()
+        }
         fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
             match self.sinks.connections.as_mut() {
                 Some(s) => s.write(rec),
+                None => Ok(()),
+            }
+        }
+        fn line(&mut self, json: &[u8]) -> Result<(), FileSinkError> {
+            match self.sinks.connections.as_mut() {
+                Some(s) => s.write_line(json),
                 None => Ok(()),
             }
         }

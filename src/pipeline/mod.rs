@@ -30,8 +30,7 @@
 
 pub mod source;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -92,8 +91,20 @@ const TICK_NS: i64 = 1_000_000_000;
 /// What the caller does with the pipeline's results, on the calling thread.
 pub trait Output {
     type Error;
+    /// Whether this output takes connections as JSON lines ([`Output::line`]) rather than as
+    /// records. The workers then serialise each connection as they finish it, while it is still
+    /// in their cache, and drop the record there; the collector only puts lines in order.
+    fn wants_lines(&self) -> bool {
+        false
+    }
     /// One finished connection, in run order.
     fn record(&mut self, rec: &ConnectionRecord, verdict: &Verdict) -> Result<(), Self::Error>;
+    /// One finished connection as its JSON object (no newline), in run order; called instead
+    /// of [`Output::record`] when [`Output::wants_lines`] says so.
+    fn line(&mut self, json: &[u8]) -> Result<(), Self::Error> {
+        let _ = json;
+        Ok(())
+    }
     /// Every connection up to `upto` has been passed to `record`, and its evidence is in the
     /// shared table; capture time is `ts_ns`. Called at least once per capture second of
     /// traffic and when a live capture is idle.
@@ -136,8 +147,19 @@ impl Summary {
 /// One finished connection on its way to the collector.
 struct Finished {
     order: Order,
-    record: ConnectionRecord,
-    verdict: Verdict,
+    /// For the run's summary.
+    outcome: Outcome,
+    anomalies: Vec<String>,
+    body: Body,
+}
+
+/// What the output gets of a finished connection.
+enum Body {
+    Record {
+        record: Box<ConnectionRecord>,
+        verdict: Verdict,
+    },
+    Line(Box<[u8]>),
 }
 
 /// The order key of an event: ticks sort before the packet they precede.
@@ -152,17 +174,17 @@ const END_EVENT: u64 = u64::MAX;
 /// One worker's shard of the flow table and what it finished.
 struct Worker {
     table: FlowTable,
-    evidence: Arc<EvidenceTable>,
+    finisher: Finisher,
     stats: WorkerStats,
     finished: Vec<Finished>,
     tracked: usize,
 }
 
 impl Worker {
-    fn new(flow: FlowConfig, evidence: Arc<EvidenceTable>, stats: &Arc<Stats>) -> Self {
+    fn new(flow: FlowConfig, finisher: Finisher, stats: &Arc<Stats>) -> Self {
         Worker {
             table: FlowTable::new(flow),
-            evidence,
+            finisher,
             stats: stats.worker(),
             finished: Vec::new(),
             tracked: 0,
@@ -171,9 +193,9 @@ impl Worker {
 
     fn packet(&mut self, seg: &Segment<'_>, at: At) {
         let event = packet_event(at.pkt());
-        let (table, evidence, finished) = (&mut self.table, &self.evidence, &mut self.finished);
+        let (table, finisher, finished) = (&mut self.table, &mut self.finisher, &mut self.finished);
         let evicted_before = table.evicted;
-        table.packet(seg, at, &mut |c| finish(c, event, evidence, finished));
+        table.packet(seg, at, &mut |c| finisher.finish(c, event, finished));
         let evicted = table.evicted - evicted_before;
         if evicted > 0 {
             self.stats.evicted(evicted);
@@ -183,8 +205,8 @@ impl Worker {
 
     fn tick(&mut self, now_ns: i64, pkt: u64) {
         let event = tick_event(pkt);
-        let (table, evidence, finished) = (&mut self.table, &self.evidence, &mut self.finished);
-        table.sweep(now_ns, &mut |c| finish(c, event, evidence, finished));
+        let (table, finisher, finished) = (&mut self.table, &mut self.finisher, &mut self.finished);
+        table.sweep(now_ns, &mut |c| finisher.finish(c, event, finished));
         self.track_size();
     }
 
@@ -192,16 +214,16 @@ impl Worker {
     /// how far the drain has got: a table of a million open connections must not become a
     /// million records in memory at once.
     fn drain(&mut self, chunk: &mut dyn FnMut(Vec<Finished>, Order)) {
-        let (table, evidence, finished, stats) = (
+        let (table, finisher, finished, stats) = (
             &mut self.table,
-            &self.evidence,
+            &mut self.finisher,
             &mut self.finished,
             &mut self.stats,
         );
         let mut drained = 0usize;
         table.drain(&mut |c| {
             let seq = c.seq();
-            finish(c, END_EVENT, evidence, finished);
+            finisher.finish(c, END_EVENT, finished);
             if finished.len() >= REPORT_CONNECTIONS {
                 count_outcomes(stats, finished);
                 chunk(std::mem::take(finished), (END_EVENT, seq));
@@ -250,55 +272,74 @@ impl Worker {
 
 fn count_outcomes(stats: &mut WorkerStats, finished: &[Finished]) {
     for f in finished {
-        stats.outcome(f.verdict.outcome);
+        stats.outcome(f.outcome);
     }
 }
 
-/// Builds the record of a finished connection and adds its evidence to the shared table.
-fn finish(conn: Connection, event: u64, evidence: &EvidenceTable, out: &mut Vec<Finished>) {
-    let order = (event, conn.seq());
-    let (record, verdict) = record::build(&conn);
-    evidence.observe(&record, order);
-    out.push(Finished {
-        order,
-        record,
-        verdict,
-    });
+/// What a worker does with the connections it finishes.
+#[derive(Clone)]
+struct Finisher {
+    evidence: Arc<EvidenceTable>,
+    /// Serialise records here (the output wants lines).
+    lines: bool,
+    /// Where a line is serialised before it is copied out at its exact size: grown a few
+    /// times at the start, not a few times for every line.
+    scratch: Vec<u8>,
+}
+
+impl Finisher {
+    /// Builds the record of a finished connection and adds its evidence to the shared table.
+    fn finish(&mut self, conn: Connection, event: u64, out: &mut Vec<Finished>) {
+        let order = (event, conn.seq());
+        let (mut record, verdict) = record::build(&conn);
+        drop(conn);
+        self.evidence.observe(&record, order);
+        let outcome = verdict.outcome;
+        self.scratch.clear();
+        // A record that cannot be serialised (none can today) goes on whole, for the output
+        // to report the error.
+        let finished = if self.lines && serde_json::to_writer(&mut self.scratch, &record).is_ok() {
+            Finished {
+                order,
+                outcome,
+                anomalies: std::mem::take(&mut record.anomalies),
+                body: Body::Line(self.scratch.as_slice().into()),
+            }
+        } else {
+            Finished {
+                order,
+                outcome,
+                anomalies: record.anomalies.clone(),
+                body: Body::Record {
+                    record: Box::new(record),
+                    verdict,
+                },
+            }
+        };
+        out.push(finished);
+    }
 }
 
 /// Puts finished connections back in run order and hands them to the output.
+///
+/// Each worker finishes connections in key order (events in processing order, creation order
+/// within an event), so the collector keeps one queue per worker and merges their heads. A
+/// heap over every pending record moved each ~700-byte record a dozen times on its way
+/// through; here a record is moved in and out of its queue once.
 struct Collector<'o, O: Output> {
     output: &'o mut O,
-    pending: BinaryHeap<Reverse<OrderedFinished>>,
+    queues: Vec<VecDeque<Finished>>,
     /// How far each worker has got, and the capture time there.
     progress: Vec<(Order, i64)>,
     released: (Order, i64),
     summary: Summary,
 }
 
-struct OrderedFinished(Finished);
-impl PartialEq for OrderedFinished {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.order == other.0.order
-    }
-}
-impl Eq for OrderedFinished {}
-impl PartialOrd for OrderedFinished {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrderedFinished {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.order.cmp(&other.0.order)
-    }
-}
-
 impl<'o, O: Output> Collector<'o, O> {
     fn new(output: &'o mut O, workers: usize) -> Self {
         Collector {
             output,
-            pending: BinaryHeap::new(),
+            queues: (0..workers).map(|_| VecDeque::new()).collect(),
             progress: vec![((0, 0), i64::MIN); workers],
             released: ((0, 0), i64::MIN),
             summary: Summary::default(),
@@ -313,8 +354,7 @@ impl<'o, O: Output> Collector<'o, O> {
         upto: Order,
         ts_ns: i64,
     ) -> Result<(), O::Error> {
-        self.pending
-            .extend(finished.into_iter().map(|f| Reverse(OrderedFinished(f))));
+        enqueue(&mut self.queues[w], finished);
         self.progress[w] = (upto, ts_ns);
         let (upto, ts) = self
             .progress
@@ -322,24 +362,47 @@ impl<'o, O: Output> Collector<'o, O> {
             .copied()
             .min_by_key(|p| p.0)
             .unwrap_or(((0, 0), i64::MIN));
-        while let Some(Reverse(next)) = self.pending.peek()
-            && next.0.order <= upto
-        {
-            let Some(Reverse(OrderedFinished(f))) = self.pending.pop() else {
-                break;
-            };
+        while let Some(f) = self.next_through(upto) {
             self.summary.connections += 1;
-            *self.summary.outcomes.entry(f.verdict.outcome).or_default() += 1;
-            for a in &f.record.anomalies {
-                *self.summary.anomalies.entry(a.clone()).or_default() += 1;
+            *self.summary.outcomes.entry(f.outcome).or_default() += 1;
+            for a in f.anomalies {
+                *self.summary.anomalies.entry(a).or_default() += 1;
             }
-            self.output.record(&f.record, &f.verdict)?;
+            match &f.body {
+                Body::Record { record, verdict } => self.output.record(record, verdict)?,
+                Body::Line(json) => self.output.line(json)?,
+            }
         }
         if (upto, ts) > self.released {
             self.released = (upto, ts);
             self.output.progress(upto, ts)?;
         }
         Ok(())
+    }
+
+    /// The earliest pending connection, if it is at or before `upto`.
+    fn next_through(&mut self, upto: Order) -> Option<Finished> {
+        let (_, queue) = self
+            .queues
+            .iter_mut()
+            .filter_map(|q| Some((q.front()?.order, q)))
+            .filter(|(order, _)| *order <= upto)
+            .min_by_key(|(order, _)| *order)?;
+        queue.pop_front()
+    }
+}
+
+/// Appends one worker's report to its queue, keeping the queue in key order. Reports arrive
+/// in order already; a record that does not is inserted where it belongs rather than trusted.
+fn enqueue(queue: &mut VecDeque<Finished>, finished: Vec<Finished>) {
+    for f in finished {
+        match queue.back() {
+            Some(last) if last.order > f.order => {
+                let at = queue.partition_point(|q| q.order < f.order);
+                queue.insert(at, f);
+            }
+            _ => queue.push_back(f),
+        }
     }
 }
 
@@ -441,13 +504,18 @@ pub fn run<S: Source + Send, O: Output>(
 ) -> Result<Summary, O::Error> {
     let started = Instant::now();
     let threads = config.threads.max(1);
+    let finisher = Finisher {
+        evidence: Arc::clone(evidence),
+        lines: output.wants_lines(),
+        scratch: Vec::new(),
+    };
     let mut collector = Collector::new(output, threads);
     let mut counts = SourceCounts::default();
     let result = if threads == 1 {
         run_inline(
             source,
             config,
-            evidence,
+            &finisher,
             stats,
             stop,
             &mut collector,
@@ -458,7 +526,7 @@ pub fn run<S: Source + Send, O: Output>(
             source,
             copies,
             config,
-            evidence,
+            &finisher,
             stats,
             stop,
             &mut collector,
@@ -468,7 +536,7 @@ pub fn run<S: Source + Send, O: Output>(
         run_threaded(
             source,
             config,
-            evidence,
+            &finisher,
             stats,
             stop,
             &mut collector,
@@ -540,7 +608,7 @@ impl SourceCounts {
 fn run_inline<S: Source, O: Output>(
     source: &mut S,
     config: Config,
-    evidence: &Arc<EvidenceTable>,
+    finisher: &Finisher,
     stats: &Arc<Stats>,
     stop: &AtomicBool,
     collector: &mut Collector<'_, O>,
@@ -556,7 +624,7 @@ fn run_inline<S: Source, O: Output>(
     let evicted = scan(
         source,
         config.flow,
-        evidence,
+        finisher,
         stats,
         config.measure_latency,
         [stop, &halt],
@@ -671,7 +739,7 @@ impl Shard<'_> {
 fn scan<S: Source, E>(
     source: &mut S,
     flow: FlowConfig,
-    evidence: &Arc<EvidenceTable>,
+    finisher: &Finisher,
     stats: &Arc<Stats>,
     measure_latency: bool,
     halt: [&AtomicBool; 2],
@@ -681,7 +749,7 @@ fn scan<S: Source, E>(
 ) -> Result<u64, E> {
     // However this returns, the other readers must stop waiting for this one.
     let _done = shard.pace.map(|pace| ReaderDone(pace, shard.index));
-    let mut worker = Worker::new(flow, Arc::clone(evidence), stats);
+    let mut worker = Worker::new(flow, finisher.clone(), stats);
     let mut clock = measure_latency.then(Instant::now);
     let mut last_ts = i64::MIN;
     while !halt.iter().any(|h| h.load(Ordering::Relaxed)) {
@@ -785,7 +853,7 @@ fn run_scanning<S: Source + Send, O: Output>(
     source: &mut S,
     copies: Vec<S>,
     config: Config,
-    evidence: &Arc<EvidenceTable>,
+    finisher: &Finisher,
     stats: &Arc<Stats>,
     stop: &AtomicBool,
     collector: &mut Collector<'_, O>,
@@ -823,7 +891,7 @@ fn run_scanning<S: Source + Send, O: Output>(
                 scan(
                     source,
                     flow,
-                    evidence,
+                    finisher,
                     stats,
                     config.measure_latency,
                     [stop, abort],
@@ -863,7 +931,7 @@ fn run_scanning<S: Source + Send, O: Output>(
 fn run_threaded<S: Source + Send, O: Output>(
     source: &mut S,
     config: Config,
-    evidence: &Arc<EvidenceTable>,
+    finisher: &Finisher,
     stats: &Arc<Stats>,
     stop: &AtomicBool,
     collector: &mut Collector<'_, O>,
@@ -886,7 +954,7 @@ fn run_threaded<S: Source + Send, O: Output>(
         for (w, input) in inputs.into_iter().enumerate() {
             let report_tx = report_tx.clone();
             let free_tx = free_tx.clone();
-            let evidence = Arc::clone(evidence);
+            let finisher = finisher.clone();
             let flow = FlowConfig {
                 max_flows: (config.flow.max_flows / threads).max(1),
                 ..config.flow
@@ -895,7 +963,7 @@ fn run_threaded<S: Source + Send, O: Output>(
                 std::thread::Builder::new()
                     .name(format!("pw-worker-{w}"))
                     .spawn_scoped(scope, move || {
-                        work(w, flow, evidence, stats, config, input, report_tx, free_tx)
+                        work(w, flow, finisher, stats, config, input, report_tx, free_tx)
                     })
                     .expect("spawn a worker thread"),
             );
@@ -1038,14 +1106,14 @@ fn dispatch<S: Source>(
 fn work(
     w: usize,
     flow: FlowConfig,
-    evidence: Arc<EvidenceTable>,
+    finisher: Finisher,
     stats: &Arc<Stats>,
     config: Config,
     input: Receiver<Batch>,
     reports: Sender<Report>,
     free: Sender<Batch>,
 ) -> u64 {
-    let mut worker = Worker::new(flow, evidence, stats);
+    let mut worker = Worker::new(flow, finisher, stats);
     for mut batch in input.iter() {
         let mut clock = config.measure_latency.then(Instant::now);
         let mut drained = false;
@@ -1097,4 +1165,54 @@ fn work(
     }
     worker.stats.flush();
     worker.table.evicted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps the lines it is given, in the order it is given them.
+    #[derive(Default)]
+    struct Lines(Vec<String>);
+
+    impl Output for Lines {
+        type Error = ();
+        fn wants_lines(&self) -> bool {
+            true
+        }
+        fn record(&mut self, _: &ConnectionRecord, _: &Verdict) -> Result<(), ()> {
+            Err(())
+        }
+        fn line(&mut self, json: &[u8]) -> Result<(), ()> {
+            self.0.push(String::from_utf8_lossy(json).into_owned());
+            Ok(())
+        }
+    }
+
+    fn done(event: u64, seq: u64) -> Finished {
+        Finished {
+            order: (event, seq),
+            outcome: Outcome::Established,
+            anomalies: Vec::new(),
+            body: Body::Line(format!("{event}.{seq}").into_bytes().into()),
+        }
+    }
+
+    #[test]
+    fn collector_releases_in_key_order_only_once_every_worker_is_past() {
+        let mut out = Lines::default();
+        let mut collector = Collector::new(&mut out, 2);
+        // Worker 0 is ahead: nothing is released until worker 1 has caught up.
+        collector
+            .take(0, vec![done(3, 1), done(9, 2)], through(9), 0)
+            .unwrap();
+        collector.take(1, vec![done(5, 4)], through(5), 0).unwrap();
+        assert_eq!(collector.output.0, ["3.1", "5.4"]);
+        // A report out of key order (no worker sends one) is still released in order.
+        collector
+            .take(1, vec![done(8, 7), done(7, 6)], through(20), 0)
+            .unwrap();
+        assert_eq!(collector.output.0, ["3.1", "5.4", "7.6", "8.7", "9.2"]);
+        assert_eq!(collector.summary.connections, 5);
+    }
 }
