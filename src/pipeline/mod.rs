@@ -1,7 +1,7 @@
 //! The pipeline that replay and live share:
 //!
 //! ```text
-//! source (capture + decode + shard) ──batches──▶ worker 1..N (flow, TLS, classify, record)
+//! source (capture + decode + shard) ──batches──▶ worker 1..N (flow, TLS, classify, record, line)
 //!                                                   │ evidence ─▶ shared EvidenceTable
 //!                                                   ▼ finished connections
 //!                               collector (puts them back in run order) ─▶ Output
