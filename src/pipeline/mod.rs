@@ -153,7 +153,8 @@ struct Finished {
     body: Body,
 }
 
-/// What the output gets of a finished connection.
+/// What the output gets of a finished connection. The record is boxed so that a queued
+/// connection is a few words to move, whichever form it takes.
 enum Body {
     Record {
         record: Box<ConnectionRecord>,
@@ -292,6 +293,7 @@ impl Finisher {
     fn finish(&mut self, conn: Connection, event: u64, out: &mut Vec<Finished>) {
         let order = (event, conn.seq());
         let (mut record, verdict) = record::build(&conn);
+        // Its buffers go back to the allocator before the line takes new ones.
         drop(conn);
         self.evidence.observe(&record, order);
         let outcome = verdict.outcome;
