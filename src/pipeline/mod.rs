@@ -105,7 +105,7 @@ pub trait Output {
         let _ = json;
         Ok(())
     }
-    /// Every connection up to `upto` has been passed to `record`, and its evidence is in the
+    /// Every connection up to `upto` has been passed to the output, and its evidence is in the
     /// shared table; capture time is `ts_ns`. Called at least once per capture second of
     /// traffic and when a live capture is idle.
     fn progress(&mut self, upto: Order, ts_ns: i64) -> Result<(), Self::Error> {
