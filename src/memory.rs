@@ -6,15 +6,22 @@
 //! classes: the run's peak memory then holds both.
 
 /// mimalloc's `mi_option_purge_delay` (v2's `mi_option_t`; the bindings name no constant for
-/// it): milliseconds a freed page stays with the process before it is handed back.
+/// it): milliseconds a freed page stays with the process before it is handed back. It sits
+/// between two options the bindings do name; the assertion stops a build against bindings
+/// whose numbering moved.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const _: () = assert!(
+    libmimalloc_sys::mi_option_eager_commit_delay + 1 == MI_OPTION_PURGE_DELAY
+        && MI_OPTION_PURGE_DELAY + 1 == libmimalloc_sys::mi_option_use_numa_nodes
+);
 
 /// How long freed pages stay before they go back to the system. mimalloc's default of 10 ms
 /// is shorter than the gap between two bursts of finished connections (the collector frees a
-/// report's records, the workers allocate the next ones): pages handed back were faulted in
-/// and zeroed by the kernel again moments later, up to a tenth of a two-thread replay's CPU
-/// on the development VM. A second keeps them while the traffic is steady; memory still goes
-/// back within a second of a drop, and at once where [`release_freed_memory`] asks.
+/// report's lines, the workers allocate the next ones): pages handed back were faulted in and
+/// zeroed by the kernel again moments later, up to a tenth of a two-thread replay's CPU on the
+/// development VM. A second keeps them while the traffic is steady; memory still goes back
+/// seconds after a drop (whole arena ranges wait ten times the delay), and at once where
+/// [`release_freed_memory`] asks.
 const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 
 /// Sets the allocator's options; call first thing, before any thread is started.

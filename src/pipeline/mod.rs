@@ -292,33 +292,28 @@ impl Finisher {
     /// Builds the record of a finished connection and adds its evidence to the shared table.
     fn finish(&mut self, conn: Connection, event: u64, out: &mut Vec<Finished>) {
         let order = (event, conn.seq());
-        let (mut record, verdict) = record::build(&conn);
+        let (record, verdict) = record::build(&conn);
         // Its buffers go back to the allocator before the line takes new ones.
         drop(conn);
         self.evidence.observe(&record, order);
-        let outcome = verdict.outcome;
+        let (outcome, anomalies) = (verdict.outcome, record.anomalies.clone());
         self.scratch.clear();
         // A record that cannot be serialised (none can today) goes on whole, for the output
         // to report the error.
-        let finished = if self.lines && serde_json::to_writer(&mut self.scratch, &record).is_ok() {
-            Finished {
-                order,
-                outcome,
-                anomalies: std::mem::take(&mut record.anomalies),
-                body: Body::Line(self.scratch.as_slice().into()),
-            }
+        let body = if self.lines && serde_json::to_writer(&mut self.scratch, &record).is_ok() {
+            Body::Line(self.scratch.as_slice().into())
         } else {
-            Finished {
-                order,
-                outcome,
-                anomalies: record.anomalies.clone(),
-                body: Body::Record {
-                    record: Box::new(record),
-                    verdict,
-                },
+            Body::Record {
+                record: Box::new(record),
+                verdict,
             }
         };
-        out.push(finished);
+        out.push(Finished {
+            order,
+            outcome,
+            anomalies,
+            body,
+        });
     }
 }
 
