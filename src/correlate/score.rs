@@ -477,7 +477,7 @@ fn describe_failures(ev: &Evidence) -> String {
             "client_alert" => {
                 let alerts: Vec<String> =
                     ev.alerts.iter().map(|(a, n)| format!("{n} {a}")).collect();
-                format!("{n} client alerts ({})", alerts.join(", "))
+                format!("{} ({})", counted(*n, "client alert"), alerts.join(", "))
             }
             other => format!("{n} {}", other.replace('_', " ")),
         })
@@ -486,12 +486,21 @@ fn describe_failures(ev: &Evidence) -> String {
         format!(", median {p:.1} ms after the server's handshake")
     });
     format!(
-        "{} failures through the proxy from {} client host(s): {}{}",
-        ev.failures,
-        ev.client_hosts,
+        "{} through the proxy from {}: {}{}",
+        counted(ev.failures, "failure"),
+        counted(ev.client_hosts, "client host"),
         kinds.join(", "),
         delay
     )
+}
+
+/// "1 failure", "3 failures": the reason is read by people.
+fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Several failing hosts of one registrable domain that is not a shared platform become one
@@ -640,6 +649,32 @@ mod tests {
         );
         assert_eq!(one_subnet(&set(&["10.66.6.1", "::ffff:10.66.6.2"])), None);
         assert_eq!(one_subnet(&set(&[])), None);
+    }
+
+    #[test]
+    fn the_reason_counts_in_words_a_reader_expects() {
+        let mut ev = Evidence {
+            failures: 1,
+            client_hosts: 1,
+            ..Evidence::default()
+        };
+        ev.failure_kinds.insert("client_alert".into(), 1);
+        ev.alerts.insert("bad_certificate".into(), 1);
+        assert_eq!(
+            describe_failures(&ev),
+            "1 failure through the proxy from 1 client host: 1 client alert (1 bad_certificate)"
+        );
+        ev.failures = 3;
+        ev.client_hosts = 2;
+        ev.failure_kinds.insert("client_alert".into(), 2);
+        ev.failure_kinds
+            .insert("client_closed_after_handshake".into(), 1);
+        ev.alerts.insert("bad_certificate".into(), 2);
+        assert_eq!(
+            describe_failures(&ev),
+            "3 failures through the proxy from 2 client hosts: 2 client alerts (2 bad_certificate), \
+             1 client closed after handshake"
+        );
     }
 
     #[test]
