@@ -19,6 +19,7 @@ use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
 use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
 use pinwatch::flow::FlowConfig;
 use pinwatch::memory::{configure_allocator, release_freed_memory};
+use pinwatch::output::counted;
 use pinwatch::output::record::ConnectionRecord;
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
 use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
@@ -686,9 +687,9 @@ mod live {
         let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
         if !args.out.quiet {
             eprintln!(
-                "pinwatch: capturing on {} ({} worker thread(s)){}",
+                "pinwatch: capturing on {} ({}){}",
                 args.interface,
-                threads,
+                counted(threads as u64, "worker thread", "worker threads"),
                 args.metrics
                     .as_deref()
                     .map(|a| format!(", metrics at http://{a}/metrics"))
@@ -768,17 +769,17 @@ mod live {
 fn print_summary(s: &Summary) {
     let mut out = String::new();
     let input = if s.files > 0 {
-        format!("{} file(s)", s.files)
+        counted(s.files as u64, "file", "files")
     } else {
         "capture".to_string()
     };
     out.push_str(&format!(
-        "pinwatch: {input}, {} packets, {:.1} MB, {} TCP connections in {:.2}s with {} worker thread(s) ({:.0} packets/s, {:.2} Gbit/s)\n",
+        "pinwatch: {input}, {} packets, {:.1} MB, {} TCP connections in {:.2}s with {} ({:.0} packets/s, {:.2} Gbit/s)\n",
         s.packets,
         s.bytes as f64 / 1e6,
         s.connections,
         s.elapsed.as_secs_f64(),
-        s.threads,
+        counted(s.threads as u64, "worker thread", "worker threads"),
         s.packets_per_sec(),
         s.gbit_per_sec(),
     ));
@@ -817,9 +818,9 @@ fn print_table(report: &Report, min_confidence: f64) {
         out.push_str("\ninterception CAs:\n");
         for ca in &report.proxy_cas {
             out.push_str(&format!(
-                "  {}  ({} leaves) - {}\n",
+                "  {}  ({}) - {}\n",
                 ca.issuer,
-                ca.leaf_count,
+                counted(ca.leaf_count as u64, "leaf", "leaves"),
                 ca.why.join("; ")
             ));
         }

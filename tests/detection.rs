@@ -360,10 +360,12 @@ fn worker_threads_do_not_change_records_rules_or_findings() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert!(
-                stderr.contains(&format!("with {threads} worker thread(s)")),
-                "{stderr}"
-            );
+            let workers = if *threads == "1" {
+                "1 worker thread ".to_string()
+            } else {
+                format!("{threads} worker threads ")
+            };
+            assert!(stderr.contains(&format!("with {workers}")), "{stderr}");
             // The table after the first summary line is the same whatever the thread count.
             let table = stderr.lines().skip(1).collect::<Vec<_>>().join("\n");
             (

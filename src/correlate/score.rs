@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Path, registrable};
+use crate::output::counted;
 use crate::output::time::rfc3339_micros;
 
 pub const RULE_SCHEMA: &str = "pinwatch.rule/1";
@@ -477,7 +478,11 @@ fn describe_failures(ev: &Evidence) -> String {
             "client_alert" => {
                 let alerts: Vec<String> =
                     ev.alerts.iter().map(|(a, n)| format!("{n} {a}")).collect();
-                format!("{} ({})", counted(*n, "client alert"), alerts.join(", "))
+                format!(
+                    "{} ({})",
+                    counted(*n, "client alert", "client alerts"),
+                    alerts.join(", ")
+                )
             }
             other => format!("{n} {}", other.replace('_', " ")),
         })
@@ -487,20 +492,11 @@ fn describe_failures(ev: &Evidence) -> String {
     });
     format!(
         "{} through the proxy from {}: {}{}",
-        counted(ev.failures, "failure"),
-        counted(ev.client_hosts, "client host"),
+        counted(ev.failures, "failure", "failures"),
+        counted(ev.client_hosts, "client host", "client hosts"),
         kinds.join(", "),
         delay
     )
-}
-
-/// "1 failure", "3 failures": the reason is read by people.
-fn counted(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
 }
 
 /// Several failing hosts of one registrable domain that is not a shared platform become one

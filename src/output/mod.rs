@@ -3,3 +3,13 @@
 
 pub mod record;
 pub mod time;
+
+/// A count and its noun, for text people read: `counted(1, "leaf", "leaves")` is "1 leaf",
+/// `counted(8, "leaf", "leaves")` is "8 leaves".
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
