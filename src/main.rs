@@ -774,10 +774,10 @@ fn print_summary(s: &Summary) {
         "capture".to_string()
     };
     out.push_str(&format!(
-        "pinwatch: {input}, {} packets, {:.1} MB, {} TCP connections in {:.2}s with {} ({:.0} packets/s, {:.2} Gbit/s)\n",
-        s.packets,
+        "pinwatch: {input}, {}, {:.1} MB, {} in {:.2}s with {} ({:.0} packets/s, {:.2} Gbit/s)\n",
+        counted(s.packets, "packet", "packets"),
         s.bytes as f64 / 1e6,
-        s.connections,
+        counted(s.connections, "TCP connection", "TCP connections"),
         s.elapsed.as_secs_f64(),
         counted(s.threads as u64, "worker thread", "worker threads"),
         s.packets_per_sec(),

@@ -388,8 +388,8 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
     if ev.successes_outside_proxy > 0 {
         conf += (1.0 - conf) * 0.5;
         why.push(format!(
-            "succeeds without the proxy ({} connections)",
-            ev.successes_outside_proxy
+            "succeeds without the proxy ({})",
+            counted(ev.successes_outside_proxy, "connection", "connections")
         ));
     }
     if ev.successes_other_fingerprints > 0 {

@@ -16,6 +16,8 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value};
 
+use crate::output::counted;
+
 /// The record type and version read.
 pub const RULE_SCHEMA: &str = "pinwatch.rule/1";
 
@@ -681,8 +683,9 @@ pub fn run_export(args: ExportArgs) -> ExitCode {
     let text = render(args.format, &mut p);
     if p.below_threshold > 0 {
         p.notes.push(format!(
-            "{source}: {} rules below --min-confidence {} left out",
-            p.below_threshold, args.min_confidence
+            "{source}: {} below --min-confidence {} left out",
+            counted(p.below_threshold as u64, "rule", "rules"),
+            args.min_confidence
         ));
     }
     for n in &p.notes {

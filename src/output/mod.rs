@@ -1,5 +1,5 @@
-//! Output stage: the connection record built from a finished connection, and the time format
-//! records use. Where records go (files, standard output, the webhook) is `crate::sinks`.
+//! Output stage: the connection record built from a finished connection, the time format
+//! records use, and counts in words for the text people read. Where records go (files, standard output, the webhook) is `crate::sinks`.
 
 pub mod record;
 pub mod time;
