@@ -149,7 +149,7 @@ fn proxy_side_failures_are_not_pinning() {
 fn failure_behind_a_non_proxy_certificate_is_an_ordinary_certificate_error() {
     let curveball = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/corpus/ja4/pcap/badcurveball.pcap"
+        "/tests/corpus/public/ja4/pcap/badcurveball.pcap"
     );
     let r = run(&[curveball.to_string()], &["--min-confidence", "0"]);
     assert!(r.rules.is_empty(), "{:?}", r.rules);

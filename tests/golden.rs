@@ -1,4 +1,5 @@
-//! Snapshot tests: every capture in `captures/` and in the shared public corpus is replayed and
+//! Snapshot tests: every capture in `captures/` and in the public corpus (`tests/corpus/public`,
+//! sources and licences in its MANIFEST.md) is replayed and
 //! its NDJSON connection records compared with the reviewed golden file beside it
 //! (`captures/NAME.connections.jsonl`, `tests/corpus/NAME.connections.jsonl`). Every record is
 //! also validated against `schema/connection.schema.json`.
@@ -21,7 +22,7 @@ fn repo() -> PathBuf {
 }
 
 fn corpus() -> PathBuf {
-    repo().join("../shared/corpus")
+    repo().join("tests/corpus/public")
 }
 
 fn schema_validator() -> jsonschema::Validator {
@@ -176,7 +177,7 @@ fn public_corpus_matches_its_goldens() {
     let root = corpus();
     assert!(
         root.is_dir(),
-        "the shared corpus must sit beside the repo at {}",
+        "the public corpus should be in the repository at {}",
         root.display()
     );
     let validator = schema_validator();

@@ -22,8 +22,8 @@ from typing import Iterator
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = SCRIPT_DIR.parent
-# The shared read-only corpus lives beside the repository checkout.
-CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
+# The public corpus kept in the repository (sources and licences in its MANIFEST.md).
+CORPUS_DIR = REPO_ROOT / "tests" / "corpus" / "public"
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "pinwatch"
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")

@@ -442,7 +442,7 @@ mod tests {
     }
 
     // ---- Real ClientHellos from the FoxIO JA4 test captures -------------------
-    // Fields were read with `tshark -T fields` from /work/shared/corpus/ja4/pcap;
+    // Fields were read with `tshark -T fields` from tests/corpus/public/ja4/pcap;
     // expected values are from ja4/expected/python/*.json (JA4) and tshark's
     // tls.handshake.ja3 / ja3_full (JA3).
 

@@ -57,9 +57,9 @@ pub fn repo_file(rel: &str) -> String {
     format!("{}/{}", env!("CARGO_MANIFEST_DIR"), rel)
 }
 
-/// A file of the read-only public corpus beside the repository.
+/// A file of the public corpus kept in the repository (`tests/corpus/public`).
 pub fn corpus_file(rel: &str) -> String {
-    format!("{}/../shared/corpus/{}", env!("CARGO_MANIFEST_DIR"), rel)
+    format!("{}/tests/corpus/public/{}", env!("CARGO_MANIFEST_DIR"), rel)
 }
 
 /// A directory under the system temp dir, removed when dropped.
