@@ -129,7 +129,7 @@ struct OutputArgs {
     #[arg(long, value_name = "PATH|-")]
     connections: Option<String>,
 
-    /// Write candidate bypass rules (NDJSON, schema pinwatch.rule/1) to PATH or `-`. Default:
+    /// Write candidate bypass rules (NDJSON, schema pinwatch.rule/2) to PATH or `-`. Default:
     /// standard output, unless --connections already writes there. In live mode a rule is
     /// written when it first reaches the threshold and again (same id) when it changes.
     #[arg(long, value_name = "PATH|-")]
@@ -874,12 +874,16 @@ fn print_table(report: &Report, min_confidence: f64) {
             "conf", "name", "scope", "fail/ok", "hosts"
         ));
         for r in shown {
-            let (name, scope) = match (&r.matcher.host, &r.matcher.suffix, &r.matcher.client_ja4) {
-                (Some(h), _, Some(j)) => (h.clone(), format!("ja4 {}", &j[..j.len().min(10)])),
-                (Some(h), _, None) => (h.clone(), "host".to_string()),
-                (None, Some(s), _) => (format!("*.{s}"), "suffix".to_string()),
-                _ => (String::new(), String::new()),
-            };
+            let (name, mut scope) =
+                match (&r.matcher.host, &r.matcher.suffix, &r.matcher.client_ja4) {
+                    (Some(h), _, Some(j)) => (h.clone(), format!("ja4 {}", &j[..j.len().min(10)])),
+                    (Some(h), _, None) => (h.clone(), "host".to_string()),
+                    (None, Some(s), _) => (format!("*.{s}"), "suffix".to_string()),
+                    _ => (String::new(), String::new()),
+                };
+            if let Some(ips) = &r.matcher.client_ips {
+                scope.push_str(&format!(" +{}ip", ips.len()));
+            }
             let mark = if r.confidence >= min_confidence {
                 ' '
             } else {

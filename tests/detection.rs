@@ -39,9 +39,11 @@ fn run(files: &[String], extra: &[&str]) -> Run {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect::<Vec<Value>>()
     };
+    let findings = parse(&std::fs::read_to_string(findings).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
     Run {
         rules: parse(&String::from_utf8_lossy(&out.stdout)),
-        findings: parse(&std::fs::read_to_string(findings).unwrap()),
+        findings,
         table: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
@@ -64,7 +66,10 @@ fn repeated_fast_unknown_ca_from_several_hosts_is_high_confidence_and_scoped_to_
     assert!(!api.is_empty(), "{}", r.table);
     for rule in &api {
         assert!(rule["confidence"].as_f64().unwrap() >= 0.9, "{rule}");
-        assert!(rule["evidence"]["client_hosts"].as_u64().unwrap() >= 3);
+        // Evidence about the name comes from every failing fingerprint: software seen on one
+        // host only still takes the confidence of the name's three failing hosts.
+        assert!(rule["evidence"]["name"]["client_hosts"].as_u64().unwrap() >= 3);
+        assert!(rule["evidence"]["client_hosts"].as_u64().unwrap() >= 1);
         assert_eq!(rule["evidence"]["successes_same_fingerprint"], 0);
         // curl with the proxy CA (browser-like) succeeds on the same name: the rule is for the app's JA4 only.
         assert!(rule["match"]["client_ja4"].is_string(), "{rule}");
@@ -433,7 +438,8 @@ fn a_rules_first_and_last_seen_are_its_connections_first_and_last_start() {
         .collect();
     let rule = rules
         .iter()
-        .find(|x| host(x) == "api.pinnedbank.test" && x["match"]["client_ja4"].is_string())
+        .filter(|x| host(x) == "api.pinnedbank.test" && x["match"]["client_ja4"].is_string())
+        .max_by_key(|x| x["evidence"]["connections"].as_u64())
         .expect("a rule for the pinning app");
     let mut starts: Vec<&str> = records
         .iter()

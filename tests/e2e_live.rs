@@ -13,6 +13,7 @@
 mod netns;
 
 #[test]
+#[ignore = "needs root, network namespaces, tcpdump and mitmproxy; .ci/run runs it"]
 fn live_sensor_streams_rules_to_a_webhook() {
     netns::run("e2e-live", "pwvt", env!("CARGO_BIN_EXE_pinwatch"));
 }

@@ -8,6 +8,7 @@
 mod netns;
 
 #[test]
+#[ignore = "needs root, network namespaces, tcpdump and mitmproxy; .ci/run runs it"]
 fn fix_loop_through_mitmproxy() {
     netns::run("e2e-loop", "pwlt", env!("CARGO_BIN_EXE_pinwatch"));
 }

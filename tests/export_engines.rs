@@ -3,8 +3,9 @@
 //! config.yaml by a real `mitmdump`, which must start and accept a connection. Each engine check
 //! is also shown to fail on a deliberately broken input, so a pass means something.
 //!
-//! Without squid or mitmdump installed the engine tests print why and pass, unless the
-//! environment variable CI is set (CI=true): there a missing engine is a failure.
+//! The tests that run an engine are `#[ignore]`d (`cargo test` counts them as ignored);
+//! `.ci/run` installs the engines and runs them with `--ignored`, where a missing engine is a
+//! failure that names it.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -41,33 +42,39 @@ impl Drop for TempDir {
     }
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// The path of an engine binary, or None when the test should be skipped (never in CI).
-fn engine(what: &str, candidates: &[&str]) -> Option<PathBuf> {
+/// The path of an engine binary; panics naming it when it is not installed, because only the
+/// `#[ignore]`d engine tests call this and whoever runs them asked for the engine.
+fn engine(what: &str, candidates: &[&str]) -> PathBuf {
     for c in candidates {
         let p = Path::new(c);
         if p.is_absolute() {
             if p.is_file() {
-                return Some(p.to_path_buf());
+                return p.to_path_buf();
             }
         } else if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
                 .map(|d| d.join(c))
                 .find(|f| f.is_file())
         }) {
-            return Some(found);
+            return found;
         }
     }
-    if in_ci() {
-        panic!("{what} is not installed, and CI is set: install it (looked for {candidates:?})");
-    }
-    eprintln!(
-        "SKIPPED: {what} is not installed (looked for {candidates:?}); set CI=true to make this a failure"
-    );
-    None
+    panic!("{what} is not installed (looked for {candidates:?}); .ci/run installs it")
+}
+
+/// `pinwatch export --format squid -o DIR/pinwatch-bypass.conf RULES`; the snippet's path and
+/// export's stderr.
+fn squid_snippet(dir: &TempDir, rules: &Path) -> (PathBuf, String) {
+    let snippet = dir.path("pinwatch-bypass.conf");
+    let out = export(&[
+        "--format",
+        "squid",
+        "-o",
+        snippet.to_str().unwrap(),
+        rules.to_str().unwrap(),
+    ]);
+    assert!(out.stdout.is_empty());
+    (snippet, text(&out.stderr))
 }
 
 /// A rules file holding one rule scoped to a client JA4 (which no engine can express).
@@ -159,21 +166,12 @@ fn assert_no_hostile(out: &str) {
 }
 
 #[test]
-fn squid_snippet_parses_in_a_real_ssl_bump_config() {
-    let dir = TempDir::new("squid");
+fn squid_snippet_splices_the_rules_and_comments_out_ja4_scoped_ones() {
+    let dir = TempDir::new("squid-text");
     let rules = rules_file(&dir);
-    let snippet = dir.path("pinwatch-bypass.conf");
-    let out = export(&[
-        "--format",
-        "squid",
-        "-o",
-        snippet.to_str().unwrap(),
-        rules.to_str().unwrap(),
-    ]);
-    let stderr = text(&out.stderr);
+    let (snippet, stderr) = squid_snippet(&dir, &rules);
     assert!(stderr.contains("1 lines skipped"), "{stderr}");
     assert_eq!(stderr.matches("refused").count(), 2, "{stderr}");
-    assert!(out.stdout.is_empty());
     let conf = std::fs::read_to_string(&snippet).unwrap();
     assert_no_hostile(&conf);
     let active: Vec<&str> = conf
@@ -208,16 +206,19 @@ fn squid_snippet_parses_in_a_real_ssl_bump_config() {
         .stdout,
     );
     assert!(!strict.contains("weak.example.test"));
+}
 
-    let (Some(squid), Some(openssl)) = (
-        engine(
-            "squid (Debian squid-openssl)",
-            &["/usr/sbin/squid", "squid"],
-        ),
-        engine("openssl", &["openssl"]),
-    ) else {
-        return;
-    };
+#[test]
+#[ignore = "needs squid (squid-openssl) and openssl; .ci/run runs it"]
+fn squid_snippet_parses_in_a_real_ssl_bump_config() {
+    let squid = engine(
+        "squid (Debian squid-openssl)",
+        &["/usr/sbin/squid", "squid"],
+    );
+    let openssl = engine("openssl", &["openssl"]);
+    let dir = TempDir::new("squid");
+    let rules = rules_file(&dir);
+    let (snippet, _) = squid_snippet(&dir, &rules);
     // A self-made CA for ssl-bump: key and certificate in one PEM.
     let ca = dir.path("ca.pem");
     let made = Command::new(&openssl)
@@ -305,6 +306,30 @@ fn squid_snippet_parses_in_a_real_ssl_bump_config() {
     let (ok, log) = parse(&empty);
     assert!(ok, "squid -k parse rejected the empty snippet:\n{log}");
 
+    // A rule narrowed to client addresses: a src ACL combined with the name, active.
+    let narrowed = dir.path("narrowed.jsonl");
+    std::fs::write(
+        &narrowed,
+        rule(
+            "pw-0000000000000008",
+            &format!(
+                r#"{{"host":"api.pinnedbank.test","client_ja4":"{JA4}","client_ips":["10.77.1.11","10.77.2.0/24","2001:db8::/64"]}}"#
+            ),
+            0.9,
+        ) + "\n",
+    )
+    .unwrap();
+    let (scoped, _) = squid_snippet(&dir, &narrowed);
+    let (ok, log) = parse(&scoped);
+    assert!(
+        ok,
+        "squid -k parse rejected the address-scoped snippet:\n{log}"
+    );
+    assert!(
+        log.contains("Processing: ssl_bump splice pinwatch_src_1 pinwatch_name_1"),
+        "{log}"
+    );
+
     // The check can fail: a host listed under its own suffix (what export avoids), an
     // undefined acl, and a misspelt acl type are all rejected.
     for broken in [
@@ -367,18 +392,23 @@ fn mitmdump_serves(mitmdump: &Path, confdir: &Path) -> Result<(), String> {
     result
 }
 
-#[test]
-fn mitmproxy_config_loads_in_a_real_mitmdump() {
-    let dir = TempDir::new("mitmproxy");
-    let rules = rules_file(&dir);
+/// `pinwatch export --format mitmproxy RULES`: the YAML and its active `ignore_hosts` items.
+fn mitmproxy_fragment(rules: &Path) -> (String, Vec<String>) {
     let out = export(&["--format", "mitmproxy", rules.to_str().unwrap()]);
     let yaml = text(&out.stdout);
-    assert_no_hostile(&yaml);
-    let items: Vec<&str> = yaml
+    let items = yaml
         .lines()
         .filter(|l| l.trim_start().starts_with("- "))
-        .map(str::trim)
+        .map(|l| l.trim().to_string())
         .collect();
+    (yaml, items)
+}
+
+#[test]
+fn mitmproxy_fragment_ignores_the_rules_and_comments_out_ja4_scoped_ones() {
+    let dir = TempDir::new("mitmproxy-text");
+    let (yaml, items) = mitmproxy_fragment(&rules_file(&dir));
+    assert_no_hostile(&yaml);
     assert_eq!(
         items,
         [
@@ -391,13 +421,18 @@ fn mitmproxy_config_loads_in_a_real_mitmdump() {
     assert!(yaml.contains("\nignore_hosts:\n"));
     assert!(yaml.contains(r"  # - '^login\.bank\.test:'"), "{yaml}");
     assert!(yaml.contains(&format!("NOT ACTIVE: scoped to client JA4 {JA4}")));
+}
 
-    let Some(mitmdump) = engine("mitmdump (PyPI mitmproxy)", &["mitmdump"]) else {
-        return;
-    };
+#[test]
+#[ignore = "needs mitmdump (PyPI mitmproxy) and python3; .ci/run runs it"]
+fn mitmproxy_config_loads_in_a_real_mitmdump() {
+    let mitmdump = engine("mitmdump (PyPI mitmproxy)", &["mitmdump"]);
+    let python = engine("python3", &["python3"]);
+    let dir = TempDir::new("mitmproxy");
+    let (yaml, items) = mitmproxy_fragment(&rules_file(&dir));
     // The regexes mean what they should under Python's `re` (the engine mitmproxy uses, with
     // re.IGNORECASE and re.search against "host:port").
-    if let Some(python) = engine("python3", &["python3"]) {
+    {
         let regexes: Vec<String> = items
             .iter()
             .map(|i| {

@@ -3,7 +3,8 @@
 //! connection record. Also the errors a user meets first (unknown interface, bad filter).
 //! Dropping privileges is in `live_privs`, which needs a single-threaded child process.
 //!
-//! Opening a capture needs root (CAP_NET_RAW); without it those tests say so and skip.
+//! Opening a capture needs root (CAP_NET_RAW): those tests are `#[ignore]`d, `.ci/run` runs them
+//! as root with `--ignored`, and run without root they fail saying so.
 
 #![cfg(all(target_os = "linux", feature = "live"))]
 
@@ -16,19 +17,17 @@ use pinwatch::capture::live::{LiveCapture, LiveError, LiveOptions};
 
 use live_common::*;
 
-fn root_or_skip(test: &str) -> bool {
-    let root = is_root();
-    if !root {
-        eprintln!("skipping {test}: opening a live capture needs root (CAP_NET_RAW)");
-    }
-    root
+fn require_root() {
+    assert!(
+        is_root(),
+        "opening a live capture needs root (CAP_NET_RAW): run as root"
+    );
 }
 
 #[test]
+#[ignore = "needs root (CAP_NET_RAW) and openssl; .ci/run runs it"]
 fn tls_handshake_on_loopback_is_captured_decoded_and_classified() {
-    if !root_or_skip("tls_handshake_on_loopback_is_captured_decoded_and_classified") {
-        return;
-    }
+    require_root();
     let dir = common::temp_dir("live-tls");
     let port = free_port();
     let mut cap = capture_loopback(port);
@@ -79,10 +78,9 @@ fn tls_handshake_on_loopback_is_captured_decoded_and_classified() {
 }
 
 #[test]
+#[ignore = "needs root (CAP_NET_RAW) and openssl; .ci/run runs it"]
 fn idle_capture_returns_none_instead_of_blocking() {
-    if !root_or_skip("idle_capture_returns_none_instead_of_blocking") {
-        return;
-    }
+    require_root();
     // A port nothing talks on: each call must come back empty so the caller can tick.
     let mut cap = capture_loopback(free_port());
     for _ in 0..3 {
@@ -105,10 +103,9 @@ fn unknown_interface_names_the_available_ones() {
 }
 
 #[test]
+#[ignore = "needs root (CAP_NET_RAW) and openssl; .ci/run runs it"]
 fn bad_filter_shows_libpcaps_reason() {
-    if !root_or_skip("bad_filter_shows_libpcaps_reason") {
-        return;
-    }
+    require_root();
     let mut opts = LiveOptions::new("lo");
     opts.bpf = Some("tcp prot 443".into());
     let err = LiveCapture::open(&opts).unwrap_err();

@@ -99,7 +99,8 @@ fn pinned_name_gets_the_same_rules_and_outcomes_as_the_plain_capture() {
                 .find(|p| p["id"] == rule["id"])
                 .unwrap_or_else(|| panic!("{name}: the plain capture has no rule {rule}"));
             assert_eq!(rule["match"], same["match"], "{name}");
-            assert_eq!(rule["confidence"], same["confidence"], "{name}");
+            // The confidence is the name's: the plain capture holds more failing software for
+            // it than the tunnelled ones, so only the rule's own evidence must be the same.
             assert!(rule["confidence"].as_f64().unwrap() >= 0.9, "{name}");
             for field in [
                 "failures",

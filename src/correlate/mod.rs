@@ -5,6 +5,7 @@
 //! and scores it. The scoring model is documented in the README ("Scoring").
 
 pub mod proxy;
+pub mod scope;
 pub mod score;
 pub mod stream;
 
@@ -24,7 +25,6 @@ pub use score::{Evidence, Rule, RuleMatch};
 /// The analysis's working maps: keyed by names, addresses and fingerprints from the traffic,
 /// so seeded, and far faster than the standard library's SipHash over a million observations.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Settings of the correlate stage.
 #[derive(Debug, Clone, Default)]
@@ -420,14 +420,27 @@ impl Analysis<'_> {
             }
             per_name.entry(name).or_default().push((i, path));
         }
-        let issuers: Vec<String> = report.proxy_cas.iter().map(|c| c.issuer.clone()).collect();
         let capture_end = self.obs.iter().map(|o| o.ts_ns).max().unwrap_or(0);
         let capture_start = self.obs.iter().map(|o| o.ts_ns).min().unwrap_or(0);
+        let issuers_at = self.issuers_by_server(&paths);
+        // Per registrable domain, the names seen through the proxy: a suffix rule must cover
+        // every one of them.
+        let mut proxied_names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         // Names in order, so rules come out the same however the map hashed them.
         let mut per_name: Vec<(&str, Vec<(usize, Path)>)> = per_name.into_iter().collect();
         per_name.sort_unstable_by_key(|&(name, _)| name);
         let mut candidates = Vec::new();
         for (name, conns) in &per_name {
+            if conns
+                .iter()
+                .any(|&(_, p)| matches!(p, Path::Proxy | Path::ProxyInferred))
+                && let Some(domain) = domains.get(name)
+            {
+                proxied_names
+                    .entry(domain.clone())
+                    .or_default()
+                    .insert(name.to_string());
+            }
             let facts = score::NameFacts {
                 name,
                 first_seen_ns: conns
@@ -438,14 +451,14 @@ impl Analysis<'_> {
                 origin_seen_upstream: origin_names.contains(name),
                 capture_span_ns: capture_end - capture_start,
                 capture_end_ns: capture_end,
-                proxy_issuers: &issuers,
+                proxy_issuers: self.issuers_shown(conns, &issuers_at),
             };
-            candidates.extend(score::rules_for_name(
+            candidates.extend(scope::rules_for_name(
                 &facts,
                 conns.iter().map(|&(i, p)| (self.view(i), p)),
             ));
         }
-        score::roll_up_suffixes(&mut candidates);
+        scope::roll_up_suffixes(&mut candidates, &proxied_names);
         candidates.sort_by(|a, b| {
             b.confidence
                 .total_cmp(&a.confidence)
@@ -466,6 +479,44 @@ impl Analysis<'_> {
             detail: o.detail.as_deref(),
             delay_ms: o.delay_ms.get(),
         }
+    }
+
+    /// Per server address and port, the issuers of the proxy certificates it presented.
+    fn issuers_by_server(&self, paths: &[Path]) -> HashMap<(IpAddr, u16), BTreeSet<&str>> {
+        let mut at: HashMap<(IpAddr, u16), BTreeSet<&str>> = HashMap::default();
+        for (o, p) in self.obs.iter().zip(paths) {
+            if *p == Path::Proxy
+                && let Some(issuer) = o.issuer()
+            {
+                at.entry(o.server).or_default().insert(issuer);
+            }
+        }
+        at
+    }
+
+    /// The proxy issuers one name's clients were shown: those on its own certificates, or for
+    /// a name seen only under TLS 1.3 (certificates hidden), those the same proxy addresses
+    /// presented to anyone.
+    fn issuers_shown(
+        &self,
+        conns: &[(usize, Path)],
+        at: &HashMap<(IpAddr, u16), BTreeSet<&str>>,
+    ) -> Vec<String> {
+        let mut own: BTreeSet<&str> = conns
+            .iter()
+            .filter(|&&(_, p)| p == Path::Proxy)
+            .filter_map(|&(i, _)| self.obs[i].issuer())
+            .collect();
+        if own.is_empty() {
+            for &(i, p) in conns {
+                if p == Path::ProxyInferred
+                    && let Some(set) = at.get(&self.obs[i].server)
+                {
+                    own.extend(set.iter().copied());
+                }
+            }
+        }
+        own.into_iter().map(str::to_string).collect()
     }
 
     fn domains(&self) -> Domains<'_> {
@@ -526,32 +577,50 @@ impl Analysis<'_> {
         cas
     }
 
-    /// The path of every connection. A connection without a visible certificate (TLS 1.3) is
-    /// the proxy's when it goes to a configured proxy address, to an address:port where the
-    /// proxy's certificate was seen, or to an explicit proxy (it received CONNECT) that never
-    /// showed an origin's certificate while some proxy certificate was seen. Symmetrically, one
-    /// to an address:port that only showed origin certificates is an origin connection.
+    /// The path of every connection. A certificate tells it: minted by the proxy or not. A
+    /// connection without one (TLS 1.3 hides it) takes the path that connections with one took
+    /// from the same client network (/24, /64) to the same server, for the same name if any
+    /// did, else for any name: inline proxies intercept some networks and bypass some names,
+    /// so the path belongs to the connection, not to the server address. Failing that it goes
+    /// to a configured proxy address, to an explicit proxy (it received CONNECT) that
+    /// intercepts, or to a server address that showed one kind of certificate only. Where the
+    /// nearest evidence shows both kinds, the path stays unknown.
     fn paths(&self, cas: &ProxyCas) -> Vec<Path> {
-        let mut proxy_servers: HashSet<&(IpAddr, u16)> = HashSet::default();
-        let mut origin_servers: HashSet<&(IpAddr, u16)> = HashSet::default();
+        type Seen = (bool, bool);
+        let mut by_name: HashMap<(IpAddr, (IpAddr, u16), &str), Seen> = HashMap::default();
+        let mut by_net: HashMap<(IpAddr, (IpAddr, u16)), Seen> = HashMap::default();
+        let mut by_server: HashMap<(IpAddr, u16), Seen> = HashMap::default();
         let paths: Vec<Path> = self
             .obs
             .iter()
-            .map(|o| match o.issuer() {
-                Some(issuer) => match cas.verdict(issuer, o.aki()) {
-                    CaVerdict::Proxy => {
-                        proxy_servers.insert(&o.server);
-                        Path::Proxy
+            .map(|o| {
+                let Some(issuer) = o.issuer() else {
+                    return Path::Unknown;
+                };
+                let proxy = cas.verdict(issuer, o.aki()) == CaVerdict::Proxy;
+                let net = score::subnet(o.client_ip);
+                let name = o.name.as_deref().unwrap_or_default();
+                for seen in [
+                    by_name.entry((net, o.server, name)).or_default(),
+                    by_net.entry((net, o.server)).or_default(),
+                    by_server.entry(o.server).or_default(),
+                ] {
+                    if proxy {
+                        seen.0 = true;
+                    } else {
+                        seen.1 = true;
                     }
-                    CaVerdict::NotProxy => {
-                        origin_servers.insert(&o.server);
-                        Path::Origin
-                    }
-                },
-                None => Path::Unknown,
+                }
+                if proxy { Path::Proxy } else { Path::Origin }
             })
             .collect();
-        let interception_seen = !proxy_servers.is_empty();
+        let interception_seen = by_server.values().any(|s| s.0);
+        let verdict = |seen: Option<&Seen>| match seen {
+            Some((true, false)) => Some(Path::ProxyInferred),
+            Some((false, true)) => Some(Path::Origin),
+            Some((true, true)) => Some(Path::Unknown),
+            _ => None,
+        };
         self.obs
             .iter()
             .zip(paths)
@@ -559,17 +628,21 @@ impl Analysis<'_> {
                 if path != Path::Unknown {
                     return path;
                 }
-                let configured = self.config.proxy_addrs.contains(&o.server.0);
-                let intercepting_explicit_proxy =
-                    o.connect && interception_seen && !origin_servers.contains(&o.server);
-                if configured || proxy_servers.contains(&o.server) || intercepting_explicit_proxy {
-                    Path::ProxyInferred
-                } else if origin_servers.contains(&o.server) {
-                    // The address:port only ever showed the origin's own certificate.
-                    Path::Origin
-                } else {
-                    Path::Unknown
+                if self.config.proxy_addrs.contains(&o.server.0) {
+                    return Path::ProxyInferred;
                 }
+                let net = score::subnet(o.client_ip);
+                let name = o.name.as_deref().unwrap_or_default();
+                if let Some(p) = verdict(by_name.get(&(net, o.server, name)))
+                    .or_else(|| verdict(by_net.get(&(net, o.server))))
+                {
+                    return p;
+                }
+                let at_server = by_server.get(&o.server);
+                if o.connect && interception_seen && at_server.is_none_or(|s| !s.1) {
+                    return Path::ProxyInferred;
+                }
+                verdict(at_server).unwrap_or(Path::Unknown)
             })
             .collect()
     }
@@ -612,8 +685,10 @@ impl Analysis<'_> {
             let e = per_client.entry(o.client_ip).or_default();
             e.0 += 1;
             // An upstream leg shows the origin (or hides it under TLS 1.3), never the proxy's
-            // certificate, and follows another host's request for the same name.
-            let follows = *p != Path::Proxy
+            // certificate, and follows another host's request for the same name. A client
+            // retrying a popular name through the proxy takes the proxy's path (its own
+            // certificate, or its network's), so it is never taken for the proxy.
+            let follows = matches!(p, Path::Origin | Path::Unknown)
                 && o.name
                     .as_deref()
                     .and_then(|n| proxied.get_mut(n))

@@ -1,5 +1,6 @@
 //! Evidence and confidence: the scoring model of the README ("Scoring"), and the rule objects
-//! it produces (`pinwatch.rule/1`, documented in `schema/rule.schema.json`).
+//! it produces (`pinwatch.rule/2`, documented in `schema/rule.schema.json`). Which rules a name
+//! gets, and with which scope, is `scope`'s work; this module weighs and scores.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -12,7 +13,7 @@ use super::{Path, registrable};
 use crate::output::counted;
 use crate::output::time::rfc3339_micros;
 
-pub const RULE_SCHEMA: &str = "pinwatch.rule/1";
+pub const RULE_SCHEMA: &str = "pinwatch.rule/2";
 /// Default emission threshold (`--min-confidence`).
 pub const DEFAULT_MIN_CONFIDENCE: f64 = 0.6;
 /// A close within this many milliseconds of the server's last handshake packet is an abort;
@@ -34,33 +35,43 @@ const CAP_BURST: f64 = 0.5;
 /// (a lab capture) nothing tells the two apart and the cap does not apply.
 const BURST_NS: i64 = 10 * 60 * 1_000_000_000;
 
-/// How much one failed connection says about pinning.
+/// How much one failed connection says about pinning. A delay that could not be measured is
+/// neither fast nor slow: the failure weighs half what a measured fast one does, because an
+/// idle close and a pinning abort look the same without it.
 pub fn failure_weight(outcome: &str, detail: Option<&str>, delay_ms: Option<f64>) -> f64 {
-    let fast = delay_ms.is_none_or(|d| d <= FAST_MS);
+    let speed = match delay_ms {
+        Some(d) if d <= FAST_MS => 1.0,
+        Some(_) => 0.0,
+        None => 0.5,
+    };
     match outcome {
-        "client_alert" if !fast => 0.2,
-        "client_alert" => match detail {
-            Some(
-                "unknown_ca"
-                | "bad_certificate"
-                | "certificate_unknown"
-                | "unsupported_certificate"
-                | "access_denied"
-                | "certificate_expired"
-                | "certificate_revoked",
-            ) => 1.0,
-            Some("encrypted") => 0.8,
-            _ => 0.3,
-        },
-        "client_closed_after_handshake" if fast => 0.6,
-        "client_closed_in_handshake" if fast => 0.45,
-        "client_closed_in_handshake" => 0.1,
+        "client_alert" if speed == 0.0 => 0.2,
+        "client_alert" => {
+            speed
+                * match detail {
+                    Some(
+                        "unknown_ca"
+                        | "bad_certificate"
+                        | "certificate_unknown"
+                        | "unsupported_certificate"
+                        | "access_denied"
+                        | "certificate_expired"
+                        | "certificate_revoked",
+                    ) => 1.0,
+                    Some("encrypted") => 0.8,
+                    _ => 0.3,
+                }
+        }
+        "client_closed_after_handshake" => speed * 0.6,
+        "client_closed_in_handshake" if speed == 0.0 => 0.1,
+        "client_closed_in_handshake" => speed * 0.45,
         "incomplete" if detail == Some("client_silent_after_server_flight") => 0.2,
         _ => 0.0,
     }
 }
 
-/// What the rule matches. Exactly one of `host` and `suffix`.
+/// What the rule matches. Exactly one of `host` and `suffix`; `client_ja4` and `client_ips`
+/// only ever narrow it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RuleMatch {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +80,9 @@ pub struct RuleMatch {
     pub suffix: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ja4: Option<String>,
+    /// Client addresses, in address order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ips: Option<Vec<IpAddr>>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -105,6 +119,15 @@ impl DelayStats {
     }
 }
 
+/// The name-level figures a rule's confidence is computed from: every failing fingerprint of
+/// the name, from every client host that fails with it more often than it succeeds.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct NameEvidence {
+    pub failures: u64,
+    pub client_hosts: u64,
+    pub client_fingerprints: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Evidence {
     pub connections: u64,
@@ -113,6 +136,8 @@ pub struct Evidence {
     pub alerts: BTreeMap<String, u64>,
     pub successes_same_fingerprint: u64,
     pub successes_other_fingerprints: u64,
+    /// Successes through the proxy by the rule's fingerprint from hosts outside `client_ips`.
+    pub successes_outside_scope: u64,
     pub successes_outside_proxy: u64,
     /// Closes after an idle second or more: preconnects, not counted as failures.
     pub idle_closes: u64,
@@ -124,12 +149,15 @@ pub struct Evidence {
     pub last_seen: String,
     /// The proxy's own upstream connection showed this name's origin.
     pub origin_seen_upstream: bool,
+    pub name: NameEvidence,
+    /// Failure weight, after the discount for successes of the same software on the same host.
     #[serde(skip)]
-    weight: f64,
+    pub(super) weight: f64,
     #[serde(skip)]
     delays: Vec<f64>,
+    /// Hosts with a failure counted here.
     #[serde(skip)]
-    hosts: BTreeSet<IpAddr>,
+    pub(super) hosts: BTreeSet<IpAddr>,
     #[serde(skip)]
     first_ns: i64,
     /// Time of the last failure.
@@ -149,6 +177,91 @@ impl Evidence {
             None => (from_ns, to_ns),
             Some((a, b)) => (a.min(from_ns), b.max(to_ns)),
         });
+    }
+
+    /// Works out the figures written from the kept details: hosts and delays.
+    pub(super) fn settle(&mut self) {
+        self.client_hosts = self.hosts.len() as u64;
+        self.abort_delay_ms = DelayStats::from(&mut self.delays);
+    }
+
+    /// Takes one connection of the rule's traffic.
+    pub(super) fn add(&mut self, c: &ConnView<'_>, path: Path) {
+        self.connections += 1;
+        self.saw(c.ts_ns, c.ts_ns);
+        let through_proxy = matches!(path, Path::Proxy | Path::ProxyInferred);
+        if c.outcome == "established" {
+            match path {
+                Path::Origin => self.successes_outside_proxy += 1,
+                _ if through_proxy => self.successes_same_fingerprint += 1,
+                _ => {}
+            }
+            return;
+        }
+        if !through_proxy {
+            return;
+        }
+        if c.outcome == "client_closed_after_handshake" && c.delay_ms.is_some_and(|d| d > FAST_MS) {
+            self.idle_closes += 1;
+        }
+        let w = failure_weight(c.outcome, c.detail, c.delay_ms);
+        if w <= 0.0 {
+            return;
+        }
+        self.failures += 1;
+        self.weight += w;
+        if self.first_ns == 0 || c.ts_ns < self.first_ns {
+            self.first_ns = c.ts_ns;
+        }
+        self.last_ns = self.last_ns.max(c.ts_ns);
+        count(&mut self.failure_kinds, c.outcome);
+        if c.outcome == "client_alert"
+            && let Some(d) = c.detail
+        {
+            count(&mut self.alerts, d);
+        }
+        if let Some(d) = c.delay_ms {
+            self.delays.push(d);
+        }
+        self.hosts.insert(c.client_ip);
+        self.ip_literal |= c.ip_literal;
+    }
+
+    /// Discounts the failures of one (fingerprint, host) by the successes beside them: the same
+    /// software on the same host succeeding through the proxy says it does not pin.
+    pub(super) fn discount_own_successes(&mut self) {
+        let (s, f) = (self.successes_same_fingerprint as f64, self.failures as f64);
+        if s > 0.0 {
+            self.weight *= (1.0 - s / (s + f)).powi(2);
+        }
+    }
+
+    /// Adds another piece of evidence to this one.
+    pub(super) fn merge(&mut self, e: &Evidence) {
+        self.connections += e.connections;
+        self.failures += e.failures;
+        for (k, v) in &e.failure_kinds {
+            *self.failure_kinds.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &e.alerts {
+            *self.alerts.entry(k.clone()).or_default() += v;
+        }
+        self.successes_same_fingerprint += e.successes_same_fingerprint;
+        self.successes_other_fingerprints += e.successes_other_fingerprints;
+        self.successes_outside_scope += e.successes_outside_scope;
+        self.successes_outside_proxy += e.successes_outside_proxy;
+        self.idle_closes += e.idle_closes;
+        self.weight += e.weight;
+        self.delays.extend_from_slice(&e.delays);
+        self.hosts.extend(e.hosts.iter().copied());
+        self.ip_literal |= e.ip_literal;
+        if self.first_ns == 0 || (e.first_ns != 0 && e.first_ns < self.first_ns) {
+            self.first_ns = e.first_ns;
+        }
+        self.last_ns = self.last_ns.max(e.last_ns);
+        if let Some((from, to)) = e.seen_ns {
+            self.saw(from, to);
+        }
     }
 }
 
@@ -186,48 +299,8 @@ pub struct NameFacts<'a> {
     pub origin_seen_upstream: bool,
     pub capture_span_ns: i64,
     pub capture_end_ns: i64,
-    pub proxy_issuers: &'a [String],
-}
-
-fn add(ev: &mut Evidence, c: &ConnView<'_>, path: Path) {
-    ev.connections += 1;
-    ev.saw(c.ts_ns, c.ts_ns);
-    let through_proxy = matches!(path, Path::Proxy | Path::ProxyInferred);
-    if c.outcome == "established" {
-        match path {
-            Path::Origin => ev.successes_outside_proxy += 1,
-            _ if through_proxy => ev.successes_same_fingerprint += 1,
-            _ => {}
-        }
-        return;
-    }
-    if !through_proxy {
-        return;
-    }
-    if c.outcome == "client_closed_after_handshake" && c.delay_ms.is_some_and(|d| d > FAST_MS) {
-        ev.idle_closes += 1;
-    }
-    let w = failure_weight(c.outcome, c.detail, c.delay_ms);
-    if w <= 0.0 {
-        return;
-    }
-    ev.failures += 1;
-    ev.weight += w;
-    if ev.first_ns == 0 || c.ts_ns < ev.first_ns {
-        ev.first_ns = c.ts_ns;
-    }
-    ev.last_ns = ev.last_ns.max(c.ts_ns);
-    count(&mut ev.failure_kinds, c.outcome);
-    if c.outcome == "client_alert"
-        && let Some(d) = c.detail
-    {
-        count(&mut ev.alerts, d);
-    }
-    if let Some(d) = c.delay_ms {
-        ev.delays.push(d);
-    }
-    ev.hosts.insert(c.client_ip);
-    ev.ip_literal |= c.ip_literal;
+    /// Issuers of the proxy certificates this name's clients were shown.
+    pub proxy_issuers: Vec<String>,
 }
 
 /// One more `key` in `counts`; a key's string is made once, not per connection.
@@ -240,95 +313,36 @@ fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
     }
 }
 
-/// The rules one name deserves: one per failing fingerprint when other software succeeds on
-/// the name through the proxy, else one for the name.
-pub fn rules_for_name<'a>(
-    facts: &NameFacts<'_>,
-    conns: impl Iterator<Item = (ConnView<'a>, Path)>,
-) -> Vec<Rule> {
-    let mut per_ja4: BTreeMap<&str, Evidence> = BTreeMap::new();
-    for (c, path) in conns {
-        add(per_ja4.entry(c.ja4).or_default(), &c, path);
-    }
-    let succeeding: BTreeSet<&str> = per_ja4
-        .iter()
-        .filter(|(_, e)| e.successes_same_fingerprint > 0)
-        .map(|(k, _)| *k)
-        .collect();
-    let failing: Vec<&str> = per_ja4
-        .iter()
-        .filter(|(_, e)| e.failures > 0)
-        .map(|(k, _)| *k)
-        .collect();
-    if failing.is_empty() {
-        return Vec::new();
-    }
-    let other_software_works = failing.iter().any(|j| succeeding.iter().any(|s| s != j));
-    let mut rules = Vec::new();
-    if other_software_works {
-        for ja4 in failing {
-            let mut ev = per_ja4[ja4].clone();
-            ev.successes_other_fingerprints = per_ja4
-                .iter()
-                .filter(|(k, _)| **k != ja4)
-                .map(|(_, e)| e.successes_same_fingerprint)
-                .sum();
-            ev.client_fingerprints = 1;
-            rules.push(finish(facts, ev, Some(ja4.to_string())));
-        }
-    } else {
-        let mut ev = Evidence::default();
-        for e in per_ja4.values() {
-            merge(&mut ev, e);
-        }
-        ev.client_fingerprints = per_ja4.values().filter(|e| e.failures > 0).count() as u64;
-        rules.push(finish(facts, ev, None));
-    }
-    rules
+/// What a rule covers, for [`scored_rule`]: its match, its own evidence, and the name-level
+/// evidence its confidence comes from.
+pub struct Scoped<'a> {
+    pub matcher: RuleMatch,
+    pub own: Evidence,
+    pub pool: &'a Evidence,
+    pub fingerprints_failing: u64,
 }
 
-fn merge(into: &mut Evidence, e: &Evidence) {
-    into.connections += e.connections;
-    into.failures += e.failures;
-    for (k, v) in &e.failure_kinds {
-        *into.failure_kinds.entry(k.clone()).or_default() += v;
-    }
-    for (k, v) in &e.alerts {
-        *into.alerts.entry(k.clone()).or_default() += v;
-    }
-    into.successes_same_fingerprint += e.successes_same_fingerprint;
-    into.successes_other_fingerprints += e.successes_other_fingerprints;
-    into.successes_outside_proxy += e.successes_outside_proxy;
-    into.idle_closes += e.idle_closes;
-    into.weight += e.weight;
-    into.delays.extend_from_slice(&e.delays);
-    into.hosts.extend(e.hosts.iter().copied());
-    into.ip_literal |= e.ip_literal;
-    if into.first_ns == 0 || (e.first_ns != 0 && e.first_ns < into.first_ns) {
-        into.first_ns = e.first_ns;
-    }
-    into.last_ns = into.last_ns.max(e.last_ns);
-    if let Some((from, to)) = e.seen_ns {
-        into.saw(from, to);
-    }
-}
-
-/// Scores the evidence and builds the rule.
-fn finish(facts: &NameFacts<'_>, mut ev: Evidence, ja4: Option<String>) -> Rule {
-    ev.client_hosts = ev.hosts.len() as u64;
-    ev.abort_delay_ms = DelayStats::from(&mut ev.delays);
-    ev.proxy_issuers = facts.proxy_issuers.to_vec();
-    ev.origin_seen_upstream = facts.origin_seen_upstream;
-    let (confidence, reason, capped_by) = score(facts, &ev);
-    let matcher = RuleMatch {
-        host: Some(facts.name.to_string()),
-        suffix: None,
-        client_ja4: ja4,
+/// Scores a rule's evidence and builds the rule.
+pub fn scored_rule(facts: &NameFacts<'_>, scoped: Scoped<'_>) -> Rule {
+    let Scoped {
+        matcher,
+        mut own,
+        pool,
+        fingerprints_failing,
+    } = scoped;
+    own.settle();
+    own.proxy_issuers = facts.proxy_issuers.clone();
+    own.origin_seen_upstream = facts.origin_seen_upstream;
+    own.name = NameEvidence {
+        failures: pool.failures,
+        client_hosts: pool.hosts.len() as u64,
+        client_fingerprints: fingerprints_failing,
     };
-    build_rule(matcher, confidence, reason, ev, capped_by)
+    let (confidence, reason, capped_by) = score(facts, &own, pool, &matcher);
+    build_rule(matcher, confidence, reason, own, capped_by)
 }
 
-fn build_rule(
+pub(super) fn build_rule(
     matcher: RuleMatch,
     confidence: f64,
     reason: String,
@@ -344,12 +358,17 @@ fn build_rule(
         .as_deref()
         .or(matcher.suffix.as_deref())
         .unwrap_or_default();
-    let key = format!(
+    let mut key = format!(
         "bypass_inspection|host={}|suffix={}|ja4={}",
         matcher.host.as_deref().unwrap_or(""),
         matcher.suffix.as_deref().unwrap_or(""),
         matcher.client_ja4.as_deref().unwrap_or("")
     );
+    // Rules without addresses keep the ids they had before `client_ips` existed.
+    if let Some(ips) = &matcher.client_ips {
+        let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+        key.push_str(&format!("|ips={}", ips.join(",")));
+    }
     Rule {
         schema: RULE_SCHEMA,
         id: format!("pw-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..16]),
@@ -369,38 +388,79 @@ fn build_rule(
     }
 }
 
-/// The scoring model (README, "Scoring").
-fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str>) {
-    let mut conf = 1.0 - (-ev.weight / SCALE).exp();
-    let mut why = vec![describe_failures(ev)];
-    let fails = ev.failures as f64;
-    if ev.successes_same_fingerprint > 0 {
-        let ratio =
-            ev.successes_same_fingerprint as f64 / (ev.successes_same_fingerprint as f64 + fails);
-        conf *= (1.0 - ratio).powi(2);
+/// A scoped rule's own failures must weigh at least this much (one measured fast abort after
+/// the handshake) to take the name's confidence in full; lighter ones get that share of it.
+const MIN_SOFTWARE_WEIGHT: f64 = 0.6;
+
+/// The scoring model (README, "Scoring"): confidence from the name-level `pool`, the reason
+/// from the rule's `own` evidence, the caps from the pool (one host faking many fingerprints
+/// is still one host).
+fn score(
+    facts: &NameFacts<'_>,
+    own: &Evidence,
+    pool: &Evidence,
+    matcher: &RuleMatch,
+) -> (f64, String, Vec<&'static str>) {
+    let mut conf = 1.0 - (-pool.weight / SCALE).exp();
+    let mut why = vec![describe_failures(own)];
+    let scoped = matcher.client_ja4.is_some() || matcher.client_ips.is_some();
+    if scoped && (pool.failures != own.failures || pool.hosts != own.hosts) {
         why.push(format!(
-            "but also succeeded through the proxy {} times",
-            ev.successes_same_fingerprint
+            "the name fails through the proxy {} from {} with {}",
+            counted(pool.failures, "time", "times"),
+            counted(pool.hosts.len() as u64, "client host", "client hosts"),
+            counted(
+                own.name.client_fingerprints,
+                "client fingerprint",
+                "client fingerprints"
+            ),
         ));
+    }
+    if own.successes_same_fingerprint > 0 {
+        why.push(format!(
+            "but the same software on the same hosts also succeeded through the proxy {}",
+            counted(own.successes_same_fingerprint, "time", "times")
+        ));
+    } else if matcher.client_ips.is_some() {
+        why.push("never succeeded through the proxy from these hosts".into());
     } else {
         why.push("never succeeded through the proxy".into());
     }
-    if ev.successes_outside_proxy > 0 {
+    if let Some(ips) = &matcher.client_ips {
+        why.push(format!(
+            "the same client software succeeds through the proxy from other hosts ({}), so the \
+             rule is narrowed to the {} that fail",
+            counted(own.successes_outside_scope, "connection", "connections"),
+            counted(ips.len() as u64, "address", "addresses")
+        ));
+    }
+    if own.successes_outside_proxy > 0 {
         conf += (1.0 - conf) * 0.5;
         why.push(format!(
             "succeeds without the proxy ({})",
-            counted(ev.successes_outside_proxy, "connection", "connections")
+            counted(own.successes_outside_proxy, "connection", "connections")
         ));
     }
-    if ev.successes_other_fingerprints > 0 {
+    if own.successes_other_fingerprints > 0 {
         why.push(format!(
             "other client software succeeds through the proxy ({})",
-            ev.successes_other_fingerprints
+            counted(
+                own.successes_other_fingerprints,
+                "connection",
+                "connections"
+            )
         ));
     }
     if let Some(app) = catalogue_app(facts.name) {
         conf += (1.0 - conf) * 0.1;
         why.push(format!("listed by vendors as pinned ({app})"));
+    }
+    if scoped && own.weight < MIN_SOFTWARE_WEIGHT {
+        let share = own.weight / MIN_SOFTWARE_WEIGHT;
+        conf *= share;
+        why.push(format!(
+            "scaled by {share:.2}: this software's own failures weigh less than one fast abort"
+        ));
     }
     let mut capped = Vec::new();
     let mut cap =
@@ -411,7 +471,7 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
                 why.push(format!("capped at {limit}: {text}"));
             }
         };
-    if ev.client_hosts <= 1 {
+    if pool.hosts.len() <= 1 {
         cap(
             CAP_SINGLE_HOST,
             "single_client_host",
@@ -420,7 +480,7 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
             &mut why,
         );
     }
-    if ev.ip_literal {
+    if pool.ip_literal {
         cap(
             CAP_NO_NAME,
             "ip_literal_or_missing_sni",
@@ -429,7 +489,7 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
             &mut why,
         );
     }
-    if facts.capture_span_ns >= 2 * RECENT_NS && ev.first_ns > facts.capture_end_ns - RECENT_NS {
+    if facts.capture_span_ns >= 2 * RECENT_NS && pool.first_ns > facts.capture_end_ns - RECENT_NS {
         cap(
             CAP_RECENT,
             "name_first_seen_recently",
@@ -440,8 +500,8 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
     }
     let capture_start = facts.capture_end_ns - facts.capture_span_ns;
     if facts.first_seen_ns - capture_start >= BURST_NS
-        && ev.last_ns - ev.first_ns <= BURST_NS
-        && let Some(net) = one_subnet(&ev.hosts)
+        && pool.last_ns - pool.first_ns <= BURST_NS
+        && let Some(net) = one_subnet(&pool.hosts)
     {
         cap(
             CAP_BURST,
@@ -454,14 +514,18 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
     (conf.clamp(0.0, 1.0), why.join("; "), capped)
 }
 
+/// The client network of a host: its /24 (IPv4) or /64 (IPv6).
+pub fn subnet(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a) & !0xff).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a) & !u128::from(u64::MAX)).into()),
+    }
+}
+
 /// The /24 (IPv4) or /64 (IPv6) holding every one of the hosts, if there is one.
 fn one_subnet(hosts: &BTreeSet<IpAddr>) -> Option<String> {
-    let net = |ip: &IpAddr| match ip {
-        IpAddr::V4(a) => IpAddr::V4((u32::from(*a) & !0xff).into()),
-        IpAddr::V6(a) => IpAddr::V6((u128::from(*a) & !u128::from(u64::MAX)).into()),
-    };
-    let first = net(hosts.first()?);
-    if !hosts.iter().all(|h| net(h) == first) {
+    let first = subnet(*hosts.first()?);
+    if !hosts.iter().all(|h| subnet(*h) == first) {
         return None;
     }
     Some(match first {
@@ -470,7 +534,7 @@ fn one_subnet(hosts: &BTreeSet<IpAddr>) -> Option<String> {
     })
 }
 
-fn describe_failures(ev: &Evidence) -> String {
+pub(super) fn describe_failures(ev: &Evidence) -> String {
     let kinds: Vec<String> = ev
         .failure_kinds
         .iter()
@@ -493,66 +557,10 @@ fn describe_failures(ev: &Evidence) -> String {
     format!(
         "{} through the proxy from {}: {}{}",
         counted(ev.failures, "failure", "failures"),
-        counted(ev.client_hosts, "client host", "client hosts"),
+        counted(ev.hosts.len() as u64, "client host", "client hosts"),
         kinds.join(", "),
         delay
     )
-}
-
-/// Several failing hosts of one registrable domain that is not a shared platform become one
-/// suffix rule, when every one of them stands on its own: uncapped and at or above the default
-/// threshold (a lower `--min-confidence` must not widen scopes).
-pub fn roll_up_suffixes(rules: &mut Vec<Rule>) {
-    let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, r) in rules.iter().enumerate() {
-        if r.matcher.client_ja4.is_none()
-            && r.matcher.host.is_some()
-            && r.capped_by.is_empty()
-            && r.confidence >= DEFAULT_MIN_CONFIDENCE
-        {
-            by_domain
-                .entry(r.registrable_domain.clone())
-                .or_default()
-                .push(i);
-        }
-    }
-    let mut remove = BTreeSet::new();
-    let mut added = Vec::new();
-    for (domain, idx) in by_domain {
-        if idx.len() < 2 || shared_platform(&domain) {
-            continue;
-        }
-        let mut ev = Evidence::default();
-        let mut hosts = Vec::new();
-        let mut conf: f64 = 0.0;
-        for &i in &idx {
-            merge(&mut ev, &rules[i].evidence);
-            ev.client_hosts = ev.client_hosts.max(rules[i].evidence.client_hosts);
-            hosts.push(rules[i].matcher.host.clone().unwrap_or_default());
-            conf = conf.max(rules[i].confidence);
-            remove.insert(i);
-        }
-        ev.proxy_issuers = rules[idx[0]].evidence.proxy_issuers.clone();
-        ev.abort_delay_ms = DelayStats::from(&mut ev.delays);
-        let reason = format!(
-            "{} hosts of {domain} fail the same way ({}): {}",
-            hosts.len(),
-            hosts.join(", "),
-            rules[idx[0]].reason
-        );
-        let matcher = RuleMatch {
-            host: None,
-            suffix: Some(domain.clone()),
-            client_ja4: None,
-        };
-        added.push(build_rule(matcher, conf, reason, ev, Vec::new()));
-    }
-    let mut i = 0;
-    rules.retain(|_| {
-        i += 1;
-        !remove.contains(&(i - 1))
-    });
-    rules.extend(added);
 }
 
 #[derive(serde::Deserialize)]
@@ -651,9 +659,9 @@ mod tests {
     fn the_reason_counts_in_words_a_reader_expects() {
         let mut ev = Evidence {
             failures: 1,
-            client_hosts: 1,
             ..Evidence::default()
         };
+        ev.hosts.insert([10, 0, 0, 1].into());
         ev.failure_kinds.insert("client_alert".into(), 1);
         ev.alerts.insert("bad_certificate".into(), 1);
         assert_eq!(
@@ -661,7 +669,7 @@ mod tests {
             "1 failure through the proxy from 1 client host: 1 client alert (1 bad_certificate)"
         );
         ev.failures = 3;
-        ev.client_hosts = 2;
+        ev.hosts.insert([10, 0, 0, 2].into());
         ev.failure_kinds.insert("client_alert".into(), 2);
         ev.failure_kinds
             .insert("client_closed_after_handshake".into(), 1);

@@ -1,4 +1,4 @@
-//! `pinwatch export`: turns candidate rules (`pinwatch.rule/1` NDJSON, written by
+//! `pinwatch export`: turns candidate rules (`pinwatch.rule/2` or `/1` NDJSON, written by
 //! `pinwatch replay`) into configuration for rule engines: a Squid `ssl_bump` snippet, a
 //! mitmproxy `ignore_hosts` fragment, a plain domain list for cloud proxies, or the rules again.
 //!
@@ -6,7 +6,9 @@
 //! DNS names (and IPv4 literals for host rules) reach the output; anything else is refused with a
 //! note on standard error. Comment text (ids, reasons) is reduced to printable ASCII on one line.
 //! A rule scoped to a client JA4 is never widened to a name-wide rule by an engine that cannot
-//! match JA4: it is written commented out (or left out of a plain list) with a note.
+//! match JA4: it is written commented out (or left out of a plain list) with a note. A rule
+//! narrowed to client addresses becomes a Squid `src` ACL combined with its name (Squid scopes
+//! by source, which is why pinwatch narrows that way); the other formats cannot express it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,8 +20,12 @@ use serde_json::{Map, Value};
 
 use crate::output::counted;
 
-/// The record type and version read.
-pub const RULE_SCHEMA: &str = "pinwatch.rule/1";
+/// The record type and version written today; [`RULE_SCHEMAS`] are those read.
+pub const RULE_SCHEMA: &str = "pinwatch.rule/2";
+/// Version 1 has no `client_ips`; its rules read the same.
+pub const RULE_SCHEMAS: [&str; 2] = ["pinwatch.rule/2", "pinwatch.rule/1"];
+/// Most client addresses one rule may list (pinwatch writes at most 256).
+const MAX_CLIENT_IPS: usize = 4096;
 
 /// Exit codes shared with `pinwatch replay` (README, "Exit codes").
 mod exit {
@@ -53,6 +59,9 @@ client's JA4 fingerprint, and turning such a rule into a name-wide bypass would 
 for every client of the name. So for `squid` and `mitmproxy` those rules are written commented \
 out with an explanation, and for `domains` they are left out with a note on standard error. \
 `json` keeps them.\n\n\
+Rules narrowed to client addresses (`client_ips`: a pinned app sharing its fingerprint with \
+software that works): `squid` writes them active as a `src` ACL combined with the name; \
+`mitmproxy` writes them commented out and `domains` leaves them out, with a note.\n\n\
 Names are checked before use: anything that is not a valid DNS name (letters, digits, hyphens, \
 dots, at most 253 characters; IPv4 literals allowed for host rules) is refused with a note, and \
 a suffix that is itself a public suffix is refused. A name already covered by a suffix rule is \
@@ -77,7 +86,7 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
 
-    /// Rules file (NDJSON, pinwatch.rule/1); `-` reads standard input.
+    /// Rules file (NDJSON, pinwatch.rule/2 or /1); `-` reads standard input.
     #[arg(value_name = "RULES.jsonl|-")]
     pub rules: String,
 }
@@ -128,6 +137,8 @@ pub struct Rule {
     pub suffix: Option<String>,
     /// Present when the rule is scoped to one client fingerprint.
     pub client_ja4: Option<String>,
+    /// Present when the rule is narrowed to client addresses: checked addresses and prefixes.
+    pub client_ips: Option<Vec<String>>,
     pub confidence: f64,
     pub reason: String,
     /// 1-based line in the input.
@@ -140,8 +151,12 @@ pub struct Rule {
 pub fn parse_rule(raw: &str, line: usize) -> Result<Rule, &'static str> {
     let v: Value = serde_json::from_str(raw).map_err(|_| "not JSON")?;
     let obj = v.as_object().ok_or("not a JSON object")?;
-    if obj.get("schema").and_then(Value::as_str) != Some(RULE_SCHEMA) {
-        return Err("not pinwatch.rule/1");
+    if !obj
+        .get("schema")
+        .and_then(Value::as_str)
+        .is_some_and(|v| RULE_SCHEMAS.contains(&v))
+    {
+        return Err("not pinwatch.rule/2 or /1");
     }
     if obj.get("action").and_then(Value::as_str) != Some("bypass_inspection") {
         return Err("action is not bypass_inspection");
@@ -167,7 +182,7 @@ pub fn parse_rule(raw: &str, line: usize) -> Result<Rule, &'static str> {
         .ok_or("no match object")?;
     // A scope this version does not know could only be dropped, which would widen the rule.
     if m.keys()
-        .any(|k| !matches!(k.as_str(), "host" | "suffix" | "client_ja4"))
+        .any(|k| !matches!(k.as_str(), "host" | "suffix" | "client_ja4" | "client_ips"))
     {
         return Err("match has a scope this version does not understand");
     }
@@ -182,16 +197,47 @@ pub fn parse_rule(raw: &str, line: usize) -> Result<Rule, &'static str> {
     if host.is_some() == suffix.is_some() {
         return Err("match needs exactly one of host and suffix");
     }
+    let client_ips = match m.get("client_ips") {
+        None => None,
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_CLIENT_IPS => Some(
+            items
+                .iter()
+                .map(|i| i.as_str().and_then(check_address))
+                .collect::<Option<Vec<String>>>()
+                .ok_or("client_ips holds something that is not an IP address or prefix")?,
+        ),
+        Some(_) => return Err("client_ips is not a list of 1 to 4096 addresses"),
+    };
     Ok(Rule {
         id,
         host,
         suffix,
         client_ja4,
+        client_ips,
         confidence,
         reason,
         line,
         raw: raw.to_string(),
     })
+}
+
+/// An IP address or a CIDR prefix (`10.1.2.0/24`, `2001:db8::/48`), written back in its
+/// canonical form; `None` for anything else.
+pub fn check_address(text: &str) -> Option<String> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: std::net::IpAddr = addr.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match len {
+        None => Some(ip.to_string()),
+        Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
+            let l: u8 = l.parse().ok()?;
+            (l <= max).then(|| format!("{ip}/{l}"))
+        }
+        Some(_) => None,
+    }
 }
 
 /// Checks a name from the wire: a DNS name of letters, digits and hyphens in dot-separated
@@ -302,6 +348,12 @@ pub enum Disposition {
     Active,
     /// Scoped to this client JA4: not expressible, never widened.
     Ja4Scoped(String),
+    /// Narrowed to client addresses (and maybe a JA4): Squid matches the addresses; the other
+    /// formats cannot.
+    AddressScoped {
+        ips: Vec<String>,
+        ja4: Option<String>,
+    },
     /// Already matched by an earlier active rule (its id and name).
     Covered { by: String, name: String },
 }
@@ -354,9 +406,13 @@ pub fn plan(rules: Vec<Rule>, min_confidence: f64, source: &str) -> Plan {
         } else {
             Name::Host(checked)
         };
-        let disposition = match &rule.client_ja4 {
-            Some(j) => Disposition::Ja4Scoped(j.clone()),
-            None => Disposition::Active,
+        let disposition = match (&rule.client_ips, &rule.client_ja4) {
+            (Some(ips), ja4) => Disposition::AddressScoped {
+                ips: ips.clone(),
+                ja4: ja4.clone(),
+            },
+            (None, Some(j)) => Disposition::Ja4Scoped(j.clone()),
+            (None, None) => Disposition::Active,
         };
         p.entries.push(Entry {
             rule,
@@ -412,6 +468,10 @@ impl Plan {
     fn covered(&self) -> usize {
         self.count(|d| matches!(d, Disposition::Covered { .. }))
     }
+
+    fn address_scoped(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::AddressScoped { .. }))
+    }
 }
 
 fn rule_comment(e: &Entry) -> String {
@@ -430,9 +490,10 @@ fn header(out: &mut String, p: &Plan, engine: &str) {
     );
     let _ = writeln!(
         out,
-        "# {} active, {} scoped to a client JA4 (not active: {engine} cannot match JA4), {} covered by a suffix rule. Generated; edit the rules, not this file.",
+        "# {} active, {} scoped to a client JA4 (not active: {engine} cannot match JA4), {} narrowed to client addresses, {} covered by a suffix rule. Generated; edit the rules, not this file.",
         p.active(),
         p.ja4_scoped(),
+        p.address_scoped(),
         p.covered()
     );
 }
@@ -449,6 +510,7 @@ pub fn render_squid(p: &Plan) -> String {
          #   include /etc/squid/pinwatch-bypass.conf\n\
          #   ssl_bump bump all\n",
     );
+    let mut scoped = 0;
     for e in &p.entries {
         out.push('\n');
         out.push_str(&rule_comment(e));
@@ -471,6 +533,25 @@ pub fn render_squid(p: &Plan) -> String {
                 let _ = writeln!(
                     out,
                     "# already covered by {by} ({name}); Squid rejects a name listed under its own suffix\n# {line}"
+                );
+            }
+            Disposition::AddressScoped { ips, ja4 } => {
+                scoped += 1;
+                if let Some(j) = ja4 {
+                    let _ = writeln!(
+                        out,
+                        "# Narrowed to the client addresses that fail; Squid cannot also match the client\n\
+                         # JA4 {}, so other software on these addresses is spliced too.",
+                        ja4_text(j)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "acl pinwatch_src_{scoped} src {}\n\
+                     acl pinwatch_name_{scoped} ssl::server_name {}\n\
+                     ssl_bump splice pinwatch_src_{scoped} pinwatch_name_{scoped}",
+                    ips.join(" "),
+                    e.name.dotted()
                 );
             }
         }
@@ -518,6 +599,15 @@ pub fn render_mitmproxy(p: &Plan) -> String {
             Disposition::Covered { by, name } => {
                 let _ = writeln!(out, "  # already covered by {by} ({name})\n  # {item}");
             }
+            Disposition::AddressScoped { ips, .. } => {
+                let _ = writeln!(
+                    out,
+                    "  # NOT ACTIVE: narrowed to {}; ignore_hosts cannot match client addresses, and\n  \
+                     # enabling this line would stop inspection for every client of the name.\n  \
+                     # {item}",
+                    counted(ips.len() as u64, "client address", "client addresses")
+                );
+            }
         }
     }
     out
@@ -537,6 +627,12 @@ pub fn render_domains(p: &mut Plan) -> String {
                 comment_text(&e.rule.id, 40),
                 e.name.dotted(),
                 ja4_text(j)
+            )),
+            Disposition::AddressScoped { ips, .. } => p.notes.push(format!(
+                "rule {} for {} left out: narrowed to {}, which a domain list cannot express",
+                comment_text(&e.rule.id, 40),
+                e.name.dotted(),
+                counted(ips.len() as u64, "client address", "client addresses")
             )),
             Disposition::Covered { .. } => {}
         }
@@ -919,6 +1015,55 @@ mod tests {
             );
         }
         assert_eq!(d[3], &Disposition::Active);
+    }
+
+    #[test]
+    fn address_scoped_rules_are_a_squid_src_acl_and_nothing_elsewhere() {
+        let narrowed = rule_line(
+            r#"{"host":"api.bank.test","client_ja4":"t13d1516h2_8daaf6152771_e5627efa2ab1","client_ips":["10.0.1.1","2001:db8::/64"]}"#,
+            0.9,
+        );
+        let mut p = plan_of(&[narrowed]);
+        let squid = render_squid(&p);
+        assert!(
+            squid.contains(
+                "acl pinwatch_src_1 src 10.0.1.1 2001:db8::/64\n\
+                 acl pinwatch_name_1 ssl::server_name api.bank.test\n\
+                 ssl_bump splice pinwatch_src_1 pinwatch_name_1\n"
+            ),
+            "{squid}"
+        );
+        assert!(squid.contains("other software on these addresses is spliced too"));
+        let mitm = render_mitmproxy(&p);
+        assert!(mitm.contains("ignore_hosts: []"), "{mitm}");
+        assert!(
+            mitm.contains("# NOT ACTIVE: narrowed to 2 client addresses"),
+            "{mitm}"
+        );
+        assert_eq!(render_domains(&mut p), "");
+        assert!(
+            p.notes[0].contains("narrowed to 2 client addresses"),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn client_ips_must_be_addresses() {
+        for bad in [
+            r#"["10.0.0.1 all"]"#,
+            r#"["10.0.0.1\nhttp_access allow all"]"#,
+            r#"["10.0.0.0/33"]"#,
+            r#"["10.0.0.0/"]"#,
+            r#"[]"#,
+            r#""10.0.0.1""#,
+            r#"[1]"#,
+        ] {
+            let line = rule_line(&format!(r#"{{"host":"a.test","client_ips":{bad}}}"#), 0.9);
+            assert!(parse_rule(&line, 1).is_err(), "{bad}");
+        }
+        assert_eq!(check_address("10.1.2.0/24").as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(check_address("2001:DB8::1").as_deref(), Some("2001:db8::1"));
     }
 
     #[test]
