@@ -57,11 +57,23 @@ mod tests {
 
     #[test]
     fn other_versions_and_cut_headers_are_refused() {
-        assert_eq!(parse(&[2, 1, 0, 1, 0, 1, 8, 0]).unwrap_err(), Skip::TunnelUnsupported);
-        assert_eq!(parse(&[1, 2, 0, 1, 0, 1, 8, 0]).unwrap_err(), Skip::TunnelUnsupported);
-        assert_eq!(parse(&[1, 1, 0, 2, 0, 1, 8, 0]).unwrap_err(), Skip::TunnelUnsupported);
+        assert_eq!(
+            parse(&[2, 1, 0, 1, 0, 1, 8, 0]).unwrap_err(),
+            Skip::TunnelUnsupported
+        );
+        assert_eq!(
+            parse(&[1, 2, 0, 1, 0, 1, 8, 0]).unwrap_err(),
+            Skip::TunnelUnsupported
+        );
+        assert_eq!(
+            parse(&[1, 1, 0, 2, 0, 1, 8, 0]).unwrap_err(),
+            Skip::TunnelUnsupported
+        );
         for cut in 0..HEADER_LEN {
-            assert_eq!(parse(&[1, 1, 0, 1, 0, 1, 8, 0][..cut]).unwrap_err(), Skip::Malformed);
+            assert_eq!(
+                parse(&[1, 1, 0, 1, 0, 1, 8, 0][..cut]).unwrap_err(),
+                Skip::Malformed
+            );
         }
     }
 }

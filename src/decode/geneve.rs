@@ -40,9 +40,7 @@ pub fn parse(data: &[u8]) -> Result<Decapsulated<'_>, Skip> {
     let options = usize::from(header[0] & 0x3f) * OPTION_WORD;
     let protocol = ProtocolType(u16::from_be_bytes([header[2], header[3]]));
     let vni = u32::from_be_bytes([0, header[4], header[5], header[6]]);
-    let rest = data
-        .get(HEADER_LEN + options..)
-        .ok_or(Skip::Malformed)?;
+    let rest = data.get(HEADER_LEN + options..).ok_or(Skip::Malformed)?;
     let inner = match protocol {
         ProtocolType::ETHERNET => Inner::Ethernet(rest),
         ProtocolType::IPV4 | ProtocolType::IPV6 => Inner::EtherType(protocol.0, rest),
@@ -79,7 +77,10 @@ mod tests {
     fn ip_payloads_are_named_by_their_ethertype() {
         let mut pkt = header(0, 0x86dd, 1);
         pkt.push(0x60);
-        assert_eq!(parse(&pkt).unwrap().inner, Inner::EtherType(0x86dd, &[0x60]));
+        assert_eq!(
+            parse(&pkt).unwrap().inner,
+            Inner::EtherType(0x86dd, &[0x60])
+        );
     }
 
     #[test]
@@ -89,7 +90,13 @@ mod tests {
         assert_eq!(parse(&pkt).unwrap_err(), Skip::Malformed);
         assert_eq!(parse(&pkt[..7]).unwrap_err(), Skip::Malformed);
         // Version 1 and an unknown protocol type are not followed.
-        assert_eq!(parse(&header(0x40, 0x6558, 1)).unwrap_err(), Skip::TunnelUnsupported);
-        assert_eq!(parse(&header(0, 0x8847, 1)).unwrap_err(), Skip::TunnelUnsupported);
+        assert_eq!(
+            parse(&header(0x40, 0x6558, 1)).unwrap_err(),
+            Skip::TunnelUnsupported
+        );
+        assert_eq!(
+            parse(&header(0, 0x8847, 1)).unwrap_err(),
+            Skip::TunnelUnsupported
+        );
     }
 }

@@ -65,9 +65,7 @@ pub fn parse(data: &[u8]) -> Result<Decapsulated<'_>, Skip> {
     let message = &data[..end];
     let mut at = HEADER_LEN;
     if flags & (FLAG_E | FLAG_S | FLAG_PN) != 0 {
-        let optional = message
-            .get(at..at + OPTIONAL_LEN)
-            .ok_or(Skip::Malformed)?;
+        let optional = message.get(at..at + OPTIONAL_LEN).ok_or(Skip::Malformed)?;
         let mut next = ExtensionType(optional[3]);
         at += OPTIONAL_LEN;
         if flags & FLAG_E == 0 {
@@ -129,7 +127,10 @@ mod tests {
     fn the_length_field_bounds_the_user_packet() {
         let mut pkt = gpdu(0x30, 7, &[0x60, 1, 2]);
         pkt.extend_from_slice(b"trailer");
-        assert_eq!(parse(&pkt).unwrap().inner, Inner::EtherType(0x86dd, &[0x60, 1, 2]));
+        assert_eq!(
+            parse(&pkt).unwrap().inner,
+            Inner::EtherType(0x86dd, &[0x60, 1, 2])
+        );
     }
 
     #[test]
@@ -156,7 +157,10 @@ mod tests {
         for _ in 0..100 {
             chain.extend_from_slice(&[1, 0, 0, 0x85]);
         }
-        assert_eq!(parse(&gpdu(0x34, 1, &chain)).unwrap_err(), Skip::TunnelUnsupported);
+        assert_eq!(
+            parse(&gpdu(0x34, 1, &chain)).unwrap_err(),
+            Skip::TunnelUnsupported
+        );
         // Truncated anywhere in the fixed header.
         let ok = gpdu(0x30, 1, &[0x45]);
         for cut in 0..HEADER_LEN {

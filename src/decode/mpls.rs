@@ -105,7 +105,9 @@ mod tests {
         let deep: Vec<u8> = (0..1000).flat_map(|l| entry(l, false)).collect();
         assert_eq!(parse(&deep).unwrap_err(), Skip::TunnelTooDeep);
         // The deepest stack allowed still leads to its payload.
-        let mut max: Vec<u8> = (1..MAX_LABELS as u32).flat_map(|l| entry(l, false)).collect();
+        let mut max: Vec<u8> = (1..MAX_LABELS as u32)
+            .flat_map(|l| entry(l, false))
+            .collect();
         max.extend_from_slice(&entry(99, true));
         max.push(0x60);
         assert_eq!(parse(&max).unwrap(), Payload::Ip(0x86dd, &[0x60]));

@@ -37,7 +37,11 @@ impl Command {
     pub const PROXY: Command = Command(1);
 
     pub fn as_str(self) -> &'static str {
-        if self == Command::LOCAL { "local" } else { "proxy" }
+        if self == Command::LOCAL {
+            "local"
+        } else {
+            "proxy"
+        }
     }
 }
 
@@ -113,7 +117,10 @@ pub enum Parse {
     /// Not a PROXY header, or one that is broken or longer than `MAX_HEADER_LEN`.
     Invalid,
     /// A whole header of `len` bytes; the stream proper starts after it.
-    Header { len: usize, header: Header },
+    Header {
+        len: usize,
+        header: Header,
+    },
 }
 
 /// Whether a stream that starts with `held` may be a PROXY header (a prefix of either
@@ -209,7 +216,8 @@ fn v2(buf: &[u8]) -> Parse {
     let family = Family(fixed[13] >> 4);
     let transport = Transport(fixed[13] & 0x0f);
     let len = V2_FIXED_LEN + usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
-    let known_transport = [Transport::UNSPEC, Transport::STREAM, Transport::DGRAM].contains(&transport);
+    let known_transport =
+        [Transport::UNSPEC, Transport::STREAM, Transport::DGRAM].contains(&transport);
     if (command != Command::LOCAL && command != Command::PROXY) || !known_transport {
         return Parse::Invalid;
     }
@@ -225,7 +233,14 @@ fn v2(buf: &[u8]) -> Parse {
     let block = &whole[V2_FIXED_LEN..];
     let addresses = match (command, family) {
         (Command::PROXY, Family::INET) => {
-            let a = |at: usize| IpAddr::V4(Ipv4Addr::new(block[at], block[at + 1], block[at + 2], block[at + 3]));
+            let a = |at: usize| {
+                IpAddr::V4(Ipv4Addr::new(
+                    block[at],
+                    block[at + 1],
+                    block[at + 2],
+                    block[at + 3],
+                ))
+            };
             Some((a(0), a(4), 8))
         }
         (Command::PROXY, Family::INET6) => {
@@ -289,7 +304,10 @@ mod tests {
             panic!()
         };
         assert_eq!(header.source.unwrap().to_string(), "[2001:db8::1]:1");
-        assert!(matches!(parse(b"PROXY UNKNOWN whatever\r\n"), Parse::Header { len: 24, .. }));
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN whatever\r\n"),
+            Parse::Header { len: 24, .. }
+        ));
     }
 
     #[test]
@@ -302,7 +320,12 @@ mod tests {
             b"PROXY UDP4 192.0.2.7 10.0.0.1 1 2\r\n",
             b"PROXY TCP4 192.0.2.7  10.0.0.1 1 2\r\n",
         ] {
-            assert_eq!(parse(bad), Parse::Invalid, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse(bad),
+                Parse::Invalid,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // No CRLF within the longest possible line.
         let mut long = b"PROXY TCP6 ".to_vec();

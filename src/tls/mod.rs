@@ -616,7 +616,9 @@ impl Session {
         let room = MAX_HEADER_LEN.saturating_sub(before);
         held.extend_from_slice(&bytes[..room.min(bytes.len())]);
         match proxy_protocol::parse(&held) {
-            Parse::NeedMore if held.len() < MAX_HEADER_LEN => (Mode::ProxyHeader(held), bytes.len()),
+            Parse::NeedMore if held.len() < MAX_HEADER_LEN => {
+                (Mode::ProxyHeader(held), bytes.len())
+            }
             Parse::NeedMore | Parse::Invalid => {
                 if held.starts_with(proxy_protocol::V1_PREFIX)
                     || held.starts_with(&proxy_protocol::V2_SIGNATURE)
