@@ -247,10 +247,13 @@ fn nesting_is_followed_to_four_layers_and_deeper_packets_are_counted_as_skipped(
 // Geneve, GTP-U, IP in IP, MPLS, TrustSec and the PROXY protocol
 // ---------------------------------------------------------------------------------------------
 // `captures/tunnel-{geneve,gtpu,ipip,mpls,sgt}.pcap` are the same four real sessions (curl and
-// openssl s_client against openssl s_server, over IPv4 and IPv6) wrapped by scapy;
-// `proxy-protocol.pcap` is real haproxy send-proxy / send-proxy-v2 traffic (captures/README.md).
+// openssl s_client against openssl s_server, over IPv4 and IPv6) wrapped by scapy, since this
+// kernel cannot build those tunnels; `tunnel-geneve-ovs.pcap` is four such sessions mirrored by
+// Open vSwitch into a real Geneve tunnel; `proxy-protocol.pcap` is real haproxy send-proxy /
+// send-proxy-v2 traffic (captures/README.md).
 
-const WRAPPED: [&str; 5] = [
+const WRAPPED: [&str; 6] = [
+    "tunnel-geneve-ovs",
     "tunnel-geneve",
     "tunnel-gtpu",
     "tunnel-ipip",
@@ -275,8 +278,8 @@ fn assert_labelled(name: &str, r: &Value, t: &Value) {
 
 #[test]
 fn every_encapsulation_gives_the_labelled_sni_outcome_and_ja4() {
-    // The JA4 each name had: all five files wrap the same sessions, so any difference means a
-    // ClientHello was read wrongly through one of them.
+    // The JA4 each name had: the same client software made every session of every file, so any
+    // difference means a ClientHello was read wrongly through one of them.
     let mut ja4_by_sni: std::collections::BTreeMap<String, Value> = Default::default();
     for name in WRAPPED {
         let records = records_by_start(&capture(name));
@@ -322,6 +325,19 @@ fn each_tunnel_record_names_what_carried_the_connection() {
             "{sni}"
         );
         assert_eq!(t["outer_src"], "10.78.9.1");
+    }
+    // Open vSwitch's Geneve: its one VNI, towards the sensor.
+    for r in run(&[capture("tunnel-geneve-ovs")]) {
+        let t = &r["tunnel"];
+        assert_eq!(
+            (&t["type"], &t["id"]),
+            (&json!("geneve"), &json!(7100)),
+            "{r}"
+        );
+        assert_eq!(
+            (&t["outer_src"], &t["outer_dst"]),
+            (&json!("10.78.9.1"), &json!("10.78.9.100"))
+        );
     }
     // GTP-U: the first packet's TEID (the client's uplink one); the downlink TEID differs, yet
     // each session is one connection (checked in assert_labelled).

@@ -182,18 +182,19 @@ def vxlan_network():
     time.sleep(1.0)
 
 
-def ovs(*args, check=True):
+def ovs(*args, check=True, ns=None):
     env = dict(os.environ, OVS_RUNDIR=str(OVS_DIR), OVS_LOGDIR=str(OVS_DIR), OVS_DBDIR=str(OVS_DIR), OVS_SYSCONFDIR=str(OVS_DIR))
-    r = subprocess.run(["ip", "netns", "exec", NS_SWITCH] + list(args), env=env, stdout=subprocess.PIPE,
+    r = subprocess.run(["ip", "netns", "exec", ns or NS_SWITCH] + list(args), env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {r.stdout}")
     return r.stdout
 
 
-def start_ovs():
+def start_ovs(ns=None):
     """ovsdb-server + ovs-vswitchd (userspace datapath) inside the switch namespace, private dirs."""
     global OVS_DIR
+    ns = ns or NS_SWITCH
     OVS_DIR = pc.WORK / "ovs"
     shutil.rmtree(OVS_DIR, ignore_errors=True)  # a fresh database for each capture
     OVS_DIR.mkdir()
@@ -201,10 +202,10 @@ def start_ovs():
     pc.run(["ovsdb-tool", "create", str(OVS_DIR / "conf.db"), schema])
     env_prefix = ["env", f"OVS_RUNDIR={OVS_DIR}", f"OVS_LOGDIR={OVS_DIR}", f"OVS_DBDIR={OVS_DIR}", f"OVS_SYSCONFDIR={OVS_DIR}"]
     pc.spawn(env_prefix + ["ovsdb-server", str(OVS_DIR / "conf.db"), f"--remote=punix:{OVS_DIR}/db.sock",
-                           f"--pidfile={OVS_DIR}/ovsdb-server.pid"], NS_SWITCH, "ovsdb-server",
+                           f"--pidfile={OVS_DIR}/ovsdb-server.pid"], ns, "ovsdb-server",
              ready=lambda: (OVS_DIR / "db.sock").exists())
-    ovs("ovs-vsctl", "--no-wait", "init")
-    pc.spawn(env_prefix + ["ovs-vswitchd", f"unix:{OVS_DIR}/db.sock", f"--pidfile={OVS_DIR}/ovs-vswitchd.pid"], NS_SWITCH,
+    ovs("ovs-vsctl", "--no-wait", "init", ns=ns)
+    pc.spawn(env_prefix + ["ovs-vswitchd", f"unix:{OVS_DIR}/db.sock", f"--pidfile={OVS_DIR}/ovs-vswitchd.pid"], ns,
              "ovs-vswitchd", ready=lambda: (OVS_DIR / "ovs-vswitchd.pid").exists())
 
 
@@ -460,13 +461,16 @@ finds no module), made from REAL TLS sessions that are then encapsulated:
      with control word) and IPv4/IPv6 in IPv6/IPv4; TrustSec CMD headers (scapy has no layer for
      them) are written from the header layout Wireshark's dissector reads.
 
+tunnel-geneve-ovs.pcap needs no wrapping either: Open vSwitch's userspace datapath (its own
+Geneve implementation, not the kernel's) mirrors the client's switch port into a Geneve tunnel.
 proxy-protocol.pcap needs no wrapping: curl and openssl s_client connect to haproxy 2.6
 (`mode tcp`, `send-proxy` on one frontend, `send-proxy-v2` on the other) in front of a second
 haproxy that terminates TLS with `accept-proxy`; tcpdump runs on the balancer's server-side veth.
 Every label is checked against tshark (verify.py) before the files are kept."""
 
-ENCAP_NAMES = ["tunnel-geneve", "tunnel-gtpu", "tunnel-ipip", "tunnel-mpls", "tunnel-sgt", "proxy-protocol"]
+ENCAP_NAMES = ["tunnel-geneve-ovs", "tunnel-geneve", "tunnel-gtpu", "tunnel-ipip", "tunnel-mpls", "tunnel-sgt", "proxy-protocol"]
 ENCAP_DESCRIPTIONS = {
+    "tunnel-geneve-ovs": "The same four kinds of real session (curl and openssl s_client against openssl s_server, IPv4 and IPv6) through an Open vSwitch switch (userspace datapath) mirroring the client's port into a real Geneve tunnel (OVS's own encapsulation, VNI 7100) to a sensor",
     "tunnel-geneve": "Real curl/openssl TLS sessions over IPv4 and IPv6 (per family one established, one unknown_ca) wrapped by scapy in Geneve on UDP 6081 (VNI 7001 with no options, VNI 7002 with a 8-byte option), IPv4 underlay",
     "tunnel-gtpu": "The same real sessions wrapped by scapy in GTP-U G-PDUs on UDP 2152 (uplink and downlink TEIDs differ; one session with a 5G PDU session container extension)",
     "tunnel-ipip": "Real IPv4 sessions inside IPv6 (protocol 4, as ip6tnl sends) and real IPv6 sessions inside IPv4 (protocol 41, as sit sends), wrapped by scapy",
@@ -724,6 +728,64 @@ def enc_wrap_all(plain, work):
     return truths
 
 
+def enc_ovs_geneve(work, certs):
+    """The sessions of ENC_SESSIONS through an Open vSwitch (userspace datapath) switch whose
+    client port is mirrored into a real Geneve tunnel (OVS's own encapsulation, VNI 7100) to a
+    sensor; tcpdump on the sensor. Returns the truth."""
+    c, s, sw, sen = enc_ns("c"), enc_ns("s"), enc_ns("sw"), enc_ns("sen")
+    names = [c, s, sw, sen]
+    enc_namespaces(names)
+    pc.WORK = work
+    start_ovs(sw)
+    ovs("ovs-vsctl", "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev", ns=sw)
+    for host, ns, v4, v6 in (("c", c, ENC_CLIENT[4], ENC_CLIENT[6]), ("s", s, ENC_SERVER[4], ENC_SERVER[6])):
+        pc.run(["ip", "link", "add", f"wie{host}0", "type", "veth", "peer", "name", f"wie{host}p"])
+        pc.run(["ip", "link", "set", f"wie{host}0", "netns", ns])
+        pc.run(["ip", "link", "set", f"wie{host}p", "netns", sw])
+        pc.sh(f"ip addr add {v4}/24 dev wie{host}0; ip -6 addr add {v6}/64 dev wie{host}0 nodad; ip link set wie{host}0 up", ns=ns)
+        pc.sh(f"ip link set wie{host}p up", ns=sw)
+        no_offload(ns, f"wie{host}0")
+        no_offload(sw, f"wie{host}p")
+        ovs("ovs-vsctl", "add-port", "br0", f"wie{host}p", ns=sw)
+    # Underlay: the switch's address on br-phy, jumbo frames so mirrored full-size frames fit.
+    pc.run(["ip", "link", "add", "wiemon", "type", "veth", "peer", "name", "wiemons"])
+    pc.run(["ip", "link", "set", "wiemon", "netns", sw])
+    pc.run(["ip", "link", "set", "wiemons", "netns", sen])
+    ovs("ovs-vsctl", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+        "--", "set", "interface", "br-phy", "mtu_request=9000", ns=sw)
+    pc.sh("ip link set wiemon mtu 9000 up", ns=sw)
+    no_offload(sw, "wiemon")
+    ovs("ovs-vsctl", "add-port", "br-phy", "wiemon", "--", "set", "interface", "wiemon", "mtu_request=9000", ns=sw)
+    pc.sh("ip addr add 10.78.9.1/24 dev br-phy; ip link set br-phy up", ns=sw)
+    pc.sh("ip link set wiemons mtu 9000; ip addr add 10.78.9.100/24 dev wiemons; ip link set wiemons up; "
+          "iptables -A INPUT -p udp --dport 6081 -j DROP", ns=sen)
+    no_offload(sen, "wiemons")
+    time.sleep(1.0)
+    mac = pc.sh("cat /sys/class/net/wiemons/address", ns=sen).stdout.strip()
+    ovs("ovs-appctl", "tnl/neigh/set", "br-phy", "10.78.9.100", mac, ns=sw)
+    ovs("ovs-vsctl", "add-port", "br0", "gnv0", "--", "set", "interface", "gnv0", "type=geneve",
+        "options:remote_ip=10.78.9.100", "options:key=7100", ns=sw)
+    ovs("ovs-vsctl", "--", "--id=@p", "get", "port", "wiecp", "--", "--id=@o", "get", "port", "gnv0",
+        "--", "--id=@m", "create", "mirror", "name=m0", "select_src_port=[@p]", "select_dst_port=[@p]",
+        "output_port=@o", "--", "add", "bridge", "br0", "mirrors", "@m", ns=sw)
+    errors = ovs("ovs-vsctl", "--columns=name,error", "find", "interface", "error!=[]", ns=sw)
+    if errors.strip():
+        raise RuntimeError(f"OVS interface errors:\n{errors}")
+    for family in (4, 6):
+        addr = ENC_SERVER[family] if family == 4 else f"[{ENC_SERVER[family]}]"
+        pc.spawn(["openssl", "s_server", "-quiet", f"-{family}", "-accept", f"{addr}:443", "-www",
+                  "-cert", str(certs / "leaf.pem"), "-key", str(certs / "leaf.key")], s, f"ovs-s_server{family}")
+    time.sleep(1.5)
+    out = pc.OUT / "tunnel-geneve-ovs.pcap"
+    p = pc.spawn(["tcpdump", "-i", "wiemons", "-s", "0", "-U", "-w", str(out), "udp port 6081"], sen, "tcpdump-ovs")
+    time.sleep(1.0)
+    for tool, family, host, trust in ENC_SESSIONS:
+        enc_client(c, tool, family, host, 443, trust, certs / "ca.pem")
+    enc_stop_capture(p)
+    enc_teardown(names)
+    return enc_truth("tunnel-geneve-ovs", "Open vSwitch mirror into Geneve, VNI 7100")
+
+
 def enc_proxy_protocol(work, certs):
     c, lb, s = enc_ns("c"), enc_ns("lb"), enc_ns("s")
     names = [c, lb, s]
@@ -821,7 +883,7 @@ def enc_tshark_check(pcap, truth):
 def encap_main():
     if os.geteuid() != 0:
         sys.exit("tunnels.py encap: needs root (network namespaces, tcpdump); run it with sudo")
-    for tool in ("haproxy", "tcpdump", "openssl", "curl", "tshark"):
+    for tool in ("haproxy", "ovs-vswitchd", "ovsdb-server", "ethtool", "tcpdump", "openssl", "curl", "tshark"):
         if not shutil.which(tool):
             sys.exit(f"tunnels.py encap: {tool} is missing; apt-get install {tool}")
     work = Path(tempfile.mkdtemp(prefix="pinwatch-encap-"))
@@ -829,12 +891,13 @@ def encap_main():
     pc.LOG = open(work / "log.txt", "w")
     pc.OUT.mkdir(parents=True, exist_ok=True)
     (pc.OUT / "certs").mkdir(exist_ok=True)
-    names = [enc_ns(n) for n in ("c", "s", "lb")]
+    names = [enc_ns(n) for n in ("c", "s", "lb", "sw", "sen")]
     try:
         certs = enc_certs(work)
         plain = enc_plain_sessions(work, certs)
         truths = enc_wrap_all(plain, work)
         truths["proxy-protocol"] = enc_proxy_protocol(work, certs)
+        truths["tunnel-geneve-ovs"] = enc_ovs_geneve(work, certs)
         shutil.copy(certs / "ca.pem", pc.OUT / "certs" / ENC_CA_NAME)
         ok = True
         for name, truth in truths.items():
