@@ -89,7 +89,8 @@ def log(*a):
 
 # ------------------------------------------------------------------ teardown
 
-def teardown():
+def teardown(namespaces=None):
+    """Stops every process started here, then removes the namespaces (default: this set's)."""
     for p in reversed(pc.PROCS):
         if p.poll() is None:
             try:
@@ -105,7 +106,7 @@ def teardown():
             except ProcessLookupError:
                 pass
     pc.PROCS.clear()
-    for ns in NAMESPACES:
+    for ns in NAMESPACES if namespaces is None else namespaces:
         # only our own processes run in our namespaces
         r = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for pid in r.stdout.split():
@@ -485,29 +486,6 @@ def enc_ns(name):
     return os.environ.get("PW_NS_PREFIX", "pwe-") + name
 
 
-def enc_teardown(names):
-    for p in reversed(pc.PROCS):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for p in pc.PROCS:
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-    pc.PROCS.clear()
-    for ns in names:
-        r = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for pid in r.stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-
-
 def enc_certs(work):
     c = work / "certs"
     c.mkdir()
@@ -533,7 +511,7 @@ def enc_pair(a, a_ns, a_addr4, a_addr6, b, b_ns, b_addr4, b_addr6):
 
 
 def enc_namespaces(names):
-    enc_teardown(names)
+    teardown(names)
     for ns in names:
         pc.run(["ip", "netns", "add", ns])
         pc.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=0; ip link set lo up", ns=ns)
@@ -564,20 +542,23 @@ ENC_SERVER = {4: "10.78.1.1", 6: "fd78:1::1"}
 ENC_CLIENT = {4: "10.78.1.2", 6: "fd78:1::2"}
 
 
-def enc_client(ns, tool, family, host, port, trust, ca):
-    ip = ENC_SERVER[family]
+def enc_client(ns, tool, addr, host, port, trust, ca):
+    """One session from namespace `ns` to `addr` (IPv6 in brackets): curl trusting the CA, or
+    openssl s_client with the system store, which does not hold the private CA, so the
+    handshake fails with unknown_ca."""
     if tool == "curl":
-        addr = ip if family == 4 else f"[{ip}]"
         cmd = ["curl", "-sS", "-o", "/dev/null", "--max-time", "10", "--resolve", f"{host}:{port}:{addr}",
                f"https://{host}:{port}/"] + (["--cacert", str(ca)] if trust else [])
     else:
-        target = f"{ip}:{port}" if family == 4 else f"[{ip}]:{port}"
-        # The system store does not hold the private CA: the handshake fails with unknown_ca.
-        cmd = ["openssl", "s_client", "-connect", target, "-servername", host, "-verify_return_error", "-tls1_2"]
+        cmd = ["openssl", "s_client", "-connect", f"{addr}:{port}", "-servername", host, "-verify_return_error", "-tls1_2"]
     r = subprocess.run(["ip", "netns", "exec", ns] + cmd, input=b"", stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=20)
     time.sleep(0.3)
     return r.returncode
+
+
+def enc_server_addr(family):
+    return ENC_SERVER[4] if family == 4 else f"[{ENC_SERVER[6]}]"
 
 
 def enc_expect(tool, trust):
@@ -593,16 +574,16 @@ def enc_plain_sessions(work, certs):
     enc_namespaces(names)
     enc_pair("wiec0", c, ENC_CLIENT[4], ENC_CLIENT[6], "wies0", s, ENC_SERVER[4], ENC_SERVER[6])
     for family, port in ((4, 443), (6, 443)):
-        addr = ENC_SERVER[family] if family == 4 else f"[{ENC_SERVER[family]}]"
+        addr = enc_server_addr(family)
         pc.spawn(["openssl", "s_server", "-quiet", f"-{family}", "-accept", f"{addr}:{port}", "-www",
                   "-cert", str(certs / "leaf.pem"), "-key", str(certs / "leaf.key")], s, f"s_server{family}")
     time.sleep(1.0)
     out = work / "plain.pcap"
     cap = enc_capture(c, "wiec0", out)
     for tool, family, host, trust in ENC_SESSIONS:
-        enc_client(c, tool, family, host, 443, trust, certs / "ca.pem")
+        enc_client(c, tool, enc_server_addr(family), host, 443, trust, certs / "ca.pem")
     enc_stop_capture(cap)
-    enc_teardown(names)
+    teardown(names)
     return out
 
 
@@ -772,7 +753,7 @@ def enc_ovs_geneve(work, certs):
     if errors.strip():
         raise RuntimeError(f"OVS interface errors:\n{errors}")
     for family in (4, 6):
-        addr = ENC_SERVER[family] if family == 4 else f"[{ENC_SERVER[family]}]"
+        addr = enc_server_addr(family)
         pc.spawn(["openssl", "s_server", "-quiet", f"-{family}", "-accept", f"{addr}:443", "-www",
                   "-cert", str(certs / "leaf.pem"), "-key", str(certs / "leaf.key")], s, f"ovs-s_server{family}")
     time.sleep(1.5)
@@ -780,9 +761,9 @@ def enc_ovs_geneve(work, certs):
     p = pc.spawn(["tcpdump", "-i", "wiemons", "-s", "0", "-U", "-w", str(out), "udp port 6081"], sen, "tcpdump-ovs")
     time.sleep(1.0)
     for tool, family, host, trust in ENC_SESSIONS:
-        enc_client(c, tool, family, host, 443, trust, certs / "ca.pem")
+        enc_client(c, tool, enc_server_addr(family), host, 443, trust, certs / "ca.pem")
     enc_stop_capture(p)
-    enc_teardown(names)
+    teardown(names)
     return enc_truth("tunnel-geneve-ovs", "Open vSwitch mirror into Geneve, VNI 7100")
 
 
@@ -840,13 +821,7 @@ frontend tls
     ]
     conns = []
     for tool, ip, port, host, trust, version, client in runs:
-        if tool == "curl":
-            cmd = ["curl", "-sS", "-o", "/dev/null", "--max-time", "10", "--resolve", f"{host}:{port}:{ip}",
-                   f"https://{host}:{port}/"] + (["--cacert", str(ca)] if trust else [])
-        else:
-            cmd = ["openssl", "s_client", "-connect", f"{ip}:{port}", "-servername", host, "-verify_return_error", "-tls1_2"]
-        subprocess.run(["ip", "netns", "exec", c] + cmd, input=b"", stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
-        time.sleep(0.3)
+        enc_client(c, tool, ip, host, port, trust, ca)
         outcome, alert = enc_expect(tool, trust)
         conns.append({"client_ip": "10.78.4.1", "sni": host, "connect_target": None,
                       "client": ("curl --cacert encap-ca.pem" if trust else "openssl s_client -verify_return_error -tls1_2 (system store)"),
@@ -855,7 +830,7 @@ frontend tls
                       "proxy_protocol": {"version": version, "src_ip": client, "dst_ip": ip.strip("[]"), "dst_port": port},
                       "note": f"haproxy send-proxy{'-v2' if version == 2 else ''}; the balancer 10.78.4.1 is the TCP client"})
     enc_stop_capture(cap)
-    enc_teardown(names)
+    teardown(names)
     return {"capture": "proxy-protocol.pcap", "made_by": "scripts/captures/tunnels.py encap", "proxy": {},
             "ca": f"certs/{ENC_CA_NAME}", "balancer": "haproxy 2.6", "connections": conns}
 
@@ -913,7 +888,7 @@ def encap_main():
         shutil.rmtree(work, ignore_errors=True)
         return 0
     finally:
-        enc_teardown(names)
+        teardown(names)
 
 
 if __name__ == "__main__":

@@ -124,11 +124,11 @@ pub enum Parse {
 }
 
 /// Whether a stream that starts with `held` may be a PROXY header (a prefix of either
-/// signature counts, so a header split across segments is not missed).
+/// signature counts, the empty one too, so a header split across segments is not missed).
 pub fn may_start(held: &[u8]) -> bool {
     let prefix_of = |sig: &[u8]| {
         let n = held.len().min(sig.len());
-        n > 0 && held[..n] == sig[..n]
+        held[..n] == sig[..n]
     };
     prefix_of(V1_PREFIX) || prefix_of(&V2_SIGNATURE)
 }
@@ -373,5 +373,7 @@ mod tests {
         huge[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
         assert_eq!(parse(&huge), Parse::Invalid);
         assert_eq!(parse(b"\x16\x03\x01\x02\x00"), Parse::Invalid);
+        // Nothing yet is a prefix of every header.
+        assert_eq!(parse(b""), Parse::NeedMore);
     }
 }
