@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(req.method, connect::Method::Connect);
     }
     let reply = connect::parse_response(head);
-    let exchange = connect::Exchange { request, reply };
+    let exchange = connect::Exchange {
+        request,
+        reply,
+        proxy_protocol: None,
+    };
     assert!(exchange.reply.is_some() || !exchange.opened());
     match socks::client(data) {
         Prelude::Client {

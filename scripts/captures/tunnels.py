@@ -23,6 +23,8 @@ mirroring a switch port into GRE/ERSPAN is what a sensor is fed in real deployme
 has gretap/erspan this script still uses OVS, so that the captures do not depend on the kernel.
 
 usage: sudo python3 scripts/captures/tunnels.py     (or scripts/make-captures, which calls it)
+       sudo python3 scripts/captures/tunnels.py encap   the tunnel-{geneve,gtpu,ipip,mpls,sgt} and proxy-protocol captures
+                                                         (see ENCAP_DOC below)
 The three are always made together: they share one mitmproxy CA (certs/mitmproxy-ca-tunnel.pem).
 Only traffic inside the network namespaces it creates (pwt-*; addresses 10.77.0.0/16 and, for
 the IPv6 underlay, fd77:9::/64 inside them). Writes captures/NAME.pcap + NAME.truth.json, checks
@@ -87,7 +89,8 @@ def log(*a):
 
 # ------------------------------------------------------------------ teardown
 
-def teardown():
+def teardown(namespaces=None):
+    """Stops every process started here, then removes the namespaces (default: this set's)."""
     for p in reversed(pc.PROCS):
         if p.poll() is None:
             try:
@@ -103,7 +106,7 @@ def teardown():
             except ProcessLookupError:
                 pass
     pc.PROCS.clear()
-    for ns in NAMESPACES:
+    for ns in NAMESPACES if namespaces is None else namespaces:
         # only our own processes run in our namespaces
         r = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for pid in r.stdout.split():
@@ -180,18 +183,19 @@ def vxlan_network():
     time.sleep(1.0)
 
 
-def ovs(*args, check=True):
+def ovs(*args, check=True, ns=None):
     env = dict(os.environ, OVS_RUNDIR=str(OVS_DIR), OVS_LOGDIR=str(OVS_DIR), OVS_DBDIR=str(OVS_DIR), OVS_SYSCONFDIR=str(OVS_DIR))
-    r = subprocess.run(["ip", "netns", "exec", NS_SWITCH] + list(args), env=env, stdout=subprocess.PIPE,
+    r = subprocess.run(["ip", "netns", "exec", ns or NS_SWITCH] + list(args), env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {r.stdout}")
     return r.stdout
 
 
-def start_ovs():
+def start_ovs(ns=None):
     """ovsdb-server + ovs-vswitchd (userspace datapath) inside the switch namespace, private dirs."""
     global OVS_DIR
+    ns = ns or NS_SWITCH
     OVS_DIR = pc.WORK / "ovs"
     shutil.rmtree(OVS_DIR, ignore_errors=True)  # a fresh database for each capture
     OVS_DIR.mkdir()
@@ -199,10 +203,10 @@ def start_ovs():
     pc.run(["ovsdb-tool", "create", str(OVS_DIR / "conf.db"), schema])
     env_prefix = ["env", f"OVS_RUNDIR={OVS_DIR}", f"OVS_LOGDIR={OVS_DIR}", f"OVS_DBDIR={OVS_DIR}", f"OVS_SYSCONFDIR={OVS_DIR}"]
     pc.spawn(env_prefix + ["ovsdb-server", str(OVS_DIR / "conf.db"), f"--remote=punix:{OVS_DIR}/db.sock",
-                           f"--pidfile={OVS_DIR}/ovsdb-server.pid"], NS_SWITCH, "ovsdb-server",
+                           f"--pidfile={OVS_DIR}/ovsdb-server.pid"], ns, "ovsdb-server",
              ready=lambda: (OVS_DIR / "db.sock").exists())
-    ovs("ovs-vsctl", "--no-wait", "init")
-    pc.spawn(env_prefix + ["ovs-vswitchd", f"unix:{OVS_DIR}/db.sock", f"--pidfile={OVS_DIR}/ovs-vswitchd.pid"], NS_SWITCH,
+    ovs("ovs-vsctl", "--no-wait", "init", ns=ns)
+    pc.spawn(env_prefix + ["ovs-vswitchd", f"unix:{OVS_DIR}/db.sock", f"--pidfile={OVS_DIR}/ovs-vswitchd.pid"], ns,
              "ovs-vswitchd", ready=lambda: (OVS_DIR / "ovs-vswitchd.pid").exists())
 
 
@@ -444,5 +448,448 @@ def main():
         teardown()
 
 
+# ================================================================== tunnel-{geneve,gtpu,ipip,mpls,sgt} and proxy-protocol
+
+ENCAP_DOC = """The encapsulations this kernel cannot build (it has no geneve, ipip, sit, ip6tnl, gtp or
+mpls_router: `ip link add ... type geneve` answers "Unknown device type", `modprobe mpls_router`
+finds no module), made from REAL TLS sessions that are then encapsulated:
+
+  1. real sessions in network namespaces (prefix $PW_NS_PREFIX, default pwe-): curl 7.88 and
+     openssl s_client 3.0 against openssl s_server 3.0 (one leaf from a private CA), over IPv4
+     and IPv6, captured with tcpdump on the client's veth (Ethernet link type);
+  2. each captured frame wrapped by scapy's own implementations of Geneve, GTP-U (with and
+     without a 5G PDU session container), MPLS (unicast stack, multicast, Ethernet pseudo-wire
+     with control word) and IPv4/IPv6 in IPv6/IPv4; TrustSec CMD headers (scapy has no layer for
+     them) are written from the header layout Wireshark's dissector reads.
+
+tunnel-geneve-ovs.pcap needs no wrapping either: Open vSwitch's userspace datapath (its own
+Geneve implementation, not the kernel's) mirrors the client's switch port into a Geneve tunnel.
+proxy-protocol.pcap needs no wrapping: curl and openssl s_client connect to haproxy 2.6
+(`mode tcp`, `send-proxy` on one frontend, `send-proxy-v2` on the other) in front of a second
+haproxy that terminates TLS with `accept-proxy`; tcpdump runs on the balancer's server-side veth.
+Every label is checked against tshark (verify.py) before the files are kept."""
+
+ENCAP_NAMES = ["tunnel-geneve-ovs", "tunnel-geneve", "tunnel-gtpu", "tunnel-ipip", "tunnel-mpls", "tunnel-sgt", "proxy-protocol"]
+ENCAP_DESCRIPTIONS = {
+    "tunnel-geneve-ovs": "The same four kinds of real session (curl and openssl s_client against openssl s_server, IPv4 and IPv6) through an Open vSwitch switch (userspace datapath) mirroring the client's port into a real Geneve tunnel (OVS's own encapsulation, VNI 7100) to a sensor",
+    "tunnel-geneve": "Real curl/openssl TLS sessions over IPv4 and IPv6 (per family one established, one unknown_ca) wrapped by scapy in Geneve on UDP 6081 (VNI 7001 with no options, VNI 7002 with a 8-byte option), IPv4 underlay",
+    "tunnel-gtpu": "The same real sessions wrapped by scapy in GTP-U G-PDUs on UDP 2152 (uplink and downlink TEIDs differ; one session with a 5G PDU session container extension)",
+    "tunnel-ipip": "Real IPv4 sessions inside IPv6 (protocol 4, as ip6tnl sends) and real IPv6 sessions inside IPv4 (protocol 41, as sit sends), wrapped by scapy",
+    "tunnel-mpls": "Real sessions under MPLS: a two-label unicast stack (0x8847), a multicast label (0x8848), and an Ethernet pseudo-wire with control word; wrapped by scapy",
+    "tunnel-sgt": "Real sessions with Cisco TrustSec CMD headers (EtherType 0x8909, SGT 10 and 20), one of them also VLAN-tagged",
+    "proxy-protocol": "curl and openssl s_client through haproxy 2.6 send-proxy (v1) and send-proxy-v2 to a TLS server (haproxy accept-proxy), captured between the balancer and the server",
+}
+ENC_CA_NAME = "encap-ca.pem"
+
+
+def enc_ns(name):
+    return os.environ.get("PW_NS_PREFIX", "pwe-") + name
+
+
+def enc_certs(work):
+    c = work / "certs"
+    c.mkdir()
+    pc.sh(f"""cd {c}
+openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj '/O=Pinwatch Encap Test/CN=Pinwatch Encap Test CA' \
+  -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out ca.pem 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out leaf.key
+openssl req -new -key leaf.key -subj '/O=Pinwatch Encap Test/CN=www.encap.test' -out leaf.csr 2>/dev/null
+printf 'subjectAltName=DNS:encap.test,DNS:*.encap.test\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -sha256 -extfile leaf.ext -out leaf.pem 2>/dev/null
+cat leaf.pem leaf.key > leaf-with-key.pem
+""")
+    return c
+
+
+def enc_pair(a, a_ns, a_addr4, a_addr6, b, b_ns, b_addr4, b_addr6):
+    pc.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+    for dev, ns, a4, a6 in ((a, a_ns, a_addr4, a_addr6), (b, b_ns, b_addr4, b_addr6)):
+        pc.run(["ip", "link", "set", dev, "netns", ns])
+        pc.sh(f"ip addr add {a4}/24 dev {dev}; ip -6 addr add {a6}/64 dev {dev} nodad; ip link set {dev} up", ns=ns)
+        no_offload(ns, dev)
+
+
+def enc_namespaces(names):
+    teardown(names)
+    for ns in names:
+        pc.run(["ip", "netns", "add", ns])
+        pc.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=0; ip link set lo up", ns=ns)
+
+
+def enc_capture(ns, dev, out):
+    p = pc.spawn(["tcpdump", "-i", dev, "-s", "0", "-U", "-w", str(out), "tcp"], ns, "tcpdump-" + out.stem)
+    time.sleep(1.0)
+    return p
+
+
+def enc_stop_capture(p):
+    # tcpdump writes with -U; give the last session's final packets time to reach the file.
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=10)
+    pc.PROCS.remove(p)
+
+
+# The sessions every encapsulated capture carries: (client tool, address family, SNI, trusts CA?).
+ENC_SESSIONS = [
+    ("curl", 4, "www.encap.test", True),
+    ("openssl", 4, "api.encap.test", False),
+    ("curl", 6, "v6.encap.test", True),
+    ("openssl", 6, "api6.encap.test", False),
+]
+ENC_SERVER = {4: "10.78.1.1", 6: "fd78:1::1"}
+ENC_CLIENT = {4: "10.78.1.2", 6: "fd78:1::2"}
+
+
+def enc_client(ns, tool, addr, host, port, trust, ca):
+    """One session from namespace `ns` to `addr` (IPv6 in brackets): curl trusting the CA, or
+    openssl s_client with the system store, which does not hold the private CA, so the
+    handshake fails with unknown_ca."""
+    if tool == "curl":
+        cmd = ["curl", "-sS", "-o", "/dev/null", "--max-time", "10", "--resolve", f"{host}:{port}:{addr}",
+               f"https://{host}:{port}/"] + (["--cacert", str(ca)] if trust else [])
+    else:
+        cmd = ["openssl", "s_client", "-connect", f"{addr}:{port}", "-servername", host, "-verify_return_error", "-tls1_2"]
+    r = subprocess.run(["ip", "netns", "exec", ns] + cmd, input=b"", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=20)
+    time.sleep(0.3)
+    return r.returncode
+
+
+def enc_server_addr(family):
+    return ENC_SERVER[4] if family == 4 else f"[{ENC_SERVER[6]}]"
+
+
+def enc_expect(tool, trust):
+    if trust:
+        return "established", None
+    return "client_alert", "unknown_ca"
+
+
+def enc_plain_sessions(work, certs):
+    """Runs ENC_SESSIONS between two namespaces; returns the capture (Ethernet link type)."""
+    c, s = enc_ns("c"), enc_ns("s")
+    names = [c, s]
+    enc_namespaces(names)
+    enc_pair("wiec0", c, ENC_CLIENT[4], ENC_CLIENT[6], "wies0", s, ENC_SERVER[4], ENC_SERVER[6])
+    for family, port in ((4, 443), (6, 443)):
+        addr = enc_server_addr(family)
+        pc.spawn(["openssl", "s_server", "-quiet", f"-{family}", "-accept", f"{addr}:{port}", "-www",
+                  "-cert", str(certs / "leaf.pem"), "-key", str(certs / "leaf.key")], s, f"s_server{family}")
+    time.sleep(1.0)
+    out = work / "plain.pcap"
+    cap = enc_capture(c, "wiec0", out)
+    for tool, family, host, trust in ENC_SESSIONS:
+        enc_client(c, tool, enc_server_addr(family), host, 443, trust, certs / "ca.pem")
+    enc_stop_capture(cap)
+    teardown(names)
+    return out
+
+
+def enc_truth(name, note, per_session=None):
+    conns = []
+    for i, (tool, family, host, trust) in enumerate(ENC_SESSIONS):
+        outcome, alert = enc_expect(tool, trust)
+        extra = (per_session or {}).get(i, {})
+        if extra.get("skip"):
+            continue
+        conns.append({"client_ip": ENC_CLIENT[family], "sni": host, "connect_target": None,
+                      "client": ("curl --cacert encap-ca.pem" if trust else "openssl s_client -verify_return_error -tls1_2 (system store)"),
+                      "tls": "1.3" if tool == "curl" else "1.2", "count": 1, "expect_outcome": outcome,
+                      "expect_alert": alert, "through_proxy": False, "pinning": False,
+                      "note": note + (f"; {extra['note']}" if extra.get("note") else "")})
+    return {"capture": f"{name}.pcap", "made_by": "scripts/captures/tunnels.py encap", "proxy": {},
+            "ca": f"certs/{ENC_CA_NAME}", "connections": conns}
+
+
+def enc_wrap_all(plain, work):
+    """Writes the scapy-wrapped captures from the plain one; returns {name: truth}."""
+    from scapy.all import IP, IPv6, UDP, Ether, Dot1Q, Raw, rdpcap, wrpcap
+    from scapy.contrib.geneve import GENEVE
+    from scapy.contrib.gtp import GTP_U_Header, GTPPDUSessionContainer
+    from scapy.contrib.mpls import MPLS
+
+    frames = rdpcap(str(plain))
+
+    def endpoint(pkt):
+        ip = pkt[IP] if IP in pkt else pkt[IPv6]
+        tcp = ip.payload
+        return (4 if IP in pkt else 6), (tcp.sport if tcp.dport == 443 else tcp.dport), tcp.dport == 443
+
+    # Sessions of one address family ran one after the other: first-seen order names them.
+    first_seen = {}
+    for f in frames:
+        family, port, _ = endpoint(f)
+        first_seen.setdefault(family, [])
+        if port not in first_seen[family]:
+            first_seen[family].append(port)
+    for family in (4, 6):
+        want = sum(1 for x in ENC_SESSIONS if x[1] == family)
+        if len(first_seen.get(family, [])) != want:
+            raise RuntimeError(f"plain capture has {first_seen.get(family)} IPv{family} sessions, expected {want}")
+
+    def session_of(pkt):
+        family, port, upstream = endpoint(pkt)
+        order = [i for i, x in enumerate(ENC_SESSIONS) if x[1] == family]
+        return order[first_seen[family].index(port)], upstream
+
+    def write(name, build):
+        out = []
+        for f in frames:
+            session, upstream = session_of(f)
+            w = build(f, session, upstream)
+            w.time = f.time
+            out.append(w)
+        wrpcap(str(pc.OUT / f"{name}.pcap"), out)
+
+    underlay = Ether(src="02:00:00:00:09:01", dst="02:00:00:00:09:02")
+    u4 = lambda up: IP(src="10.78.9.1", dst="10.78.9.2") if up else IP(src="10.78.9.2", dst="10.78.9.1")
+    u6 = lambda up: IPv6(src="fd78:9::1", dst="fd78:9::2") if up else IPv6(src="fd78:9::2", dst="fd78:9::1")
+    truths = {}
+
+    # Geneve: sessions 0 and 2 in VNI 7001 without options, 1 and 3 in VNI 7002 with one option.
+    def geneve(f, session, up):
+        if session % 2 == 0:
+            g = GENEVE(vni=7001, proto=0x6558)
+        else:
+            g = GENEVE(vni=7002, proto=0x6558, optionlen=2, options=bytes.fromhex("0108 01 01 0000002a"))
+        return underlay / u4(up) / UDP(sport=50000 + session, dport=6081) / g / f
+    write("tunnel-geneve", geneve)
+    truths["tunnel-geneve"] = enc_truth("tunnel-geneve", "scapy Geneve over IPv4", {
+        0: {"note": "VNI 7001"}, 1: {"note": "VNI 7002, one option"}, 2: {"note": "VNI 7001"}, 3: {"note": "VNI 7002, one option"}})
+
+    # GTP-U: the eNodeB/gNB (10.78.9.1) and the UPF (10.78.9.2); uplink TEID 0x100+n, downlink 0x200+n.
+    def gtpu(f, session, up):
+        inner = f.payload
+        teid = (0x100 if up else 0x200) + session
+        if session == 1:
+            hdr = GTP_U_Header(teid=teid, E=1, next_ex=0x85) / GTPPDUSessionContainer(type=1 if up else 0, QFI=9)
+        else:
+            hdr = GTP_U_Header(teid=teid)
+        return underlay / u4(up) / UDP(sport=2152, dport=2152) / hdr / inner
+    write("tunnel-gtpu", gtpu)
+    truths["tunnel-gtpu"] = enc_truth("tunnel-gtpu", "scapy GTP-U G-PDU, uplink TEID 0x10N, downlink 0x20N", {
+        1: {"note": "5G PDU session container extension"}})
+
+    # IPv4 in IPv6 (protocol 4) and IPv6 in IPv4 (protocol 41).
+    def ipip(f, session, up):
+        inner = f.payload
+        if IP in f:
+            return underlay / u6(up) / inner
+        return underlay / u4(up) / inner
+    write("tunnel-ipip", ipip)
+    truths["tunnel-ipip"] = enc_truth("tunnel-ipip", "scapy", {
+        0: {"note": "IPv4 in IPv6"}, 1: {"note": "IPv4 in IPv6"}, 2: {"note": "IPv6 in IPv4"}, 3: {"note": "IPv6 in IPv4"}})
+
+    # MPLS: 0 two-label unicast stack, 1 multicast label, 2 and 3 an Ethernet pseudo-wire with
+    # control word (4 zero bytes) carrying the whole client frame.
+    def mpls(f, session, up):
+        if session == 0:
+            return Ether(src=f.src, dst=f.dst, type=0x8847) / MPLS(label=1000, s=0, ttl=64) / MPLS(label=2000, s=1, ttl=64) / f.payload
+        if session == 1:
+            return Ether(src=f.src, dst=f.dst, type=0x8848) / MPLS(label=3000, s=1, ttl=64) / f.payload
+        return Ether(src="02:00:00:00:09:01", dst="02:00:00:00:09:02", type=0x8847) / \
+            MPLS(label=4000, s=0, ttl=64) / MPLS(label=5000 + session, s=1, ttl=64) / Raw(b"\0\0\0\0") / f
+    write("tunnel-mpls", mpls)
+    truths["tunnel-mpls"] = enc_truth("tunnel-mpls", "scapy MPLS", {
+        0: {"note": "unicast labels 1000/2000"}, 1: {"note": "multicast label 3000"},
+        2: {"note": "Ethernet pseudo-wire, control word, labels 4000/5002"}, 3: {"note": "Ethernet pseudo-wire, control word, labels 4000/5003"}})
+
+    # TrustSec: CMD version 1, length 1, option SGT; session 1 also inside an 802.1Q tag.
+    def sgt(f, session, up):
+        tag = 10 if session % 2 == 0 else 20
+        cmd = bytes([1, 1, 0, 1]) + tag.to_bytes(2, "big") + f.type.to_bytes(2, "big")
+        eth = Ether(src=f.src, dst=f.dst, type=0x8909)
+        if session == 1:
+            eth = Ether(src=f.src, dst=f.dst) / Dot1Q(vlan=300, type=0x8909)
+        return eth / Raw(cmd + bytes(f.payload))
+    write("tunnel-sgt", sgt)
+    truths["tunnel-sgt"] = enc_truth("tunnel-sgt", "TrustSec CMD header", {1: {"note": "VLAN 300 outside the CMD header"}})
+    return truths
+
+
+def enc_ovs_geneve(work, certs):
+    """The sessions of ENC_SESSIONS through an Open vSwitch (userspace datapath) switch whose
+    client port is mirrored into a real Geneve tunnel (OVS's own encapsulation, VNI 7100) to a
+    sensor; tcpdump on the sensor. Returns the truth."""
+    c, s, sw, sen = enc_ns("c"), enc_ns("s"), enc_ns("sw"), enc_ns("sen")
+    names = [c, s, sw, sen]
+    enc_namespaces(names)
+    pc.WORK = work
+    start_ovs(sw)
+    ovs("ovs-vsctl", "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev", ns=sw)
+    for host, ns, v4, v6 in (("c", c, ENC_CLIENT[4], ENC_CLIENT[6]), ("s", s, ENC_SERVER[4], ENC_SERVER[6])):
+        pc.run(["ip", "link", "add", f"wie{host}0", "type", "veth", "peer", "name", f"wie{host}p"])
+        pc.run(["ip", "link", "set", f"wie{host}0", "netns", ns])
+        pc.run(["ip", "link", "set", f"wie{host}p", "netns", sw])
+        pc.sh(f"ip addr add {v4}/24 dev wie{host}0; ip -6 addr add {v6}/64 dev wie{host}0 nodad; ip link set wie{host}0 up", ns=ns)
+        pc.sh(f"ip link set wie{host}p up", ns=sw)
+        no_offload(ns, f"wie{host}0")
+        no_offload(sw, f"wie{host}p")
+        ovs("ovs-vsctl", "add-port", "br0", f"wie{host}p", ns=sw)
+    # Underlay: the switch's address on br-phy, jumbo frames so mirrored full-size frames fit.
+    pc.run(["ip", "link", "add", "wiemon", "type", "veth", "peer", "name", "wiemons"])
+    pc.run(["ip", "link", "set", "wiemon", "netns", sw])
+    pc.run(["ip", "link", "set", "wiemons", "netns", sen])
+    ovs("ovs-vsctl", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+        "--", "set", "interface", "br-phy", "mtu_request=9000", ns=sw)
+    pc.sh("ip link set wiemon mtu 9000 up", ns=sw)
+    no_offload(sw, "wiemon")
+    ovs("ovs-vsctl", "add-port", "br-phy", "wiemon", "--", "set", "interface", "wiemon", "mtu_request=9000", ns=sw)
+    pc.sh("ip addr add 10.78.9.1/24 dev br-phy; ip link set br-phy up", ns=sw)
+    pc.sh("ip link set wiemons mtu 9000; ip addr add 10.78.9.100/24 dev wiemons; ip link set wiemons up; "
+          "iptables -A INPUT -p udp --dport 6081 -j DROP", ns=sen)
+    no_offload(sen, "wiemons")
+    time.sleep(1.0)
+    mac = pc.sh("cat /sys/class/net/wiemons/address", ns=sen).stdout.strip()
+    ovs("ovs-appctl", "tnl/neigh/set", "br-phy", "10.78.9.100", mac, ns=sw)
+    ovs("ovs-vsctl", "add-port", "br0", "gnv0", "--", "set", "interface", "gnv0", "type=geneve",
+        "options:remote_ip=10.78.9.100", "options:key=7100", ns=sw)
+    ovs("ovs-vsctl", "--", "--id=@p", "get", "port", "wiecp", "--", "--id=@o", "get", "port", "gnv0",
+        "--", "--id=@m", "create", "mirror", "name=m0", "select_src_port=[@p]", "select_dst_port=[@p]",
+        "output_port=@o", "--", "add", "bridge", "br0", "mirrors", "@m", ns=sw)
+    errors = ovs("ovs-vsctl", "--columns=name,error", "find", "interface", "error!=[]", ns=sw)
+    if errors.strip():
+        raise RuntimeError(f"OVS interface errors:\n{errors}")
+    for family in (4, 6):
+        addr = enc_server_addr(family)
+        pc.spawn(["openssl", "s_server", "-quiet", f"-{family}", "-accept", f"{addr}:443", "-www",
+                  "-cert", str(certs / "leaf.pem"), "-key", str(certs / "leaf.key")], s, f"ovs-s_server{family}")
+    time.sleep(1.5)
+    out = pc.OUT / "tunnel-geneve-ovs.pcap"
+    p = pc.spawn(["tcpdump", "-i", "wiemons", "-s", "0", "-U", "-w", str(out), "udp port 6081"], sen, "tcpdump-ovs")
+    time.sleep(1.0)
+    for tool, family, host, trust in ENC_SESSIONS:
+        enc_client(c, tool, enc_server_addr(family), host, 443, trust, certs / "ca.pem")
+    enc_stop_capture(p)
+    teardown(names)
+    return enc_truth("tunnel-geneve-ovs", "Open vSwitch mirror into Geneve, VNI 7100")
+
+
+def enc_proxy_protocol(work, certs):
+    c, lb, s = enc_ns("c"), enc_ns("lb"), enc_ns("s")
+    names = [c, lb, s]
+    enc_namespaces(names)
+    enc_pair("wiec0", c, "10.78.3.2", "fd78:3::2", "wiel0", lb, "10.78.3.1", "fd78:3::1")
+    enc_pair("wiel1", lb, "10.78.4.1", "fd78:4::1", "wies1", s, "10.78.4.2", "fd78:4::2")
+    cfg_lb = work / "lb.cfg"
+    cfg_lb.write_text("""global
+    log stdout format raw local0 warning
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend v1
+    bind 10.78.3.1:443
+    default_backend v1
+backend v1
+    server s 10.78.4.2:8443 send-proxy
+frontend v2
+    bind [fd78:3::1]:443
+    bind 10.78.3.1:444
+    default_backend v2
+backend v2
+    server s 10.78.4.2:8444 send-proxy-v2
+""")
+    cfg_s = work / "srv.cfg"
+    cfg_s.write_text(f"""global
+    log stdout format raw local0 warning
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend tls
+    bind 10.78.4.2:8443 ssl crt {certs / 'leaf-with-key.pem'} accept-proxy
+    bind 10.78.4.2:8444 ssl crt {certs / 'leaf-with-key.pem'} accept-proxy
+    http-request return status 200 content-type text/plain string ok
+""")
+    pc.spawn(["haproxy", "-db", "-f", str(cfg_s)], s, "haproxy-server")
+    pc.spawn(["haproxy", "-db", "-f", str(cfg_lb)], lb, "haproxy-lb")
+    time.sleep(1.5)
+    out = pc.OUT / "proxy-protocol.pcap"
+    cap = enc_capture(lb, "wiel1", out)
+    ca = certs / "ca.pem"
+    runs = [
+        ("curl", "10.78.3.1", 443, "www.encap.test", True, 1, "10.78.3.2"),
+        ("openssl", "10.78.3.1", 443, "api.encap.test", False, 1, "10.78.3.2"),
+        ("curl", "10.78.3.1", 444, "www.encap.test", True, 2, "10.78.3.2"),
+        ("openssl", "10.78.3.1", 444, "api.encap.test", False, 2, "10.78.3.2"),
+        ("curl", "[fd78:3::1]", 443, "v6.encap.test", True, 2, "fd78:3::2"),
+    ]
+    conns = []
+    for tool, ip, port, host, trust, version, client in runs:
+        enc_client(c, tool, ip, host, port, trust, ca)
+        outcome, alert = enc_expect(tool, trust)
+        conns.append({"client_ip": "10.78.4.1", "sni": host, "connect_target": None,
+                      "client": ("curl --cacert encap-ca.pem" if trust else "openssl s_client -verify_return_error -tls1_2 (system store)"),
+                      "tls": "1.3" if tool == "curl" else "1.2", "count": 1, "expect_outcome": outcome, "expect_alert": alert,
+                      "through_proxy": False, "pinning": False,
+                      "proxy_protocol": {"version": version, "src_ip": client, "dst_ip": ip.strip("[]"), "dst_port": port},
+                      "note": f"haproxy send-proxy{'-v2' if version == 2 else ''}; the balancer 10.78.4.1 is the TCP client"})
+    enc_stop_capture(cap)
+    teardown(names)
+    return {"capture": "proxy-protocol.pcap", "made_by": "scripts/captures/tunnels.py encap", "proxy": {},
+            "ca": f"certs/{ENC_CA_NAME}", "balancer": "haproxy 2.6", "connections": conns}
+
+
+def enc_tshark_check(pcap, truth):
+    """tshark's own view of a wrapped capture: every ClientHello's SNI and every unknown_ca alert
+    the truth names. (verify.py attributes streams by IPv4 source only, which for IPv6 inside
+    IPv4 is the underlay's address, so it cannot check these files per client.)"""
+    r = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", "tls.handshake.type == 1 or tls.alert_message",
+                        "-T", "fields", "-e", "tls.handshake.extensions_server_name", "-e", "tls.alert_message.desc"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True)
+    snis, alerts = [], 0
+    for line in r.stdout.splitlines():
+        sni, _, desc = line.partition("\t")
+        if sni:
+            snis.append(sni)
+        alerts += desc.split(",").count("48")
+    want_snis = sorted(c["sni"] for c in truth["connections"])
+    want_alerts = sum(1 for c in truth["connections"] if c.get("expect_alert") == "unknown_ca")
+    ok = sorted(snis) == want_snis and alerts == want_alerts
+    print(f"== {pcap.name}: tshark SNIs {sorted(snis)}, unknown_ca alerts {alerts}: {'ok' if ok else 'MISMATCH'}")
+    return ok
+
+
+def encap_main():
+    if os.geteuid() != 0:
+        sys.exit("tunnels.py encap: needs root (network namespaces, tcpdump); run it with sudo")
+    for tool in ("haproxy", "ovs-vswitchd", "ovsdb-server", "ethtool", "tcpdump", "openssl", "curl", "tshark"):
+        if not shutil.which(tool):
+            sys.exit(f"tunnels.py encap: {tool} is missing; apt-get install {tool}")
+    work = Path(tempfile.mkdtemp(prefix="pinwatch-encap-"))
+    pc.WORK = work
+    pc.LOG = open(work / "log.txt", "w")
+    pc.OUT.mkdir(parents=True, exist_ok=True)
+    (pc.OUT / "certs").mkdir(exist_ok=True)
+    names = [enc_ns(n) for n in ("c", "s", "lb", "sw", "sen")]
+    try:
+        certs = enc_certs(work)
+        plain = enc_plain_sessions(work, certs)
+        truths = enc_wrap_all(plain, work)
+        truths["proxy-protocol"] = enc_proxy_protocol(work, certs)
+        truths["tunnel-geneve-ovs"] = enc_ovs_geneve(work, certs)
+        shutil.copy(certs / "ca.pem", pc.OUT / "certs" / ENC_CA_NAME)
+        ok = True
+        for name, truth in truths.items():
+            (pc.OUT / f"{name}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+            ok &= enc_tshark_check(pc.OUT / f"{name}.pcap", truth)
+        # The balancer's capture has plain IPv4 clients, which verify.py attributes fully.
+        ok &= verify.verify_file(pc.OUT / "proxy-protocol.pcap", pc.OUT / "proxy-protocol.truth.json")
+        import readme
+        readme.write(pc.OUT, {**pc.DESCRIPTIONS, **DESCRIPTIONS, **ENCAP_DESCRIPTIONS})
+        if not ok:
+            log(f"SOME LABELS DO NOT MATCH THE WIRE (see above); logs kept in {work}")
+            return 1
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
+    finally:
+        teardown(names)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(encap_main() if sys.argv[1:] == ["encap"] else main())

@@ -3,11 +3,17 @@
 //! by the snap length still yields its headers, with the missing payload reported so that
 //! reassembly treats it as a hole instead of mis-reading it.
 //!
-//! Tunnels (VXLAN, GRE, ERSPAN; see `tunnel`) are followed down to the TCP segment inside, at most
-//! `MAX_TUNNEL_LAYERS` deep. The segment then carries its innermost tunnel: that is the one whose
+//! Below the IP layer, MPLS label stacks (`mpls`, with Ethernet pseudo-wires) and Cisco TrustSec
+//! tags (`cmd`) are stepped over like VLAN tags, together at most `MAX_LINK_DEPTH` headers per
+//! frame. Tunnels (VXLAN, GRE, ERSPAN, Geneve, GTP-U, IP in IP; see `tunnel`, `geneve`, `gtp`)
+//! are followed down to the TCP segment inside, at most `MAX_TUNNEL_LAYERS` deep. The segment then carries its innermost tunnel: that is the one whose
 //! network the inner addresses belong to (an ERSPAN session mirroring a VXLAN overlay still has
 //! the overlay's addresses inside), so it is what keeps overlapping address spaces apart.
 
+pub mod cmd;
+pub mod geneve;
+pub mod gtp;
+pub mod mpls;
 pub mod tunnel;
 
 use std::net::IpAddr;
@@ -38,8 +44,13 @@ const ETH_VLAN: u16 = 0x8100;
 const ETH_QINQ: u16 = 0x88a8;
 const ETH_QINQ_OLD: u16 = 0x9100;
 const ETH_PPPOE_SESSION: u16 = 0x8864;
-/// Deeper tag stacks than this are not real traffic; stop instead of looping.
-const MAX_LINK_DEPTH: usize = 8;
+const ETH_MPLS_UNICAST: u16 = 0x8847;
+const ETH_MPLS_MULTICAST: u16 = 0x8848;
+const ETH_TRUSTSEC: u16 = 0x8909;
+/// Link-layer headers (VLAN tags, TrustSec tags, MPLS stacks, pseudo-wire Ethernet frames) one
+/// frame may stack; deeper is not real traffic, so stop instead of looping (an MPLS pseudo-wire
+/// can carry another MPLS frame, and so on).
+pub const MAX_LINK_DEPTH: usize = 8;
 /// VLAN ids kept per packet (outer first).
 pub const MAX_VLANS: usize = 2;
 
@@ -52,9 +63,13 @@ pub enum Skip {
     Fragment,
     Malformed,
     /// A tunnel header pinwatch does not follow: VXLAN without the I flag, GRE version 1 (PPTP)
-    /// or with source routing, an unknown ERSPAN version or frame type.
+    /// or with source routing, an unknown ERSPAN version or frame type, Geneve other than
+    /// version 0 or carrying neither Ethernet nor IP, GTP-U signalling (echo, end marker) or GTP',
+    /// an MPLS payload that is neither IP nor a pseudo-wire with a control word, a TrustSec header
+    /// of another version.
     TunnelUnsupported,
-    /// More than `MAX_TUNNEL_LAYERS` tunnels inside each other.
+    /// More than `MAX_TUNNEL_LAYERS` tunnels inside each other, or an MPLS stack deeper than
+    /// `mpls::MAX_LABELS`.
     TunnelTooDeep,
 }
 
@@ -172,7 +187,7 @@ fn endpoint_hash(ip: IpAddr, port: u16) -> u64 {
 pub fn decode(linktype: i32, frame: &[u8]) -> Result<Segment<'_>, Skip> {
     let mut vlans = Vlans::default();
     let ip = match linktype {
-        linktype::ETHERNET => ethernet(frame, &mut vlans)?,
+        linktype::ETHERNET => ethernet(frame, &mut vlans, 0)?,
         linktype::LINUX_SLL => {
             let proto = be16(frame, 14).ok_or(Skip::Malformed)?;
             ether_payload(
@@ -223,12 +238,12 @@ fn be16(data: &[u8], at: usize) -> Option<u16> {
         .map(|b| u16::from_be_bytes([b[0], b[1]]))
 }
 
-fn ethernet<'a>(frame: &'a [u8], vlans: &mut Vlans) -> Result<&'a [u8], Skip> {
+fn ethernet<'a>(frame: &'a [u8], vlans: &mut Vlans, depth: usize) -> Result<&'a [u8], Skip> {
     let ether_type = be16(frame, 12).ok_or(Skip::Malformed)?;
-    ether_payload(ether_type, &frame[14..], vlans, 0)
+    ether_payload(ether_type, &frame[14..], vlans, depth)
 }
 
-/// Follows VLAN tags and PPPoE down to the IP header.
+/// Follows VLAN tags, TrustSec tags, MPLS and PPPoE down to the IP header.
 fn ether_payload<'a>(
     ether_type: u16,
     data: &'a [u8],
@@ -249,6 +264,18 @@ fn ether_payload<'a>(
             }
             ether_payload(inner, &data[4..], vlans, depth + 1)
         }
+        ETH_TRUSTSEC => {
+            let tagged = cmd::parse(data)?;
+            ether_payload(tagged.ether_type, tagged.rest, vlans, depth + 1)
+        }
+        ETH_MPLS_UNICAST | ETH_MPLS_MULTICAST => match mpls::parse(data)? {
+            mpls::Payload::Ip(ether_type, ip) => ether_payload(ether_type, ip, vlans, depth + 1),
+            // The pseudo-wire's frame belongs to the customer's network: its own tags scope it.
+            mpls::Payload::Ethernet(frame) => {
+                *vlans = Vlans::default();
+                ethernet(frame, vlans, depth + 1)
+            }
+        },
         ETH_PPPOE_SESSION => {
             // 6-byte PPPoE header, then the 2-byte PPP protocol number. The PPPoE length bounds
             // the IP packet: some senders pad it and the IP length then counts the padding.
@@ -278,6 +305,7 @@ fn ip_tcp(mut data: &[u8], mut vlans: Vlans) -> Result<Segment<'_>, Skip> {
             IpNumber::TCP => return tcp(&ip, payload, src, dst, vlans, tunnel),
             IpNumber::UDP => tunnel::udp(payload.payload)?.ok_or(Skip::NotTcp)?,
             IpNumber::GRE => tunnel::gre(payload.payload)?,
+            IpNumber::IPV4 | IpNumber::IPV6 => tunnel::ip_in_ip(payload.ip_number, payload.payload),
             _ => return Err(Skip::NotTcp),
         };
         let layers = tunnel.map_or(0, |t| t.layers) + 1;
@@ -295,7 +323,7 @@ fn ip_tcp(mut data: &[u8], mut vlans: Vlans) -> Result<Segment<'_>, Skip> {
         // The inner frame's own tags are what scope its addresses; the underlay's are dropped.
         vlans = Vlans::default();
         data = match inner {
-            Inner::Ethernet(frame) => ethernet(frame, &mut vlans)?,
+            Inner::Ethernet(frame) => ethernet(frame, &mut vlans, 0)?,
             Inner::EtherType(ether_type, rest) => ether_payload(ether_type, rest, &mut vlans, 0)?,
         };
     }

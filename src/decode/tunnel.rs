@@ -1,11 +1,14 @@
 //! Tunnel headers that mirror and overlay traffic arrives in: VXLAN (RFC 7348), GRE (RFC 2784 and
 //! 2890) carrying IP or Ethernet, and ERSPAN types I, II and III (draft-foschiano-erspan) inside
-//! GRE. Each parser takes the bytes after the outer IP header, checks every length it reads and
-//! returns where the inner packet starts and what it is. The caller bounds the nesting.
+//! GRE; the UDP tunnels are told apart by destination port here (Geneve and GTP-U have their own
+//! modules). Each parser takes the bytes after the outer IP header, checks every length it reads
+//! and returns where the inner packet starts and what it is. The caller bounds the nesting.
 
 use std::net::IpAddr;
 
-use super::Skip;
+use etherparse::{IpNumber, UdpSlice};
+
+use super::{Skip, geneve, gtp};
 
 /// UDP destination ports taken for VXLAN: the IANA port, and the one Linux uses when
 /// `ip link add ... type vxlan` is given no `dstport`.
@@ -32,6 +35,12 @@ pub enum TunnelKind {
     ErspanI,
     ErspanII,
     ErspanIII,
+    /// Geneve (UDP 6081).
+    Geneve,
+    /// GTP-U G-PDUs (UDP 2152).
+    GtpU,
+    /// An IP packet right inside another (IP protocol 4 or 41: IPv4 or IPv6 in either).
+    IpInIp,
 }
 
 impl TunnelKind {
@@ -42,6 +51,9 @@ impl TunnelKind {
             TunnelKind::ErspanI => "erspan_i",
             TunnelKind::ErspanII => "erspan_ii",
             TunnelKind::ErspanIII => "erspan_iii",
+            TunnelKind::Geneve => "geneve",
+            TunnelKind::GtpU => "gtp_u",
+            TunnelKind::IpInIp => "ip_in_ip",
         }
     }
 }
@@ -50,8 +62,8 @@ impl TunnelKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tunnel {
     pub kind: TunnelKind,
-    /// VXLAN VNI (24 bits), GRE key (absent when the header has none), ERSPAN session id (10 bits;
-    /// absent for type I).
+    /// VXLAN or Geneve VNI (24 bits), GRE key (absent when the header has none), ERSPAN session
+    /// id (10 bits; absent for type I), GTP-U TEID of this packet; absent for IP in IP.
     pub id: Option<u32>,
     /// Source and destination of the IP header right outside this tunnel.
     pub outer_src: IpAddr,
@@ -63,9 +75,15 @@ pub struct Tunnel {
 impl Tunnel {
     /// What separates one tunnel's inner address space from another's in the flow table.
     pub fn key(&self) -> TunnelKey {
+        // A GTP-U TEID names the receiving end: uplink and downlink of one bearer carry different
+        // ones, so it cannot keep the two directions of a connection together.
+        let id = match self.kind {
+            TunnelKind::GtpU => None,
+            _ => self.id,
+        };
         TunnelKey {
             kind: self.kind,
-            id: self.id,
+            id,
         }
     }
 }
@@ -105,23 +123,40 @@ fn be32(data: &[u8], at: usize) -> Option<u32> {
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// A UDP datagram: `Ok(None)` when it is not addressed to a VXLAN port (an ordinary UDP packet).
+/// A UDP datagram: `Ok(None)` when it is not addressed to a tunnel port (an ordinary UDP packet).
 pub fn udp(datagram: &[u8]) -> Result<Option<Decapsulated<'_>>, Skip> {
     let Some(dport) = be16(datagram, 2) else {
         return Ok(None);
     };
-    if !VXLAN_PORTS.contains(&dport) {
+    let is_tunnel = VXLAN_PORTS.contains(&dport) || dport == geneve::PORT || dport == gtp::PORT;
+    if !is_tunnel {
         return Ok(None);
     }
     // The UDP length bounds the payload when it is plausible; a capture cut short keeps what it has.
-    let stated = be16(datagram, 4).ok_or(Skip::Malformed)? as usize;
-    let end = if stated >= 8 {
-        stated.min(datagram.len())
+    let udp = UdpSlice::from_slice_lax(datagram).map_err(|_| Skip::Malformed)?;
+    let payload = udp.payload();
+    match dport {
+        geneve::PORT => geneve::parse(payload),
+        gtp::PORT => gtp::parse(payload),
+        _ => vxlan(payload),
+    }
+    .map(Some)
+}
+
+/// An IP packet carried right after an outer IP header (RFC 2003 IPv4 in IPv4, RFC 4213 IPv6 in
+/// IPv4 as `sit` sends it, RFC 2473 either in IPv6 as `ip6tnl` sends it). There is no header of
+/// its own: the outer header's protocol number says which IP version follows.
+pub fn ip_in_ip(protocol: IpNumber, payload: &[u8]) -> Decapsulated<'_> {
+    let ether_type = if protocol == IpNumber::IPV6 {
+        0x86dd
     } else {
-        datagram.len()
+        0x0800
     };
-    let payload = datagram.get(8..end).ok_or(Skip::Malformed)?;
-    vxlan(payload).map(Some)
+    Decapsulated {
+        kind: TunnelKind::IpInIp,
+        id: None,
+        inner: Inner::EtherType(ether_type, payload),
+    }
 }
 
 /// The 8-byte VXLAN header: flags (I = 0x08 says the VNI is valid), 3 reserved bytes, the 24-bit
@@ -471,12 +506,16 @@ mod tests {
             decode(linktype::ETHERNET, &underlay(47, &routed)).unwrap_err(),
             Skip::TunnelUnsupported
         );
-        // An EtherType that is not IP inside GRE (MPLS) is simply not IP.
-        let mpls = gre(0x8847, false, None, None, &inner_ip());
+        // An EtherType that is not IP inside GRE (ARP) is simply not IP; MPLS in GRE is followed.
+        let arp = gre(0x0806, false, None, None, &inner_ip());
         assert_eq!(
-            decode(linktype::ETHERNET, &underlay(47, &mpls)).unwrap_err(),
+            decode(linktype::ETHERNET, &underlay(47, &arp)).unwrap_err(),
             Skip::NotIp
         );
+        let mut labelled = vec![0x00, 0x06, 0x41, 0x40]; // label 100, bottom of stack, TTL 64
+        labelled.extend(inner_ip());
+        let mpls = gre(0x8847, false, None, None, &labelled);
+        assert_inner(&decoded(&underlay(47, &mpls)));
     }
 
     #[test]

@@ -39,16 +39,35 @@ pub struct ConnectRecord {
 /// The tunnel a connection was carried in (the innermost one when tunnels nest).
 #[derive(Debug, Clone, Serialize)]
 pub struct TunnelRecord {
-    /// `vxlan`, `gre`, `erspan_i`, `erspan_ii` or `erspan_iii`.
+    /// `vxlan`, `gre`, `erspan_i`, `erspan_ii`, `erspan_iii`, `geneve`, `gtp_u` or `ip_in_ip`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// VXLAN VNI, GRE key, ERSPAN session id; null for GRE without a key and ERSPAN type I.
+    /// VXLAN/Geneve VNI, GRE key, ERSPAN session id, GTP-U TEID; null for GRE without a key,
+    /// ERSPAN type I and IP in IP.
     pub id: Option<u32>,
     /// Underlay source and destination of the connection's first packet.
     pub outer_src: String,
     pub outer_dst: String,
     /// Tunnel layers around the connection's packets (1 = not nested).
     pub layers: u8,
+}
+
+/// The PROXY protocol header a load balancer sent in front of the client's stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyProtocolRecord {
+    /// 1 (text) or 2 (binary).
+    pub version: u8,
+    /// `proxy` (relayed for a client) or `local` (the balancer's own health check).
+    pub command: &'static str,
+    /// `inet`, `inet6`, `unix` or `unspec`; `transport` is `stream`, `dgram` or `unspec`.
+    pub family: &'static str,
+    pub transport: &'static str,
+    /// The client the balancer accepted the connection from, and where it was addressed; null
+    /// when the header carries no IP addresses.
+    pub src_ip: Option<String>,
+    pub src_port: Option<u16>,
+    pub dst_ip: Option<String>,
+    pub dst_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +108,9 @@ pub struct ConnectionRecord {
     pub alpn: Option<String>,
     pub hello_retry: bool,
     pub connect: Option<ConnectRecord>,
+    /// Absent (not null) unless the client's stream began with a PROXY protocol header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolRecord>,
     pub cert: Option<Arc<CertSummary>>,
     pub client_app_bytes: u64,
     pub server_app_bytes: u64,
@@ -158,6 +180,16 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         anomalies.push("roles_guessed".into());
     }
 
+    let proxy_protocol = o.proxy_protocol().map(|h| ProxyProtocolRecord {
+        version: h.version,
+        command: h.command.as_str(),
+        family: h.family.as_str(),
+        transport: h.transport.as_str(),
+        src_ip: h.source.map(|a| a.ip().to_string()),
+        src_port: h.source.map(|a| a.port()),
+        dst_ip: h.destination.map(|a| a.ip().to_string()),
+        dst_port: h.destination.map(|a| a.port()),
+    });
     let connect = o.connect_request().map(|r| ConnectRecord {
         target: r.target.to_string(),
         host: r.target_host().to_string(),
@@ -211,6 +243,7 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         alpn: sh.and_then(|s| s.alpn.clone()),
         hello_retry: o.hello_retry,
         connect,
+        proxy_protocol,
         cert: o.cert.clone(),
         client_app_bytes: app_bytes(&conn.client, o.client_app_offset()),
         server_app_bytes: app_bytes(&conn.server, o.server_app_offset()),

@@ -44,13 +44,15 @@ pub struct Reply {
     pub reason: CompactString,
 }
 
-/// What an explicit-proxy prelude said, both ways. One allocation holds both: most proxied
-/// connections have both, and two boxes of the old shared request/reply shape (each with the
-/// other's empty fields) cost a tracked connection about 64 bytes more.
+/// What an explicit-proxy prelude said, both ways, and the PROXY protocol header a load balancer
+/// put in front of it. One allocation holds them all: most proxied connections have both
+/// request and reply, and two boxes of the old shared request/reply shape (each with the other's
+/// empty fields) cost a tracked connection about 64 bytes more.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exchange {
     pub request: Option<Request>,
     pub reply: Option<Reply>,
+    pub proxy_protocol: Option<crate::session::proxy_protocol::Header>,
 }
 
 impl Exchange {
@@ -133,6 +135,7 @@ mod tests {
         let mut exchange = Exchange {
             request: Some(request),
             reply: Some(reply),
+            proxy_protocol: None,
         };
         assert!(exchange.opened());
         exchange.reply = parse_response(b"HTTP/1.1 403 Forbidden\r\n\r\n");
@@ -153,6 +156,7 @@ mod tests {
                 status,
                 reason: CompactString::default(),
             }),
+            proxy_protocol: None,
         };
         assert!(exchange(Method::Socks4, 90).opened());
         assert!(!exchange(Method::Socks4, 91).opened());

@@ -14,6 +14,7 @@ pub mod intern;
 use compact_str::CompactString;
 
 use crate::session::connect::{self, Exchange, Method, Reply, Request};
+use crate::session::proxy_protocol::{self, Header as ProxyHeader};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
@@ -212,6 +213,13 @@ impl Observations {
             self.proxy.get_or_insert_with(Box::default).request = request;
         }
     }
+    /// The load balancer's PROXY protocol header, if the client's stream began with one.
+    pub fn proxy_protocol(&self) -> Option<&ProxyHeader> {
+        self.proxy()?.proxy_protocol.as_ref()
+    }
+    fn set_proxy_protocol(&mut self, header: ProxyHeader) {
+        self.proxy.get_or_insert_with(Box::default).proxy_protocol = Some(header);
+    }
     fn set_connect_reply(&mut self, reply: Option<Reply>) {
         if reply.is_some() || self.proxy.is_some() {
             self.proxy.get_or_insert_with(Box::default).reply = reply;
@@ -280,6 +288,8 @@ enum Mode {
     HttpHead(Vec<u8>),
     /// SOCKS prelude bytes held until complete.
     Socks(Vec<u8>),
+    /// A PROXY protocol header held until complete.
+    ProxyHeader(Vec<u8>),
     Tls,
     /// Not TLS (or lost beyond recovery): bytes are only counted.
     Opaque,
@@ -443,7 +453,11 @@ impl Session {
         st.body_left = 0;
         st.mode = match st.mode {
             Mode::Tls | Mode::Resync => Mode::Resync,
-            Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) | Mode::Opaque => Mode::Opaque,
+            Mode::Start(_)
+            | Mode::HttpHead(_)
+            | Mode::Socks(_)
+            | Mode::ProxyHeader(_)
+            | Mode::Opaque => Mode::Opaque,
         };
         self.drop_framing_if_settled();
     }
@@ -482,12 +496,13 @@ impl Session {
                 self.state_mut(dir).mode = Mode::Tls;
                 return self.records(dir, offset, bytes, at);
             }
-            Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) => {}
+            Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) | Mode::ProxyHeader(_) => {}
         }
         let (mode, used) = match std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque) {
             Mode::Start(held) => self.start(dir, held, offset, bytes, at),
             Mode::HttpHead(head) => self.http_head(dir, head, bytes),
             Mode::Socks(held) => self.socks(dir, held, bytes),
+            Mode::ProxyHeader(held) => self.proxy_header(held, bytes),
             other => (other, 0),
         };
         self.state_mut(dir).mode = mode;
@@ -510,14 +525,21 @@ impl Session {
             self.obs.connect_request().is_some() && self.obs.connect_reply().is_none();
         let socks_reply =
             self.framing_mut().socks_version.is_some() && self.obs.connect_reply().is_none();
+        // A load balancer's PROXY header comes first, once, before CONNECT or TLS.
+        let proxy_header = dir == Dir::Client
+            && self.obs.proxy_protocol().is_none()
+            && proxy_protocol::may_start(&held);
         let verdict = if dir == Dir::Server && socks_reply {
             StartVerdict::Socks
+        } else if proxy_header {
+            StartVerdict::ProxyProtocol
         } else {
             classify_start(dir, &held, awaiting_reply)
         };
         let mode = match verdict {
             StartVerdict::NeedMore => return (Mode::Start(held), take),
             StartVerdict::Http => Mode::HttpHead(Vec::new()),
+            StartVerdict::ProxyProtocol => Mode::ProxyHeader(Vec::new()),
             StartVerdict::Socks => {
                 if dir == Dir::Client {
                     self.framing_mut().socks_version = held.first().copied();
@@ -585,6 +607,31 @@ impl Session {
                 Dir::Server => self.obs.server_opaque = true,
             }
             (Mode::Opaque, bytes.len())
+        }
+    }
+
+    fn proxy_header(&mut self, mut held: Vec<u8>, bytes: &[u8]) -> (Mode, usize) {
+        use proxy_protocol::{MAX_HEADER_LEN, Parse};
+        let before = held.len();
+        let room = MAX_HEADER_LEN.saturating_sub(before);
+        held.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        match proxy_protocol::parse(&held) {
+            Parse::NeedMore if held.len() < MAX_HEADER_LEN => {
+                (Mode::ProxyHeader(held), bytes.len())
+            }
+            Parse::NeedMore | Parse::Invalid => {
+                if held.starts_with(proxy_protocol::V1_PREFIX)
+                    || held.starts_with(&proxy_protocol::V2_SIGNATURE)
+                {
+                    self.obs.flag("proxy_protocol_not_understood");
+                }
+                self.obs.client_opaque = true;
+                (Mode::Opaque, bytes.len())
+            }
+            Parse::Header { len, header } => {
+                self.obs.set_proxy_protocol(header);
+                (Mode::Start(Vec::new()), len.saturating_sub(before))
+            }
         }
     }
 
@@ -958,6 +1005,7 @@ impl Session {
 enum StartVerdict {
     NeedMore,
     Http,
+    ProxyProtocol,
     Socks,
     Tls,
     Sslv2,
