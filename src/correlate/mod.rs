@@ -47,6 +47,25 @@ pub enum Path {
     Unknown,
 }
 
+/// What told a connection's path (see `Analysis::paths`), nearest evidence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Its own certificate.
+    Certificate,
+    /// A `--proxy-addr`.
+    ConfiguredAddress,
+    /// Certificates from its client network to the same server for the same name.
+    NetworkAndName,
+    /// Certificates from its client network to the same server.
+    Network,
+    /// CONNECT to an explicit proxy that intercepts.
+    ExplicitProxy,
+    /// Certificates anyone was shown by the same server address.
+    ServerAddress,
+    /// Nothing.
+    Nothing,
+}
+
 /// Where a connection stands in the run's deterministic order: the pipeline's release key
 /// (which packet or tick finished it, then which packet created it). Evidence is analysed in
 /// this order whatever thread observed it.
@@ -270,7 +289,15 @@ impl Obs {
     /// turns into the shared key.
     fn of(rec: &ConnectionRecord, order: Order) -> Option<(Option<String>, Obs)> {
         let ja4 = rec.ja4.clone()?;
-        let client_ip = rec.client_ip.parse().ok()?;
+        // Behind a load balancer that relays with a PROXY protocol header, the client host is
+        // the one the header names: the balancer's own address would make every client one host.
+        let client_ip = rec
+            .proxy_protocol
+            .as_ref()
+            .and_then(|p| p.src_ip.as_deref())
+            .unwrap_or(&rec.client_ip)
+            .parse()
+            .ok()?;
         let server_ip = rec.server_ip.parse().ok()?;
         let name = rec
             .sni
@@ -374,8 +401,8 @@ impl Analysis<'_> {
         let mut report = Report::default();
         let domains = self.domains();
         let cas = self.learn_cas(&domains, &mut report);
-        let paths = self.paths(&cas);
-        let upstream = self.upstream_hosts(&paths);
+        let (paths, signals) = self.paths(&cas);
+        let upstream = self.upstream_hosts(&paths, &signals);
         report.upstream_hosts = upstream.iter().map(|ip| ip.to_string()).collect();
         let clients: Vec<usize> = (0..self.obs.len())
             .filter(|&i| !upstream.contains(&self.obs[i].client_ip))
@@ -585,7 +612,7 @@ impl Analysis<'_> {
     /// to a configured proxy address, to an explicit proxy (it received CONNECT) that
     /// intercepts, or to a server address that showed one kind of certificate only. Where the
     /// nearest evidence shows both kinds, the path stays unknown.
-    fn paths(&self, cas: &ProxyCas) -> Vec<Path> {
+    fn paths(&self, cas: &ProxyCas) -> (Vec<Path>, Vec<Signal>) {
         type Seen = (bool, bool);
         let mut by_name: HashMap<(IpAddr, (IpAddr, u16), &str), Seen> = HashMap::default();
         let mut by_net: HashMap<(IpAddr, (IpAddr, u16)), Seen> = HashMap::default();
@@ -626,30 +653,34 @@ impl Analysis<'_> {
             .zip(paths)
             .map(|(o, path)| {
                 if path != Path::Unknown {
-                    return path;
+                    return (path, Signal::Certificate);
                 }
                 if self.config.proxy_addrs.contains(&o.server.0) {
-                    return Path::ProxyInferred;
+                    return (Path::ProxyInferred, Signal::ConfiguredAddress);
                 }
                 let net = score::subnet(o.client_ip);
                 let name = o.name.as_deref().unwrap_or_default();
-                if let Some(p) = verdict(by_name.get(&(net, o.server, name)))
-                    .or_else(|| verdict(by_net.get(&(net, o.server))))
-                {
-                    return p;
+                if let Some(p) = verdict(by_name.get(&(net, o.server, name))) {
+                    return (p, Signal::NetworkAndName);
+                }
+                if let Some(p) = verdict(by_net.get(&(net, o.server))) {
+                    return (p, Signal::Network);
                 }
                 let at_server = by_server.get(&o.server);
                 if o.connect && interception_seen && at_server.is_none_or(|s| !s.1) {
-                    return Path::ProxyInferred;
+                    return (Path::ProxyInferred, Signal::ExplicitProxy);
                 }
-                verdict(at_server).unwrap_or(Path::Unknown)
+                match verdict(at_server) {
+                    Some(p) => (p, Signal::ServerAddress),
+                    None => (Path::Unknown, Signal::Nothing),
+                }
             })
-            .collect()
+            .unzip()
     }
 
     /// Hosts that are the proxy's upstream side: configured, or a client whose connections
     /// repeat, within a second, the names that clients just asked the proxy for.
-    fn upstream_hosts(&self, paths: &[Path]) -> BTreeSet<IpAddr> {
+    fn upstream_hosts(&self, paths: &[Path], signals: &[Signal]) -> BTreeSet<IpAddr> {
         let mut hosts: BTreeSet<IpAddr> = self.config.proxy_addrs.iter().copied().collect();
         // Per name, the times and hosts of connections that went through the proxy, in time
         // order, so each candidate leg looks only at the second before it.
@@ -681,14 +712,17 @@ impl Analysis<'_> {
             })
             .collect();
         let mut per_client: HashMap<IpAddr, (usize, usize)> = HashMap::default();
-        for (o, p) in self.obs.iter().zip(paths) {
+        for ((o, p), signal) in self.obs.iter().zip(paths).zip(signals) {
             let e = per_client.entry(o.client_ip).or_default();
             e.0 += 1;
             // An upstream leg shows the origin (or hides it under TLS 1.3), never the proxy's
             // certificate, and follows another host's request for the same name. A client
-            // retrying a popular name through the proxy takes the proxy's path (its own
-            // certificate, or its network's), so it is never taken for the proxy.
-            let follows = matches!(p, Path::Origin | Path::Unknown)
+            // retrying a popular name through the proxy takes the proxy's path by its own
+            // certificate or its network's, so it is never taken for the proxy; a path known
+            // only from the server address (a transparent proxy answers for the origin's
+            // address, which its own upstream legs go to as well) does not tell.
+            let follows = (matches!(p, Path::Origin | Path::Unknown)
+                || *signal == Signal::ServerAddress)
                 && o.name
                     .as_deref()
                     .and_then(|n| proxied.get_mut(n))

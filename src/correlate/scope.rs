@@ -8,7 +8,11 @@
 //! - nothing succeeds on the name through the proxy: one rule for the name, no scope;
 //! - otherwise one rule per failing fingerprint (`client_ja4`); where that fingerprint also
 //!   succeeds from other hosts (a browser sharing a pinned app's TLS library), the rule is
-//!   narrowed to the addresses of the hosts that fail with it consistently (`client_ips`).
+//!   narrowed to the addresses of the hosts that fail with it and never succeed
+//!   (`client_ips`), and its confidence can be no higher than that fingerprint's own evidence
+//!   scored alone, single-host cap included: the name's evidence says something pins, only the
+//!   fingerprint's own failing hosts say it is this software on these hosts, not a browser's
+//!   stray failure.
 //!
 //! A suffix rule replaces host rules only when every name of the domain seen through the proxy
 //! has an unscoped rule standing on its own.
@@ -23,10 +27,6 @@ use super::score::{
 };
 use crate::output::counted;
 
-/// A host counts towards a rule narrowed by address only when it failed this often with the
-/// software and never succeeded with it: a pinned app retries and fails every time, while a
-/// browser that shares its fingerprint fails once in a while (a cancelled or raced connection).
-const CONSISTENT_FAILURES: u64 = 2;
 /// Most addresses one rule lists; the hosts beyond (fewest failures first) are left out, which
 /// narrows the rule, never widens it.
 pub const MAX_CLIENT_IPS: usize = 256;
@@ -106,10 +106,10 @@ pub fn rules_for_name<'a>(
             }
             None
         } else {
+            // Hosts where the software fails and never succeeds: an address separates them
+            // from the hosts where it works; a host where it does both cannot be separated.
             let mut consistent: Vec<(IpAddr, &Evidence)> = mine()
-                .filter(|(_, e)| {
-                    e.successes_same_fingerprint == 0 && e.failures >= CONSISTENT_FAILURES
-                })
+                .filter(|(_, e)| e.successes_same_fingerprint == 0 && e.failures > 0)
                 .map(|(&(_, ip), e)| (ip, e))
                 .collect();
             if consistent.is_empty() {
@@ -338,8 +338,9 @@ mod tests {
         }
         all.push(conns(SHARED, [10, 0, 6, 1], 1, true));
         let r = rules("api.bank.test", all);
-        assert_eq!(r.len(), 1, "{r:#?}");
-        assert_eq!(r[0].matcher.client_ja4.as_deref(), Some(APP_A));
+        let above: Vec<&Rule> = r.iter().filter(|r| r.confidence >= DEFAULT_MIN_CONFIDENCE).collect();
+        assert_eq!(above.len(), 1, "{r:#?}");
+        assert_eq!(above[0].matcher.client_ja4.as_deref(), Some(APP_A));
     }
 
     #[test]

@@ -511,6 +511,22 @@ fn score(
             &mut why,
         );
     }
+    // After the caps, so a capped pool still says which guard held it.
+    if matcher.client_ips.is_some() {
+        let alone = 1.0 - (-own.weight / SCALE).exp();
+        let alone = if own.hosts.len() <= 1 {
+            alone.min(CAP_SINGLE_HOST)
+        } else {
+            alone
+        };
+        if alone < conf {
+            conf = alone;
+            why.push(format!(
+                "held at {alone:.2}, what this software's own failures from {} give alone",
+                counted(own.hosts.len() as u64, "host", "hosts")
+            ));
+        }
+    }
     (conf.clamp(0.0, 1.0), why.join("; "), capped)
 }
 
