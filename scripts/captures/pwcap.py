@@ -882,7 +882,8 @@ def main():
         ok = True
         import readme  # the table lists every capture present, so a partial run keeps it complete
         from tunnels import DESCRIPTIONS as TUNNEL_DESCRIPTIONS  # rows of tunnels.py's captures
-        readme.write(OUT, {**DESCRIPTIONS, **TUNNEL_DESCRIPTIONS})
+        from generalise import DESCRIPTIONS as GEN_DESCRIPTIONS  # rows of generalise.py's captures
+        readme.write(OUT, {**DESCRIPTIONS, **TUNNEL_DESCRIPTIONS, **GEN_DESCRIPTIONS})
         for name in [m for m in made if m]:
             ok &= verify.verify_file(OUT / f"{name}.pcap", OUT / f"{name}.truth.json", fix=os.environ.get("PW_FIX") == "1")
         log(f"captures done in {time.time() - t0:.0f} s")
