@@ -35,9 +35,9 @@ OUT = Path(os.environ.get("PW_OUT", REPO / "captures"))
 CLIENTS_DIR = HERE / "clients"
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(HERE))
-import pwcap  # noqa: E402  (process helpers: run, sh, spawn, stop, listening)
+import pwcap  # noqa: E402  (process, namespace and tcpdump helpers)
 import verify  # noqa: E402
-from pwcap import listening, run, sh, spawn, stop  # noqa: E402
+from pwcap import listening, remove_namespaces, run, sh, spawn, stop  # noqa: E402
 
 MITMDUMP = os.environ.get("PW_MITMDUMP", shutil.which("mitmdump") or "mitmdump")
 PY = sys.executable
@@ -64,6 +64,7 @@ ORIGINS = {
     "neutral": ("10.78.2.17", ["neutral.test"], ["api", "login", "www"]),
     "popular": ("10.78.2.18", ["popular.test"], ["www", "api"]),
     "cloudplat": ("10.78.2.19", ["cloudplat.test"], [f"t{i}" for i in range(1, 9)]),
+    "remote": ("10.78.2.21", ["remote.test"], ["api", "push", "www"]),
     "mixed": ("10.78.2.20", ["shopk.test", "dailyk.test", "weatherk.test", "mediak.test", "corpk.test", "bankk.test"],
               ["www", "news", "api", "static", "mail"]),
 }
@@ -94,16 +95,7 @@ def origin_of(name):
 def teardown():
     for p in reversed(list(pwcap.PROCS)):
         stop(p)
-    for ns in NAMESPACES:
-        # only our own processes live in our namespaces
-        r = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for pid in r.stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+    remove_namespaces(NAMESPACES)
 
 
 def hosts_file():
@@ -159,6 +151,29 @@ def delay_on():
        "ip route replace 10.78.2.0/24 dev dly0; ip route replace 10.78.0.0/22 dev dly0; ip route add 10.78.4.1/32 dev dly0",
        ns=NS_WAN)
     return p
+
+
+def client_delay_on(n, ms):
+    """Delay everything host n sends by ms (delay.py's TUN inside its namespace).
+
+    Only the client's direction is delayed, so at the sensor (the proxy) the client's ACK of
+    the SYN-ACK, its alerts and closes all arrive ms late: a client far from the sensor.
+    """
+    ns = f"cp-h{n}"
+    gw = "10.78.1.1" if n in NET_A else "10.78.3.1"
+    p = spawn([PY, str(HERE / "delay.py"), "dly0", str(ms)], ns, f"delay-h{n}",
+              ready=lambda: "delay ready" in (WORK / f"delay-h{n}.log").read_text())
+    # written-back packets carry the host's own source address: accept_local lets it forward them
+    sh("ip link set dly0 up; sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.dly0.rp_filter=0 "
+       f"net.ipv4.conf.dly0.accept_local=1; ip route add default via {gw} dev eth0 table 100; "
+       f"ip rule add iif dly0 lookup 100 pref 100; ip route replace default dev dly0 src {ip_of(n)}", ns=ns)
+    return p
+
+
+def client_delay_off(n, p):
+    gw = "10.78.1.1" if n in NET_A else "10.78.3.1"
+    sh(f"ip route replace default via {gw} dev eth0; ip rule del pref 100 || true", ns=f"cp-h{n}")
+    stop(p)
 
 
 def delay_off(p):
@@ -258,30 +273,6 @@ def set_loss(hosts):
     for n in hosts:
         sh(f"iptables -t raw -A PREROUTING -i lan0 -s {ip_of(n)} -m statistic --mode random --probability {LOSS} -j DROP; "
            f"iptables -A OUTPUT -o lan0 -d {ip_of(n)} -m statistic --mode random --probability {LOSS} -j DROP", ns=NS_PROXY)
-
-
-class Capture:
-    def __init__(self, name, iface):
-        self.name, self.iface = name, iface
-        self.path = OUT / f"{name}.pcap"
-
-    def __enter__(self):
-        if self.path.exists():
-            self.path.unlink()
-        err = WORK / f"tcpdump-{self.name}.log"
-        self.p = spawn(["tcpdump", "-i", self.iface, "-s", "0", "-U", "-n", "-Z", "root", "-w", str(self.path), "tcp"],
-                       NS_PROXY, f"tcpdump-{self.name}", ready=lambda: "listening on" in err.read_text())
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc):
-        time.sleep(1.0)
-        self.p.send_signal(signal.SIGINT)
-        try:
-            self.p.wait(timeout=10)
-        finally:
-            stop(self.p)
-        os.chmod(self.path, 0o644)
 
 
 # ------------------------------------------------------------------ clients
@@ -394,10 +385,11 @@ def scenario(name, mode, specs, desc, causes, iface="lan0"):
     set_loss(mode.get("lossy", []))
     if mode.get("delay"):
         procs.append(delay_on())
+    client_delays = [(n, client_delay_on(n, mode["client_delay_ms"])) for n in mode.get("delayed_clients", [])]
     explicit = {"mitm": f"{MITM_IP}:8080", "squid": f"{SQUID_IP}:3128"}[mode["proxy"]] if mode["kind"] == "explicit" else None
     entries = []
     try:
-        with Capture(name, iface):
+        with pwcap.Capture(name, iface, ns=NS_PROXY, settle=2.0):
             for s in specs:
                 thr = through_proxy(s, mode)
                 cmd, cdesc = client_cmd(s, explicit if thr else None)
@@ -422,6 +414,8 @@ def scenario(name, mode, specs, desc, causes, iface="lan0"):
                 })
                 time.sleep(s.get("pause", 0.25))
     finally:
+        for n, p in client_delays:
+            client_delay_off(n, p)
         for p in reversed(procs):
             if p.poll() is None and "delay.py" in " ".join(p.args):
                 delay_off(p)
@@ -495,8 +489,9 @@ def label(name, mode, entries, desc, causes):
                         "tls": o.get("tls"), "count": 1, "expect_outcome": o.get("outcome"), "expect_alert": o.get("alert"),
                         "through_proxy": False, "pinning": False, "ja4": j, "note": "proxy -> origin leg, as classified by verify.py"})
     entries = merged + list(it)
-    px = {"mitm": {"software": f"mitmproxy {ENV['mitm_version']}", "ca": "certs/gen-mitmproxy-ca.pem"},
-          "squid": {"software": f"squid {ENV['squid_version']} ssl_bump (peek step1, bump)", "ca": "certs/gen-neutral-ca.pem"}}[mode["proxy"]]
+    sfx = ENV["ca_suffix"]
+    px = {"mitm": {"software": f"mitmproxy {ENV['mitm_version']}", "ca": f"certs/gen-mitmproxy-ca{sfx}.pem"},
+          "squid": {"software": f"squid {ENV['squid_version']} ssl_bump (peek step1, bump)", "ca": f"certs/gen-neutral-ca{sfx}.pem"}}[mode["proxy"]]
     px["mode"] = "explicit" if mode["kind"] == "explicit" else "direct-tls"
     px["addr"] = ({"mitm": MITM_IP, "squid": SQUID_IP}[mode["proxy"]]) if mode["kind"] == "explicit" else None
     px["port"] = ({"mitm": 8080, "squid": 3128}[mode["proxy"]]) if mode["kind"] == "explicit" else 443
@@ -505,10 +500,12 @@ def label(name, mode, entries, desc, causes):
         px["ignored_names"] = sorted(mode.get("ignored", ()))
     if mode.get("delay"):
         px["wan_delay_ms_each_way"] = WAN_DELAY_MS
+    if mode.get("delayed_clients"):
+        px["delayed_clients"] = {"hosts": [ip_of(n) for n in mode["delayed_clients"]], "delay_ms_client_to_sensor": mode["client_delay_ms"]}
     if mode.get("lossy"):
         px["lossy_clients"] = {"hosts": [ip_of(n) for n in mode["lossy"]], "drop_probability": LOSS}
     truth = {"capture": f"{name}.pcap", "made_by": "scripts/make-captures (scripts/captures/generalise.py)", "description": desc,
-             "causes": causes, "proxy": px, "origin_ca": "certs/gen-origin-ca.pem", "connections": entries,
+             "causes": causes, "proxy": px, "origin_ca": f"certs/gen-origin-ca{sfx}.pem", "connections": entries,
              "pairs": sorted(pairs.values(), key=lambda p: (p["name"], p["software"]))}
     (OUT / f"{name}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return name if ok else "!" + name
@@ -701,6 +698,29 @@ def faker():
     return s
 
 
+def remote_clients():
+    s = warmup("www.remote.test")
+    sw = "RemoteApp (Python ssl, trusts only the origin CA)"
+    for n in (31, 32, 33):
+        for tls in ("1.2", "1.3"):
+            s.append(dict(n=n, kind="python", name="api.remote.test", ca="origin", tls=tls, pins=True, software=sw,
+                          note=f"pinned; this host is {REMOTE_MS} ms from the sensor, so its abort arrives that late"))
+    for n in (31, 33):
+        s.append(dict(n=n, kind="nodetls", name="push.remote.test", ca="origin", tls="1.2", pins=True,
+                      software="RemotePush (Node tls, trusts only the origin CA)", note="pinned, silent close after the handshake, far away"))
+    for n in (31, 32, 34):
+        s.append(browser(n, "www.remote.test"))
+        s.append(browser(n, "api.remote.test"))
+    for n in (32, 34):
+        s.append(dict(n=n, kind="python", name="www.remote.test", ca="both", action="idle:1.0",
+                      software="browser preconnect (Python ssl, trusts the proxy CA)",
+                      note="preconnect: idle 1.0 s then close without data; not pinning (from a far host the close comes 1.0 s + the delay late)"))
+    return s
+
+
+REMOTE_MS = 250  # client -> sensor delay of the far hosts in gen-remote-clients
+
+
 def missing_ca():
     names = ["www.shopk.test", "news.dailyk.test", "api.weatherk.test", "static.mediak.test", "mail.corpk.test", "www.bankk.test"]
     s = []
@@ -735,6 +755,8 @@ def build():
     m.append(scenario("gen-neutral-ca", {"kind": "explicit", "proxy": "squid"}, neutral_ca(), DESCRIPTIONS["gen-neutral-ca"], ["6"]))
     m.append(scenario("gen-tenants", EXPLICIT, tenants(), DESCRIPTIONS["gen-tenants"], ["3"]))
     m.append(scenario("gen-faker", EXPLICIT, faker(), DESCRIPTIONS["gen-faker"], ["5", "poisoning"]))
+    m.append(scenario("gen-remote-clients", dict(EXPLICIT, delayed_clients=[31, 32, 33], client_delay_ms=REMOTE_MS), remote_clients(),
+                      DESCRIPTIONS["gen-remote-clients"], ["timing"]))
     m.append(scenario("gen-missing-ca", TRANSPARENT, missing_ca(), DESCRIPTIONS["gen-missing-ca"], ["missing_ca"]))
     return [x for x in m if x]
 
@@ -750,6 +772,7 @@ DESCRIPTIONS = {
     "gen-neutral-ca": "Squid ssl_bump whose CA names no product (CN=Network Services Root R2, O=Example Holdings Ltd): pinned openssl and curl, browsers succeed",
     "gen-tenants": "Shared-platform tenants t1..t8.cloudplat.test: t3 and t5 pinned by two different apps, browsers succeed on the other tenants",
     "gen-faker": "Cause 5 / poisoning: host .18 fakes unknown_ca aborts 16 times on www.popular.test right after browsers; a real pinned app retries on api.popular.test right after browser requests",
+    "gen-remote-clients": "Timing: hosts .31-.33 send through a 250 ms delay (a sensor far from its clients: aborts and closes arrive late); pinned Python and Node, browsers, 1 s idle preconnects from a far and a near host",
     "gen-missing-ca": "Host .17 lacks the proxy CA and fails on 6 registrable domains (curl, Python, even the pinned app); a Go app pins api.bankk.test from 3 hosts (transparent)",
 }
 
@@ -768,16 +791,20 @@ def main():
     try:
         setup_net()
         certs, pins = make_certs()
-        ENV.update(certs=certs, pins=pins)
+        # every run makes new CAs: a run of only some gen captures writes its CA files under the
+        # first capture's name, so the other captures keep the CA files they were made with
+        only = [x for x in os.environ.get("PW_ONLY", "").split(",") if x.startswith("gen-")]
+        ENV.update(certs=certs, pins=pins, ca_suffix="" if not only or set(DESCRIPTIONS) <= set(only) else "-" + only[0][4:])
         ENV["mitm_version"] = run([MITMDUMP, "--version"]).stdout.split("\n")[0].split(":")[-1].strip()
         ENV["squid_version"] = run(["squid", "-v"]).stdout.split("\n")[0].split("Version")[-1].strip()
         build_helpers()
         start_origin(certs)
         made = build()
-        shutil.copy(certs / "origin-ca.pem", OUT / "certs" / "gen-origin-ca.pem")
-        shutil.copy(certs / "neutral-ca.pem", OUT / "certs" / "gen-neutral-ca.pem")
+        sfx = ENV["ca_suffix"]
+        shutil.copy(certs / "origin-ca.pem", OUT / "certs" / f"gen-origin-ca{sfx}.pem")
+        shutil.copy(certs / "neutral-ca.pem", OUT / "certs" / f"gen-neutral-ca{sfx}.pem")
         if (WORK / "mitm" / "mitmproxy-ca-cert.pem").exists():
-            shutil.copy(WORK / "mitm" / "mitmproxy-ca-cert.pem", OUT / "certs" / "gen-mitmproxy-ca.pem")
+            shutil.copy(WORK / "mitm" / "mitmproxy-ca-cert.pem", OUT / "certs" / f"gen-mitmproxy-ca{sfx}.pem")
         import readme
         from tunnels import DESCRIPTIONS as TUNNEL_DESCRIPTIONS
         readme.write(OUT, {**pwcap.DESCRIPTIONS, **TUNNEL_DESCRIPTIONS, **DESCRIPTIONS})

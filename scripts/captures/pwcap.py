@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -89,8 +88,17 @@ def teardown():
             except ProcessLookupError:
                 pass
     PROCS.clear()
-    for ns in NAMESPACES:
-        # kill anything still living in our namespaces (only our own processes run there)
+    remove_namespaces(NAMESPACES)
+    for n in CLIENTS:
+        subprocess.run(["ip", "link", "del", f"pwv{n}a"], stderr=subprocess.DEVNULL)
+    for d in ("pwvlan", "pwvwan"):
+        subprocess.run(["ip", "link", "del", d], stderr=subprocess.DEVNULL)
+
+
+def remove_namespaces(names):
+    """Delete these network namespaces and their /etc/netns files, killing what still runs there."""
+    for ns in names:
+        # only our own processes run in our namespaces
         r = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for pid in r.stdout.split():
             try:
@@ -99,10 +107,6 @@ def teardown():
                 pass
         subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
         shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
-    for n in CLIENTS:
-        subprocess.run(["ip", "link", "del", f"pwv{n}a"], stderr=subprocess.DEVNULL)
-    for d in ("pwvlan", "pwvwan"):
-        subprocess.run(["ip", "link", "del", d], stderr=subprocess.DEVNULL)
 
 
 def hosts_file():
@@ -282,8 +286,12 @@ def set_redirect(on):
 
 
 class Capture:
-    def __init__(self, name, iface="lan0"):
-        self.name, self.iface = name, iface
+    """tcpdump in namespace `ns` on `iface` into OUT/NAME.pcap for the duration of a with-block."""
+
+    def __init__(self, name, iface="lan0", ns="pw-proxy", settle=0.7):
+        # settle: seconds left for the last packets to reach the file before tcpdump stops
+        # (on a loaded machine some were still in the kernel's buffer after 0.7 s)
+        self.name, self.iface, self.ns, self.settle = name, iface, ns, settle
         self.path = OUT / f"{name}.pcap"
 
     def __enter__(self):
@@ -291,13 +299,13 @@ class Capture:
             self.path.unlink()
         err = WORK / f"tcpdump-{self.name}.log"
         self.p = spawn(["tcpdump", "-i", self.iface, "-s", "0", "-U", "-n", "-Z", "root", "-w", str(self.path),
-                        "tcp or icmp"], "pw-proxy", f"tcpdump-{self.name}",
+                        "tcp or icmp"], self.ns, f"tcpdump-{self.name}",
                        ready=lambda: "listening on" in err.read_text())
         time.sleep(0.3)
         return self
 
     def __exit__(self, *exc):
-        time.sleep(0.7)
+        time.sleep(self.settle)
         self.p.send_signal(signal.SIGINT)
         try:
             self.p.wait(timeout=10)

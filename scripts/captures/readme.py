@@ -1,7 +1,6 @@
 """Writes captures/README.md from the truth files (called by pwcap.py)."""
 import json
 from collections import Counter
-from pathlib import Path
 
 HEAD = """# captures/: real-traffic test captures
 
@@ -161,7 +160,7 @@ def write(out, descriptions):
         t = json.loads(tf.read_text())
         px = t["proxy"]
         mode = f"{px['software']}, {px['mode']}" if px.get("software") else "no proxy"
-        c = Counter(x["expect_outcome"] + (f"/{x['expect_alert']}" if x.get("expect_alert") else "") for x in t["connections"])
+        c = Counter(str(x["expect_outcome"]) + (f"/{x['expect_alert']}" if x.get("expect_alert") else "") for x in t["connections"])
         pin = sum(1 for x in t["connections"] if x.get("pinning"))
         mca = sum(1 for x in t["connections"] if x.get("missing_ca"))
         summ = ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
