@@ -239,23 +239,7 @@ def start_squid(certs):
     sh(f"""rm -rf {d}/ssl_db; /usr/lib/squid/security_file_certgen -c -s {d}/ssl_db -M 4MB >/dev/null
 chown -R proxy:proxy {d}; chmod 755 {WORK} {certs}; chmod 644 {certs}/*.pem {certs}/neutral-ca.key""")
     conf = d / "squid.conf"
-    conf.write_text(f"""http_port {SQUID_IP}:3128 ssl-bump tls-cert={certs}/neutral-ca.pem tls-key={certs}/neutral-ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=4MB
-sslcrtd_program /usr/lib/squid/security_file_certgen -s {d}/ssl_db -M 4MB
-sslcrtd_children 3 startup=1 idle=1
-acl step1 at_step SslBump1
-ssl_bump peek step1
-ssl_bump bump all
-tls_outgoing_options cafile={certs}/origin-ca.pem
-http_access allow all
-cache deny all
-pid_filename {d}/squid.pid
-cache_log {d}/cache.log
-access_log {d}/access.log
-coredump_dir {d}
-shutdown_lifetime 1 seconds
-dns_nameservers 127.0.0.1
-hosts_file /etc/hosts
-""")
+    conf.write_text(pwcap.squid_conf(d, SQUID_IP, certs / "neutral-ca.pem", certs / "neutral-ca.key", certs / "origin-ca.pem"))
     p = spawn(["squid", "-N", "-f", str(conf)], NS_PROXY, "squid", ready=listening(NS_PROXY, 3128))
     time.sleep(1.0)
     return p

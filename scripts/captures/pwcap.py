@@ -776,6 +776,27 @@ DESCRIPTIONS = {
 SQUID_IP = "10.77.0.2"
 
 
+def squid_conf(d, addr, ca_pem, ca_key, origin_ca):
+    """squid.conf for ssl_bump on addr:3128 (peek at step 1, bump all), state and logs in d."""
+    return f"""http_port {addr}:3128 ssl-bump tls-cert={ca_pem} tls-key={ca_key} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB
+sslcrtd_program /usr/lib/squid/security_file_certgen -s {d}/ssl_db -M 4MB
+sslcrtd_children 3 startup=1 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options cafile={origin_ca}
+http_access allow all
+cache deny all
+pid_filename {d}/squid.pid
+cache_log {d}/cache.log
+access_log {d}/access.log
+coredump_dir {d}
+shutdown_lifetime 1 seconds
+dns_nameservers 127.0.0.1
+hosts_file /etc/hosts
+"""
+
+
 def start_squid(certs):
     """Squid ssl_bump (Debian squid-openssl) as a second real intercepting proxy, explicit mode on SQUID_IP:3128."""
     d = WORK / "squid"
@@ -791,23 +812,7 @@ chmod 644 {WORK / 'certs'}/origin-ca.pem
 """)
     sh(f"ip addr add {SQUID_IP}/24 dev lan0 2>/dev/null || true", ns="pw-proxy")
     conf = d / "squid.conf"
-    conf.write_text(f"""http_port {SQUID_IP}:3128 ssl-bump tls-cert={d}/ca.pem tls-key={d}/ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=4MB
-sslcrtd_program /usr/lib/squid/security_file_certgen -s {d}/ssl_db -M 4MB
-sslcrtd_children 3 startup=1 idle=1
-acl step1 at_step SslBump1
-ssl_bump peek step1
-ssl_bump bump all
-tls_outgoing_options cafile={WORK / 'certs' / 'origin-ca.pem'}
-http_access allow all
-cache deny all
-pid_filename {d}/squid.pid
-cache_log {d}/cache.log
-access_log {d}/access.log
-coredump_dir {d}
-shutdown_lifetime 1 seconds
-dns_nameservers 127.0.0.1
-hosts_file /etc/hosts
-""")
+    conf.write_text(squid_conf(d, SQUID_IP, d / "ca.pem", d / "ca.key", WORK / "certs" / "origin-ca.pem"))
     ver = run(["squid", "-v"]).stdout.split("\n")[0].split("Version")[-1].strip()
     p = spawn(["squid", "-N", "-f", str(conf)], "pw-proxy", "squid", ready=listening("pw-proxy", 3128))
     time.sleep(1.0)

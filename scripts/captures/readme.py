@@ -55,7 +55,11 @@ and `--pinnedpubkey`, beside Python `ssl`, Node `tls` and openssl. Squid's CA in
 lan0, the proxy's upstream legs on wan0) while `scripts/captures/delay.py` (a TUN device; this
 kernel has no `sch_netem`) delays every packet between the proxy and the origins by 40 ms each
 way, and iptables `statistic` drops 5% of the packets of hosts .16 and .17 in both directions.
-CAs: `certs/gen-origin-ca.pem`, `certs/gen-mitmproxy-ca.pem`, `certs/gen-neutral-ca.pem`.
+CAs: `certs/gen-origin-ca.pem`, `certs/gen-mitmproxy-ca.pem`, `certs/gen-neutral-ca.pem` (a run
+of only some gen captures makes new CAs and writes them as `certs/gen-*-ca-NAME.pem`, NAME from
+the first capture it makes, so the other gen captures keep the CA files they were made with;
+the truth's `proxy.ca` / `origin_ca` name the right file). Far clients: `gen-remote-clients`
+runs `delay.py` inside hosts .31-.33 (only what they send is delayed, 250 ms).
 
 Their truth files carry, beyond the fields below: per connection `software` (the client
 software, the unit a bypass rule is for: one app keeps its label across TLS maxima, ALPN lists
