@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -89,8 +88,17 @@ def teardown():
             except ProcessLookupError:
                 pass
     PROCS.clear()
-    for ns in NAMESPACES:
-        # kill anything still living in our namespaces (only our own processes run there)
+    remove_namespaces(NAMESPACES)
+    for n in CLIENTS:
+        subprocess.run(["ip", "link", "del", f"pwv{n}a"], stderr=subprocess.DEVNULL)
+    for d in ("pwvlan", "pwvwan"):
+        subprocess.run(["ip", "link", "del", d], stderr=subprocess.DEVNULL)
+
+
+def remove_namespaces(names):
+    """Delete these network namespaces and their /etc/netns files, killing what still runs there."""
+    for ns in names:
+        # only our own processes run in our namespaces
         r = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for pid in r.stdout.split():
             try:
@@ -99,10 +107,6 @@ def teardown():
                 pass
         subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
         shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
-    for n in CLIENTS:
-        subprocess.run(["ip", "link", "del", f"pwv{n}a"], stderr=subprocess.DEVNULL)
-    for d in ("pwvlan", "pwvwan"):
-        subprocess.run(["ip", "link", "del", d], stderr=subprocess.DEVNULL)
 
 
 def hosts_file():
@@ -282,8 +286,12 @@ def set_redirect(on):
 
 
 class Capture:
-    def __init__(self, name, iface="lan0"):
-        self.name, self.iface = name, iface
+    """tcpdump in namespace `ns` on `iface` into OUT/NAME.pcap for the duration of a with-block."""
+
+    def __init__(self, name, iface="lan0", ns="pw-proxy", settle=0.7):
+        # settle: seconds left for the last packets to reach the file before tcpdump stops
+        # (on a loaded machine some were still in the kernel's buffer after 0.7 s)
+        self.name, self.iface, self.ns, self.settle = name, iface, ns, settle
         self.path = OUT / f"{name}.pcap"
 
     def __enter__(self):
@@ -291,13 +299,13 @@ class Capture:
             self.path.unlink()
         err = WORK / f"tcpdump-{self.name}.log"
         self.p = spawn(["tcpdump", "-i", self.iface, "-s", "0", "-U", "-n", "-Z", "root", "-w", str(self.path),
-                        "tcp or icmp"], "pw-proxy", f"tcpdump-{self.name}",
+                        "tcp or icmp"], self.ns, f"tcpdump-{self.name}",
                        ready=lambda: "listening on" in err.read_text())
         time.sleep(0.3)
         return self
 
     def __exit__(self, *exc):
-        time.sleep(0.7)
+        time.sleep(self.settle)
         self.p.send_signal(signal.SIGINT)
         try:
             self.p.wait(timeout=10)
@@ -768,6 +776,27 @@ DESCRIPTIONS = {
 SQUID_IP = "10.77.0.2"
 
 
+def squid_conf(d, addr, ca_pem, ca_key, origin_ca):
+    """squid.conf for ssl_bump on addr:3128 (peek at step 1, bump all), state and logs in d."""
+    return f"""http_port {addr}:3128 ssl-bump tls-cert={ca_pem} tls-key={ca_key} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB
+sslcrtd_program /usr/lib/squid/security_file_certgen -s {d}/ssl_db -M 4MB
+sslcrtd_children 3 startup=1 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options cafile={origin_ca}
+http_access allow all
+cache deny all
+pid_filename {d}/squid.pid
+cache_log {d}/cache.log
+access_log {d}/access.log
+coredump_dir {d}
+shutdown_lifetime 1 seconds
+dns_nameservers 127.0.0.1
+hosts_file /etc/hosts
+"""
+
+
 def start_squid(certs):
     """Squid ssl_bump (Debian squid-openssl) as a second real intercepting proxy, explicit mode on SQUID_IP:3128."""
     d = WORK / "squid"
@@ -783,23 +812,7 @@ chmod 644 {WORK / 'certs'}/origin-ca.pem
 """)
     sh(f"ip addr add {SQUID_IP}/24 dev lan0 2>/dev/null || true", ns="pw-proxy")
     conf = d / "squid.conf"
-    conf.write_text(f"""http_port {SQUID_IP}:3128 ssl-bump tls-cert={d}/ca.pem tls-key={d}/ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=4MB
-sslcrtd_program /usr/lib/squid/security_file_certgen -s {d}/ssl_db -M 4MB
-sslcrtd_children 3 startup=1 idle=1
-acl step1 at_step SslBump1
-ssl_bump peek step1
-ssl_bump bump all
-tls_outgoing_options cafile={WORK / 'certs' / 'origin-ca.pem'}
-http_access allow all
-cache deny all
-pid_filename {d}/squid.pid
-cache_log {d}/cache.log
-access_log {d}/access.log
-coredump_dir {d}
-shutdown_lifetime 1 seconds
-dns_nameservers 127.0.0.1
-hosts_file /etc/hosts
-""")
+    conf.write_text(squid_conf(d, SQUID_IP, d / "ca.pem", d / "ca.key", WORK / "certs" / "origin-ca.pem"))
     ver = run(["squid", "-v"]).stdout.split("\n")[0].split("Version")[-1].strip()
     p = spawn(["squid", "-N", "-f", str(conf)], "pw-proxy", "squid", ready=listening("pw-proxy", 3128))
     time.sleep(1.0)
@@ -882,7 +895,8 @@ def main():
         ok = True
         import readme  # the table lists every capture present, so a partial run keeps it complete
         from tunnels import DESCRIPTIONS as TUNNEL_DESCRIPTIONS  # rows of tunnels.py's captures
-        readme.write(OUT, {**DESCRIPTIONS, **TUNNEL_DESCRIPTIONS})
+        from generalise import DESCRIPTIONS as GEN_DESCRIPTIONS  # rows of generalise.py's captures
+        readme.write(OUT, {**DESCRIPTIONS, **TUNNEL_DESCRIPTIONS, **GEN_DESCRIPTIONS})
         for name in [m for m in made if m]:
             ok &= verify.verify_file(OUT / f"{name}.pcap", OUT / f"{name}.truth.json", fix=os.environ.get("PW_FIX") == "1")
         log(f"captures done in {time.time() - t0:.0f} s")

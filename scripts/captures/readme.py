@@ -1,7 +1,6 @@
 """Writes captures/README.md from the truth files (called by pwcap.py)."""
 import json
 from collections import Counter
-from pathlib import Path
 
 HEAD = """# captures/: real-traffic test captures
 
@@ -32,6 +31,55 @@ vSwitch (userspace datapath) mirroring each client's switch port into GRE (`tunn
 ERSPAN type II/III (`tunnel-erspan`) towards a sensor host. Each truth entry names its `tunnel`
 (type, id, underlay family); their CAs are `certs/mitmproxy-ca-tunnel.pem` and
 `certs/origin-ca-tunnel.pem`.
+
+## Generalisation captures (`gen-*`)
+
+Made by `scripts/captures/generalise.py` (run by `make-captures`; `PW_ONLY=gen-stacks` etc.
+for one), in namespaces of their own (`cp-*`, addresses 10.78.0.0/16), for traffic shaped
+unlike the sets above:
+
+```
+cp-h11..18 (10.78.1.11-18, net A) --+                                    cp-wan (router; optional
+cp-h31..34 (10.78.3.31-34, net B) --+-- cp-lan br0 -- lan0 [cp-proxy] wan0 -- user-space delay) -- cp-origin
+                                              10.78.1.1, 10.78.3.1,  10.78.4.1                    10.78.2.10..20
+                                              10.78.0.1 (mitmproxy), 10.78.0.2 (squid)
+```
+
+More client stacks (clients in `scripts/captures/clients/`): wget 1.21 (GnuTLS), gnutls-cli 3.7,
+Java 17 (`HttpsURLConnection`, JSSE), Python `rtls` (rustls, from PyPI), Node 20 `https` with a
+`checkServerIdentity` SPKI pin, Go 1.19 with a `VerifyPeerCertificate` SPKI pin, curl `--http2`
+and `--pinnedpubkey`, beside Python `ssl`, Node `tls` and openssl. Squid's CA in
+`gen-neutral-ca` is `CN=Network Services Root R2, O=Example Holdings Ltd` (no product name).
+`gen-inline-partial` redirects only net A to mitmproxy and lists `bypass.inline.test` in its
+`ignore_hosts`; `gen-span-wan` is captured with `-i any` in the proxy namespace (client legs on
+lan0, the proxy's upstream legs on wan0) while `scripts/captures/delay.py` (a TUN device; this
+kernel has no `sch_netem`) delays every packet between the proxy and the origins by 40 ms each
+way, and iptables `statistic` drops 5% of the packets of hosts .16 and .17 in both directions.
+CAs: `certs/gen-origin-ca.pem`, `certs/gen-mitmproxy-ca.pem`, `certs/gen-neutral-ca.pem` (a run
+of only some gen captures makes new CAs and writes them as `certs/gen-*-ca-NAME.pem`, NAME from
+the first capture it makes, so the other gen captures keep the CA files they were made with;
+the truth's `proxy.ca` / `origin_ca` name the right file). Far clients: `gen-remote-clients`
+runs `delay.py` inside hosts .31-.33 (only what they send is delayed, 250 ms).
+
+Their truth files carry, beyond the fields below: per connection `software` (the client
+software, the unit a bypass rule is for: one app keeps its label across TLS maxima, ALPN lists
+and hosts), `pins` (that software pins this name), `fake` (a host faking aborts), `net`, and
+`ja4` (computed from tshark's ClientHello fields); a `pairs` table per (name, software):
+`pins`, `fails_through_proxy`, `works_through_proxy`, `works_outside_proxy`, `idle_closes`,
+`client_ips`, `ja4s` and `expect_rule` (pins, not faking, fails through the proxy and never works
+through it); `causes` names the issue-20 causes the capture exercises. The semantic labels are by
+construction (which CA files a client trusts, whether it pins, whether its path crosses the proxy);
+the wire outcome class is read from the pcap by `verify.py` and the run fails if it contradicts
+the construction (a constructed failure that is `established`, or the reverse).
+`scripts/evaluate` scores pinwatch's rules on them (recall per pair, false rules, working
+clients a rule would bypass).
+
+Observed on the wire (gen captures): wget/GnuTLS closes after the handshake without an alert
+(`client_closed_after_handshake`); gnutls-cli sends `bad_certificate` in TLS 1.2 and an encrypted
+alert in TLS 1.3; Java 17 sends `certificate_unknown` in TLS 1.2, and in TLS 1.3 a CCS and one
+35-byte encrypted record, after which mitmproxy may close first (then `verify.py` reads
+`server_abort`); rustls sends `unknown_ca` in TLS 1.2 and an encrypted 19-byte alert in TLS 1.3;
+Node `https` with a pin behaves as Node `tls` (FIN, no alert).
 
 Regenerating produces the same connections in the same order with the same labels,
 but not the same bytes (ports, keys, certificates, timestamps all change). Any
@@ -104,6 +152,9 @@ preconnects close after ~1800 ms.
 
 
 def write(out, descriptions):
+    # generalise.py's rows are always listed, whichever generator rewrites this file
+    from generalise import DESCRIPTIONS as GEN_DESCRIPTIONS
+    descriptions = {**descriptions, **GEN_DESCRIPTIONS}
     rows = []
     for name, desc in descriptions.items():
         tf = out / f"{name}.truth.json"
@@ -113,7 +164,7 @@ def write(out, descriptions):
         t = json.loads(tf.read_text())
         px = t["proxy"]
         mode = f"{px['software']}, {px['mode']}" if px.get("software") else "no proxy"
-        c = Counter(x["expect_outcome"] + (f"/{x['expect_alert']}" if x.get("expect_alert") else "") for x in t["connections"])
+        c = Counter(str(x["expect_outcome"]) + (f"/{x['expect_alert']}" if x.get("expect_alert") else "") for x in t["connections"])
         pin = sum(1 for x in t["connections"] if x.get("pinning"))
         mca = sum(1 for x in t["connections"] if x.get("missing_ca"))
         summ = ", ".join(f"{v} {k}" for k, v in sorted(c.items()))

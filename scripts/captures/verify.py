@@ -169,7 +169,8 @@ def classify(st):
 
 
 JA4_FIELDS = ["tcp.stream", "tls.handshake.version", "tls.handshake.extensions.supported_version", "tls.handshake.ciphersuite",
-              "tls.handshake.extension.type", "tls.handshake.sig_hash_alg", "tls.handshake.extensions_alpn_str",
+              "tls.handshake.extension.type", "tls.handshake.sig_hash_alg", "tls.handshake.sig_hash_alg_len",
+              "tls.handshake.extensions_alpn_str",
               "tls.handshake.extensions_server_name"]
 
 
@@ -198,7 +199,14 @@ def ja4(f):
         return hashlib.sha256(x.encode()).hexdigest()[:12] if x else "000000000000"
     part_b = h12(",".join(f"{c:04x}" for c in sorted(ciphers)))
     ext_s = ",".join(f"{e:04x}" for e in sorted(e for e in exts if e not in (0x0000, 0x0010)))
-    sigs = ",".join(f"{x:04x}" for x in ints(f["tls.handshake.sig_hash_alg"]))
+    # tshark lists signature_algorithms (13) and signature_algorithms_cert (50) in one field, in
+    # extension order; JA4 takes only extension 13's list (Java sends both)
+    algs, lens = ints(f["tls.handshake.sig_hash_alg"]), [n // 2 for n in ints(f.get("tls.handshake.sig_hash_alg_len", ""))]
+    order = [e for e in exts if e in (0x000D, 0x0032)]
+    if 0x000D in order and len(lens) == len(order):
+        start = sum(lens[: order.index(0x000D)])
+        algs = algs[start: start + lens[order.index(0x000D)]]
+    sigs = ",".join(f"{x:04x}" for x in algs)
     part_c = h12(ext_s + ("_" + sigs if sigs else "")) if ext_s or sigs else "000000000000"
     return f"{part_a}_{part_b}_{part_c}"
 
