@@ -338,7 +338,10 @@ mod tests {
         }
         all.push(conns(SHARED, [10, 0, 6, 1], 1, true));
         let r = rules("api.bank.test", all);
-        let above: Vec<&Rule> = r.iter().filter(|r| r.confidence >= DEFAULT_MIN_CONFIDENCE).collect();
+        let above: Vec<&Rule> = r
+            .iter()
+            .filter(|r| r.confidence >= DEFAULT_MIN_CONFIDENCE)
+            .collect();
         assert_eq!(above.len(), 1, "{r:#?}");
         assert_eq!(above[0].matcher.client_ja4.as_deref(), Some(APP_A));
     }
