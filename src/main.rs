@@ -119,6 +119,13 @@ struct LiveArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Keep the HTML report (as `pinwatch report` makes it) at PATH, rewritten atomically every
+    /// --report-interval seconds and at exit.
+    #[arg(long, value_name = "PATH")]
+    report: Option<String>,
+    /// Seconds between rewrites of --report.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    report_interval: u64,
     #[command(flatten)]
     out: OutputArgs,
     #[command(flatten)]
@@ -593,6 +600,9 @@ mod live {
         quiet: bool,
         /// Capture time the pipeline has got to.
         now_ns: i64,
+        /// `--report`: its path, the page's data, how often and when it was last written.
+        report: Option<(String, pinwatch::report::Builder, Duration, Instant)>,
+        min_confidence: f64,
     }
 
     impl LiveOutput<'_> {
@@ -626,14 +636,34 @@ mod live {
             eprintln!("pinwatch: {line}");
             self.last_stats = (Instant::now(), now);
         }
+
+        /// Rewrites the report when it is due (or `now`); a failed write is a warning, and
+        /// the next interval tries again.
+        fn maybe_report(&mut self, upto: Option<Order>, now: bool) {
+            let Some((path, builder, every, last)) = self.report.as_mut() else {
+                return;
+            };
+            if !now && last.elapsed() < *every {
+                return;
+            }
+            *last = Instant::now();
+            let report = self.stream.correlator().conclude_upto(upto);
+            let packets = self.stats.snapshot().packets;
+            if let Err(e) = builder.write(path, &report, self.min_confidence, packets) {
+                eprintln!("pinwatch: warning: {e}");
+            }
+        }
     }
 
     impl Output for LiveOutput<'_> {
         type Error = FileSinkError;
         fn wants_lines(&self) -> bool {
-            self.sinks.connections.is_some()
+            self.sinks.connections.is_some() && self.report.is_none()
         }
         fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
+            if let Some((_, builder, ..)) = self.report.as_mut() {
+                builder.record(rec);
+            }
             match self.sinks.connections.as_mut() {
                 Some(s) => s.write(rec),
                 None => Ok(()),
@@ -653,6 +683,7 @@ mod live {
             let changes = self.stream.tick(upto, ts_ns);
             self.emit(changes)?;
             self.maybe_stats_line();
+            self.maybe_report(Some(upto), false);
             Ok(())
         }
     }
@@ -728,6 +759,19 @@ mod live {
             last_stats: (Instant::now(), stats.snapshot()),
             quiet: args.out.quiet,
             now_ns: i64::MIN,
+            report: args.report.as_ref().map(|p| {
+                let builder = pinwatch::report::Builder::new(vec![format!(
+                    "live capture on {}",
+                    args.interface
+                )]);
+                (
+                    p.clone(),
+                    builder,
+                    Duration::from_secs(args.report_interval),
+                    Instant::now(),
+                )
+            }),
+            min_confidence: settings.min_confidence,
         };
         let config = pipeline::Config {
             flow: args.track.flow(),
@@ -746,6 +790,7 @@ mod live {
             &mut output,
         );
         release_freed_memory();
+        output.maybe_report(None, true);
         let (report, last) = output.stream.finish(output.now_ns);
         let emitted = output.emit(last);
         let webhook_counts = output

@@ -143,7 +143,10 @@ fn replay_report_shows_each_rule_with_its_evidence() {
         s.contains("acl pinwatch_bypass ssl::server_name .pinnedbank.test"),
         "the Squid line export would write"
     );
-    assert!(s.contains("<pre>.pinnedbank.test\n</pre>"), "the domain-list line");
+    assert!(
+        s.contains("<pre>.pinnedbank.test\n</pre>"),
+        "the domain-list line"
+    );
     // Summary: outcomes as the records count them, the learned CA, the capture's packets.
     for outcome in [
         "client_alert",
@@ -464,4 +467,55 @@ fn check_report_in_chromium() {
         status.success(),
         "scripts/check-report failed (or chromium is missing)"
     );
+}
+
+/// `live --report`: the page exists while the sensor runs and holds the connections at exit.
+#[cfg(feature = "live")]
+#[test]
+#[ignore = "needs root, openssl and --features live; .ci/run runs it"]
+fn live_report_is_rewritten_and_final_at_exit() {
+    use std::time::Duration;
+    let dir = TempDir::new("live");
+    let (page, key, cert) = (dir.path("live.html"), dir.path("k.pem"), dir.path("c.pem"));
+    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=live.test", "-keyout", &key, "-out", &cert])
+        .output()
+        .expect("openssl is needed");
+    assert!(made.status.success());
+    let bpf = format!("tcp port {port}");
+    let mut live = Command::new(PINWATCH)
+        .args(["live", "-i", "lo", "--bpf", &bpf, "--rules", "/dev/null", "-q"])
+        .args(["--report", &page, "--report-interval", "1"])
+        .spawn()
+        .unwrap();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-cert", &cert])
+        .args(["-key", &key, "-quiet", "-naccept", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..3 {
+        let _ = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", "live.test", "-verify_return_error"])
+            .stdin(std::process::Stdio::null())
+            .output();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let written = std::fs::metadata(&page).is_ok();
+    let _ = Command::new("kill")
+        .args(["-INT", &live.id().to_string()])
+        .status();
+    let status = live.wait().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(written, "the report is written while the sensor runs");
+    assert!(status.success());
+    let html = read(&page);
+    assert_eq!(counter(&html, "connections"), 3, "the final page holds every connection");
+    assert_eq!(outcome_count(&html, "client_alert"), Some(3), "each client refused the certificate");
 }
