@@ -54,6 +54,14 @@ fn capture(name: &str) -> String {
     format!("{ROOT}/captures/{name}")
 }
 
+/// The real OpenSSL capture with markup in its names, and the CA that "intercepted" it.
+fn hostile_capture() -> (String, String) {
+    (
+        format!("{ROOT}/tests/report/hostile-names.pcap"),
+        format!("{ROOT}/tests/report/hostile-ca.pem"),
+    )
+}
+
 fn ndjson(path: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -260,8 +268,7 @@ fn hostile_names_and_certificate_fields_are_text() {
     let dir = TempDir::new("hostile");
     let page = dir.path("h.html");
     let conns = dir.path("c.jsonl");
-    let cap = format!("{ROOT}/tests/report/hostile-names.pcap");
-    let ca = format!("{ROOT}/tests/report/hostile-ca.pem");
+    let (cap, ca) = hostile_capture();
     ok(&[
         "replay",
         &cap,
@@ -364,8 +371,7 @@ fn hostile_rule_files_are_escaped_and_bad_files_named() {
 fn rules_below_the_threshold_are_collapsed() {
     let dir = TempDir::new("below");
     let page = dir.path("h.html");
-    let cap = format!("{ROOT}/tests/report/hostile-names.pcap");
-    let ca = format!("{ROOT}/tests/report/hostile-ca.pem");
+    let (cap, ca) = hostile_capture();
     ok(&["replay", &cap, "--proxy-ca", &ca, "--report", &page, "-q"]);
     let html = read(&page);
     assert!(
@@ -479,19 +485,36 @@ fn live_report_is_rewritten_and_final_at_exit() {
     let (page, key, cert) = (dir.path("live.html"), dir.path("k.pem"), dir.path("c.pem"));
     let port = 40_000 + (std::process::id() % 20_000) as u16;
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=live.test", "-keyout", &key, "-out", &cert])
         .output()
         .expect("openssl is needed");
     assert!(made.status.success());
     let bpf = format!("tcp port {port}");
     let mut live = Command::new(PINWATCH)
-        .args(["live", "-i", "lo", "--bpf", &bpf, "--rules", "/dev/null", "-q"])
+        .args([
+            "live",
+            "-i",
+            "lo",
+            "--bpf",
+            &bpf,
+            "--rules",
+            "/dev/null",
+            "-q",
+        ])
         .args(["--report", &page, "--report-interval", "1"])
         .spawn()
         .unwrap();
     let mut server = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-cert", &cert])
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            &cert,
+        ])
         .args(["-key", &key, "-quiet", "-naccept", "3"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -516,6 +539,14 @@ fn live_report_is_rewritten_and_final_at_exit() {
     assert!(written, "the report is written while the sensor runs");
     assert!(status.success());
     let html = read(&page);
-    assert_eq!(counter(&html, "connections"), 3, "the final page holds every connection");
-    assert_eq!(outcome_count(&html, "client_alert"), Some(3), "each client refused the certificate");
+    assert_eq!(
+        counter(&html, "connections"),
+        3,
+        "the final page holds every connection"
+    );
+    assert_eq!(
+        outcome_count(&html, "client_alert"),
+        Some(3),
+        "each client refused the certificate"
+    );
 }

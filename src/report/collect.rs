@@ -233,10 +233,9 @@ impl Collector {
         }
         if class == Class::Failure
             && let Some(cert) = &c.cert
+            && !bump(&mut t.failures_by_issuer, &cert.issuer, self.limits.issuers)
         {
-            if !bump(&mut t.failures_by_issuer, &cert.issuer, self.limits.issuers) {
-                t.failures_issuer_uncounted += 1;
-            }
+            t.failures_issuer_uncounted += 1;
         }
     }
 }

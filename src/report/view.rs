@@ -246,7 +246,7 @@ fn hosts_of(points: &[&Point]) -> (Vec<HostRow>, usize) {
             other: o,
         })
         .collect();
-    rows.sort_by(|a, b| b.failures.cmp(&a.failures));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.failures));
     let hidden = rows.len().saturating_sub(LISTED_HOSTS);
     rows.truncate(LISTED_HOSTS);
     (rows, hidden)
