@@ -93,7 +93,7 @@ pub fn timeline(points: &[&Point]) -> Timeline {
         (a.min(p.ts_ns), b.max(p.ts_ns))
     });
     let span = (t1.saturating_sub(t0)).max(1) as f64;
-    let bucket = |ts: i64| (((ts - t0) as f64 / span) * TIME_BUCKETS as f64) as usize;
+    let bucket = |ts: i64| ((ts.saturating_sub(t0) as f64 / span) * TIME_BUCKETS as f64) as usize;
     // counts[lane][bucket] = (failures, successes, other)
     let mut counts = vec![[(0u64, 0u64, 0u64); TIME_BUCKETS]; lanes_n];
     for p in points {
@@ -271,5 +271,60 @@ pub fn delay_histogram(points: &[&Point]) -> Histogram {
         idle_w: r1((6 - first_idle) as f64 * col_w),
         base_y: HIST_H,
         total: counts.iter().sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn point(ts_ns: i64, ja4: &str, class: Class, delay_ms: Option<f64>) -> Point {
+        Point {
+            ts_ns,
+            client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ja4: ja4.into(),
+            class,
+            delay_ms,
+        }
+    }
+
+    #[test]
+    fn many_fingerprints_share_one_lane_and_extreme_times_fit() {
+        let points: Vec<Point> = (0..9)
+            .map(|i| {
+                point(
+                    if i % 2 == 0 {
+                        i64::MIN / 2
+                    } else {
+                        i64::MAX / 2
+                    },
+                    &format!("fp{i}"),
+                    Class::Failure,
+                    None,
+                )
+            })
+            .collect();
+        let refs: Vec<&Point> = points.iter().collect();
+        let t = timeline(&refs);
+        assert_eq!(t.lanes.len(), MAX_LANES);
+        assert_eq!(t.lanes.last().unwrap().label, "4 other fingerprints");
+        assert_eq!(t.rects.len(), 6 + 1, "one bar per lane and bucket used");
+        assert!(t.rects.iter().all(|r| r.x >= LABEL_W && r.x + r.w <= WIDTH));
+    }
+
+    #[test]
+    fn delays_fall_on_either_side_of_the_idle_region() {
+        let points = [
+            point(0, "a", Class::Failure, Some(0.4)),
+            point(0, "a", Class::Other, Some(4_000.0)),
+            point(0, "a", Class::Success, Some(0.2)),
+        ];
+        let refs: Vec<&Point> = points.iter().collect();
+        let h = delay_histogram(&refs);
+        let counts: Vec<u64> = h.bars.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [1, 0, 0, 0, 1, 0], "successes are not closes");
+        assert_eq!(h.bars[4].rect.class, "other");
+        assert!(h.idle_x <= h.bars[4].rect.x && h.bars[3].rect.x < h.idle_x);
     }
 }

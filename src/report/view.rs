@@ -345,7 +345,7 @@ fn detailed(r: &RuleIn, index: usize, names: &[&str], c: &Collector, cas: &[&str
 fn span(c: &Collector) -> String {
     match (c.totals.first_ns, c.totals.last_ns) {
         (Some(a), Some(b)) => {
-            let secs = (b - a) as f64 / 1e9;
+            let secs = b.saturating_sub(a) as f64 / 1e9;
             format!(
                 "{} to {} ({secs:.1} s)",
                 rfc3339_micros(a),
