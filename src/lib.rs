@@ -19,6 +19,7 @@ pub mod pipeline;
 #[cfg(target_os = "linux")]
 pub mod privs;
 pub mod replay;
+pub mod report;
 pub mod session;
 pub mod sinks;
 pub mod stats;

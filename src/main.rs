@@ -69,6 +69,8 @@ at once); SIGHUP reopens the output files (log rotation); SIGUSR1 prints a stats
     Live(LiveArgs),
     /// Turn candidate rules (NDJSON from `replay --rules`) into Squid, mitmproxy or domain-list configuration.
     Export(pinwatch::export::ExportArgs),
+    /// Make one self-contained HTML page from the rules, connections and findings a replay wrote.
+    Report(pinwatch::report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -76,6 +78,9 @@ struct ReplayArgs {
     /// Capture files, read in the order given. `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<String>,
+    /// Also write the HTML report (as `pinwatch report` makes it) to PATH.
+    #[arg(long, value_name = "PATH")]
+    report: Option<String>,
     #[command(flatten)]
     out: OutputArgs,
     #[command(flatten)]
@@ -114,6 +119,13 @@ struct LiveArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Keep the HTML report (as `pinwatch report` makes it) at PATH, rewritten atomically every
+    /// --report-interval seconds and at exit.
+    #[arg(long, value_name = "PATH")]
+    report: Option<String>,
+    /// Seconds between rewrites of --report.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    report_interval: u64,
     #[command(flatten)]
     out: OutputArgs,
     #[command(flatten)]
@@ -207,6 +219,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args),
         Command::Live(args) => run_live(args),
         Command::Export(args) => pinwatch::export::run_export(args),
+        Command::Report(args) => pinwatch::report::run_report(args),
     }
 }
 
@@ -238,7 +251,7 @@ fn command_line_error(e: clap::Error) -> ExitCode {
     }
     let command = std::env::args()
         .nth(1)
-        .filter(|a| a == "replay" || a == "live" || a == "export")
+        .filter(|a| ["replay", "live", "export", "report"].contains(&a.as_str()))
         .map_or_else(|| "pinwatch".to_string(), |c| format!("pinwatch {c}"));
     eprintln!("pinwatch: {message}; see `{command} --help`");
     ExitCode::from(exit::USAGE)
@@ -433,14 +446,18 @@ fn fatal_only(result: Result<(), FileSinkError>) -> Result<(), FileSinkError> {
 struct ReplayOutput<'a> {
     sinks: &'a mut Sinks,
     signals: &'a Signals,
+    report: Option<pinwatch::report::Builder>,
 }
 
 impl Output for ReplayOutput<'_> {
     type Error = FileSinkError;
     fn wants_lines(&self) -> bool {
-        self.sinks.connections.is_some()
+        self.sinks.connections.is_some() && self.report.is_none()
     }
     fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
+        if let Some(r) = self.report.as_mut() {
+            r.record(rec);
+        }
         match self.sinks.connections.as_mut() {
             Some(s) => fatal_only(s.write(rec)),
             None => Ok(()),
@@ -481,17 +498,23 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         ..pipeline::Config::default()
     };
     let mut source = FileSource::new(&args.files, !args.out.quiet);
+    let mut output = ReplayOutput {
+        sinks: &mut sinks,
+        signals: &signals,
+        report: args
+            .report
+            .as_ref()
+            .map(|_| pinwatch::report::Builder::new(args.files.clone())),
+    };
     let result = pipeline::run(
         &mut source,
         config,
         &evidence,
         &stats,
         &signals.stop,
-        &mut ReplayOutput {
-            sinks: &mut sinks,
-            signals: &signals,
-        },
+        &mut output,
     );
+    let page = output.report.take();
     release_freed_memory();
     let report = correlator.conclude_final();
     let written = write_rules(&report, settings.min_confidence, &mut sinks);
@@ -500,6 +523,11 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         (Ok(s), Ok(())) => s,
         (Err(e), _) | (Ok(_), Err(e)) => return Err(Failure(e.to_string(), exit::OUTPUT)),
     };
+    if let (Some(path), Some(builder)) = (&args.report, &page) {
+        builder
+            .write(path, &report, settings.min_confidence, summary.packets)
+            .map_err(|e| Failure(e, exit::OUTPUT))?;
+    }
     // When no input could be read at all, the error lines are the whole story.
     if !args.out.quiet && summary.files > 0 {
         print_summary(&summary);
@@ -572,6 +600,9 @@ mod live {
         quiet: bool,
         /// Capture time the pipeline has got to.
         now_ns: i64,
+        /// `--report`: its path, the page's data, how often and when it was last written.
+        report: Option<(String, pinwatch::report::Builder, Duration, Instant)>,
+        min_confidence: f64,
     }
 
     impl LiveOutput<'_> {
@@ -605,14 +636,34 @@ mod live {
             eprintln!("pinwatch: {line}");
             self.last_stats = (Instant::now(), now);
         }
+
+        /// Rewrites the report when it is due (or `now`); a failed write is a warning, and
+        /// the next interval tries again.
+        fn maybe_report(&mut self, upto: Option<Order>, now: bool) {
+            let Some((path, builder, every, last)) = self.report.as_mut() else {
+                return;
+            };
+            if !now && last.elapsed() < *every {
+                return;
+            }
+            *last = Instant::now();
+            let report = self.stream.correlator().conclude_upto(upto);
+            let packets = self.stats.snapshot().packets;
+            if let Err(e) = builder.write(path, &report, self.min_confidence, packets) {
+                eprintln!("pinwatch: warning: {e}");
+            }
+        }
     }
 
     impl Output for LiveOutput<'_> {
         type Error = FileSinkError;
         fn wants_lines(&self) -> bool {
-            self.sinks.connections.is_some()
+            self.sinks.connections.is_some() && self.report.is_none()
         }
         fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
+            if let Some((_, builder, ..)) = self.report.as_mut() {
+                builder.record(rec);
+            }
             match self.sinks.connections.as_mut() {
                 Some(s) => s.write(rec),
                 None => Ok(()),
@@ -632,6 +683,7 @@ mod live {
             let changes = self.stream.tick(upto, ts_ns);
             self.emit(changes)?;
             self.maybe_stats_line();
+            self.maybe_report(Some(upto), false);
             Ok(())
         }
     }
@@ -707,6 +759,19 @@ mod live {
             last_stats: (Instant::now(), stats.snapshot()),
             quiet: args.out.quiet,
             now_ns: i64::MIN,
+            report: args.report.as_ref().map(|p| {
+                let builder = pinwatch::report::Builder::new(vec![format!(
+                    "live capture on {}",
+                    args.interface
+                )]);
+                (
+                    p.clone(),
+                    builder,
+                    Duration::from_secs(args.report_interval),
+                    Instant::now(),
+                )
+            }),
+            min_confidence: settings.min_confidence,
         };
         let config = pipeline::Config {
             flow: args.track.flow(),
@@ -725,6 +790,7 @@ mod live {
             &mut output,
         );
         release_freed_memory();
+        output.maybe_report(None, true);
         let (report, last) = output.stream.finish(output.now_ns);
         let emitted = output.emit(last);
         let webhook_counts = output

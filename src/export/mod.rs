@@ -703,7 +703,7 @@ pub fn render(format: Format, p: &mut Plan) -> String {
 
 /// Writes `text` to `path` through a temporary file in the same directory and a rename, so a
 /// proxy reloading the file never reads half of it.
-fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
+pub fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
     let target = Path::new(path);
     let file_name = target
         .file_name()

@@ -40,6 +40,55 @@ pub fn rfc3339_secs(secs: i64) -> Option<String> {
     parts(secs).map(|(y, mo, d, h, mi, s)| format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"))
 }
 
+/// Days since 1970-01-01 of a civil date, proleptic Gregorian (the inverse of
+/// `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Nanoseconds since the epoch of a UTC timestamp in the form this crate writes
+/// (`2026-11-24T06:54:43.123456Z`, fraction optional, up to 9 digits). `None` for anything
+/// else: the timestamps read back come from files, so they are not trusted to be well formed.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b.len() > 30 || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if seps.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let frac = &s[19..s.len() - 1];
+    let nanos = match frac.strip_prefix('.') {
+        None if frac.is_empty() => 0,
+        Some(digits) if (1..=9).contains(&digits.len()) => {
+            num(20..20 + digits.len())? * 10i64.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    (days * 86_400 + h * 3600 + mi * 60 + sec)
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +102,26 @@ mod tests {
         );
         assert_eq!(rfc3339_secs(951_782_400).unwrap(), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_secs(-86_400).unwrap(), "1969-12-31T00:00:00Z");
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        for ns in [0, 1_764_000_000_123_456_000, 951_782_400_000_000_000] {
+            assert_eq!(parse_rfc3339_ns(&rfc3339_micros(ns)), Some(ns));
+        }
+        assert_eq!(
+            parse_rfc3339_ns("2000-02-29T00:00:00Z"),
+            Some(951_782_400_000_000_000)
+        );
+        for bad in [
+            "",
+            "2000-02-29",
+            "2000-13-01T00:00:00Z",
+            "2000-02-29T00:00:00.Z",
+            "x000-02-29T00:00:00Z",
+            "2000-02-29T00:00:00.+1Z",
+        ] {
+            assert_eq!(parse_rfc3339_ns(bad), None, "{bad}");
+        }
     }
 }
