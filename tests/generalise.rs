@@ -11,7 +11,6 @@
 //! `scripts/evaluate` prints the same figures for humans; the cases each capture stands for
 //! are in its truth file and `captures/README.md`.
 
-use std::net::IpAddr;
 use std::process::Command;
 
 use serde_json::Value;
@@ -54,30 +53,6 @@ fn truth(pcap: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).expect("truth file")).expect("JSON")
 }
 
-/// `addr` is in `prefix` (an address or a CIDR prefix).
-fn in_prefix(addr: IpAddr, prefix: &str) -> bool {
-    let (net, len) = match prefix.split_once('/') {
-        Some((n, l)) => (n, l.parse::<u32>().ok()),
-        None => (prefix, None),
-    };
-    let Ok(net) = net.parse::<IpAddr>() else {
-        return false;
-    };
-    match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let len = len.unwrap_or(32).min(32);
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let len = len.unwrap_or(128).min(128);
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
 /// Whether `rule` applies to a connection of `name` by `ja4` from `client`.
 fn covers(rule: &Value, name: &str, ja4: &str, client: &str) -> bool {
     let m = &rule["match"];
@@ -90,9 +65,11 @@ fn covers(rule: &Value, name: &str, ja4: &str, client: &str) -> bool {
     let ip_ok = match m["client_ips"].as_array() {
         None => true,
         Some(ips) => {
-            let addr: IpAddr = client.parse().expect("truth address");
-            ips.iter()
-                .any(|p| p.as_str().is_some_and(|p| in_prefix(addr, p)))
+            let ips: Vec<String> = ips
+                .iter()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect();
+            pinwatch::export::address_in(&ips, client.parse().expect("truth address"))
         }
     };
     name_ok && ja4_ok && ip_ok

@@ -235,7 +235,7 @@ fn report_from_files_shows_what_the_replay_showed() {
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids.len(), 2, "two JA4-scoped rules in this capture");
+    assert_eq!(ids.len(), 4, "four JA4-scoped rules in this capture");
     for id in &ids {
         let (sa, sb) = (section(&a, id), section(&b, id));
         assert_eq!(

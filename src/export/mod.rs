@@ -240,6 +240,32 @@ pub fn check_address(text: &str) -> Option<String> {
     }
 }
 
+/// Whether `addr` is one of `prefixes` (addresses or CIDR prefixes as [`check_address`]
+/// writes them; anything else matches nothing).
+pub fn address_in(prefixes: &[String], addr: std::net::IpAddr) -> bool {
+    prefixes.iter().any(|p| {
+        let (net, len) = match p.split_once('/') {
+            Some((n, l)) => (n, l.parse::<u32>().ok()),
+            None => (p.as_str(), None),
+        };
+        match (addr, net.parse::<std::net::IpAddr>()) {
+            (std::net::IpAddr::V4(a), Ok(std::net::IpAddr::V4(n))) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - len.unwrap_or(32).min(32))
+                    .unwrap_or(0);
+                u32::from(a) & mask == u32::from(n) & mask
+            }
+            (std::net::IpAddr::V6(a), Ok(std::net::IpAddr::V6(n))) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - len.unwrap_or(128).min(128))
+                    .unwrap_or(0);
+                u128::from(a) & mask == u128::from(n) & mask
+            }
+            _ => false,
+        }
+    })
+}
+
 /// Checks a name from the wire: a DNS name of letters, digits and hyphens in dot-separated
 /// labels of 1..=63 characters (no leading or trailing hyphen), at most 253 characters, one
 /// trailing dot tolerated; or, for a host, an IPv4 literal. A suffix must have two labels or
@@ -1063,6 +1089,15 @@ mod tests {
             assert!(parse_rule(&line, 1).is_err(), "{bad}");
         }
         assert_eq!(check_address("10.1.2.0/24").as_deref(), Some("10.1.2.0/24"));
+        let prefixes = ["10.1.2.0/24".to_string(), "2001:db8::7".to_string()];
+        assert!(address_in(&prefixes, [10, 1, 2, 200].into()));
+        assert!(!address_in(&prefixes, [10, 1, 3, 1].into()));
+        assert!(address_in(&prefixes, "2001:db8::7".parse().unwrap()));
+        assert!(!address_in(&prefixes, "2001:db8::8".parse().unwrap()));
+        assert!(address_in(
+            &["0.0.0.0/0".to_string()],
+            [192, 0, 2, 1].into()
+        ));
         assert_eq!(check_address("2001:DB8::1").as_deref(), Some("2001:db8::1"));
     }
 

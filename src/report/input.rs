@@ -1,4 +1,4 @@
-//! What the report reads: candidate rules (`pinwatch.rule/1`), connection records
+//! What the report reads: candidate rules (`pinwatch.rule/2` and `/1`), connection records
 //! (`pinwatch.connection/1`) and findings (`pinwatch.finding/1`), either from NDJSON files or
 //! straight from a replay. Only the fields the page shows are kept; unknown fields are ignored
 //! (formats grow within a version). Every string here came off the wire or out of a file and is
@@ -22,6 +22,7 @@ pub struct RuleMatchIn {
     pub host: Option<String>,
     pub suffix: Option<String>,
     pub client_ja4: Option<String>,
+    pub client_ips: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -156,16 +156,28 @@ fn rule_name(r: &RuleIn) -> String {
     }
 }
 
+fn scope_text(r: &RuleIn) -> String {
+    let software = r
+        .matcher
+        .client_ja4
+        .as_ref()
+        .map_or("every client".into(), |j| format!("clients with JA4 {j}"));
+    match &r.matcher.client_ips {
+        Some(ips) => format!(
+            "{software} from {}: {}",
+            counted(ips.len() as u64, "address", "addresses"),
+            ips.join(", ")
+        ),
+        None => software,
+    }
+}
+
 fn row(r: &RuleIn) -> RuleRow {
     let e = &r.evidence;
     RuleRow {
         id: r.id.clone(),
         name: rule_name(r),
-        scope: r
-            .matcher
-            .client_ja4
-            .as_ref()
-            .map_or("every client".into(), |j| format!("clients with JA4 {j}")),
+        scope: scope_text(r),
         confidence: format!("{:.2}", r.confidence),
         failures: e.failures,
         successes: e.successes_same_fingerprint + e.successes_outside_proxy,
@@ -208,6 +220,7 @@ fn export_lines(r: &RuleIn) -> ExportLines {
         host: r.matcher.host.clone(),
         suffix: r.matcher.suffix.clone(),
         client_ja4: r.matcher.client_ja4.clone(),
+        client_ips: r.matcher.client_ips.clone(),
         confidence: r.confidence,
         reason: r.reason.clone(),
         line: 1,
@@ -288,17 +301,21 @@ fn delay_words(r: &RuleIn) -> String {
 
 fn detailed(r: &RuleIn, index: usize, names: &[&str], c: &Collector, cas: &[&str]) -> RuleView {
     let ja4 = r.matcher.client_ja4.as_deref();
+    let ips = r.matcher.client_ips.as_deref();
+    let from = |ip: Option<std::net::IpAddr>| {
+        ips.is_none_or(|ips| ip.is_some_and(|ip| export::address_in(ips, ip)))
+    };
     let wanted = |j: Option<&str>| ja4.is_none() || ja4 == j;
     let logs: Vec<&NameLog> = names.iter().filter_map(|n| c.names.get(*n)).collect();
     let points: Vec<&Point> = logs
         .iter()
         .flat_map(|l| &l.points)
-        .filter(|p| wanted(Some(&p.ja4)))
+        .filter(|p| wanted(Some(&p.ja4)) && from(Some(p.client)))
         .collect();
     let mut rows: Vec<&ConnIn> = logs
         .iter()
         .flat_map(|l| &l.rows)
-        .filter(|c| wanted(c.ja4.as_deref()))
+        .filter(|c| wanted(c.ja4.as_deref()) && from(c.client_ip.parse().ok()))
         .collect();
     rows.sort_by(|a, b| a.ts_start.cmp(&b.ts_start));
     let mut issuers: Vec<&str> = r
