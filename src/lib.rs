@@ -23,3 +23,4 @@ pub mod session;
 pub mod sinks;
 pub mod stats;
 pub mod tls;
+pub mod verify;

@@ -69,6 +69,8 @@ at once); SIGHUP reopens the output files (log rotation); SIGUSR1 prints a stats
     Live(LiveArgs),
     /// Turn candidate rules (NDJSON from `replay --rules`) into Squid, mitmproxy or domain-list configuration.
     Export(pinwatch::export::ExportArgs),
+    /// Run regression cases (captures plus expected outcomes, rules and findings) for CI.
+    Verify(pinwatch::verify::VerifyArgs),
 }
 
 #[derive(Args)]
@@ -207,6 +209,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args),
         Command::Live(args) => run_live(args),
         Command::Export(args) => pinwatch::export::run_export(args),
+        Command::Verify(args) => pinwatch::verify::run_verify(args),
     }
 }
 
@@ -238,7 +241,7 @@ fn command_line_error(e: clap::Error) -> ExitCode {
     }
     let command = std::env::args()
         .nth(1)
-        .filter(|a| a == "replay" || a == "live" || a == "export")
+        .filter(|a| ["replay", "live", "export", "verify"].contains(&a.as_str()))
         .map_or_else(|| "pinwatch".to_string(), |c| format!("pinwatch {c}"));
     eprintln!("pinwatch: {message}; see `{command} --help`");
     ExitCode::from(exit::USAGE)
