@@ -129,19 +129,19 @@ fn run_error(case: &LoadedCase, e: RunError) -> CaseResult {
 }
 
 /// Loads the case at `path`; with `bless`, a directory without a case file starts empty.
-fn load(path: &Path, bless: bool) -> Result<LoadedCase, CaseResult> {
+fn load(path: &Path, bless: bool) -> Result<LoadedCase, Box<CaseResult>> {
     let file = case::case_file(path);
     if bless && path.is_dir() && !file.exists() {
         return Ok(case::loaded(&file, Case::new()));
     }
     case::load(path).map_err(|e| {
-        let loaded = case::loaded(&file, Case::new());
-        error_result(
-            loaded.name,
-            path.display().to_string(),
-            e.to_string(),
-            exit::INPUT,
-        )
+        let mut message = e.to_string();
+        if matches!(&e, case::CaseError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        {
+            message.push_str("; give a case directory holding case.toml (--bless creates one)");
+        }
+        let shown = path.display().to_string();
+        Box::new(error_result(shown.clone(), shown, message, exit::INPUT))
     })
 }
 
@@ -150,7 +150,7 @@ pub fn verify_case(path: &Path, threads: usize, bless: bool) -> CaseResult {
     let started = Instant::now();
     let loaded = match load(path, bless) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let got = match run::run(&loaded, threads) {
         Ok(g) => g,
