@@ -5,7 +5,8 @@
 //! `capture` (files) -> `decode` (link/IP/TCP views) -> `flow` (connections, reassembly)
 //! -> `session` + `tls` (CONNECT, records, handshake) -> `classify` (one outcome per
 //! connection) -> `output` (records, sinks) -> `correlate` (proxy CAs, evidence, scored
-//! candidate rules) -> `export` (rule-engine formats). `replay` wires them together.
+//! candidate rules) -> `export` (rule-engine formats). `replay` wires them together;
+//! `verify` judges replays against regression cases.
 
 pub mod capture;
 pub mod classify;
@@ -24,3 +25,4 @@ pub mod session;
 pub mod sinks;
 pub mod stats;
 pub mod tls;
+pub mod verify;

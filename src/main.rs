@@ -71,6 +71,8 @@ at once); SIGHUP reopens the output files (log rotation); SIGUSR1 prints a stats
     Export(pinwatch::export::ExportArgs),
     /// Make one self-contained HTML page from the rules, connections and findings a replay wrote.
     Report(pinwatch::report::ReportArgs),
+    /// Run regression cases (captures plus expected outcomes, rules and findings) for CI.
+    Verify(pinwatch::verify::VerifyArgs),
 }
 
 #[derive(Args)]
@@ -220,6 +222,7 @@ fn main() -> ExitCode {
         Command::Live(args) => run_live(args),
         Command::Export(args) => pinwatch::export::run_export(args),
         Command::Report(args) => pinwatch::report::run_report(args),
+        Command::Verify(args) => pinwatch::verify::run_verify(args),
     }
 }
 
@@ -251,7 +254,7 @@ fn command_line_error(e: clap::Error) -> ExitCode {
     }
     let command = std::env::args()
         .nth(1)
-        .filter(|a| ["replay", "live", "export", "report"].contains(&a.as_str()))
+        .filter(|a| ["replay", "live", "export", "report", "verify"].contains(&a.as_str()))
         .map_or_else(|| "pinwatch".to_string(), |c| format!("pinwatch {c}"));
     eprintln!("pinwatch: {message}; see `{command} --help`");
     ExitCode::from(exit::USAGE)

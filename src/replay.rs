@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::classify::Verdict;
-use crate::correlate::EvidenceTable;
+use crate::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Report};
 use crate::flow::FlowConfig;
 use crate::output::record::ConnectionRecord;
 pub use crate::pipeline::Summary;
@@ -46,18 +46,45 @@ pub fn replay<E>(
     config: ReplayConfig,
     on_record: &mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
 ) -> Result<Summary, E> {
+    run(
+        paths,
+        config,
+        &Arc::new(EvidenceTable::default()),
+        on_record,
+    )
+}
+
+/// A replay and what correlation concluded from it (the candidates, above and below any
+/// threshold, and the findings), for callers that judge results in-process (`verify`).
+pub fn replay_correlated<E>(
+    paths: &[String],
+    config: ReplayConfig,
+    correlate: CorrelateConfig,
+    on_record: &mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
+) -> Result<(Summary, Report), E> {
+    let evidence = Arc::new(EvidenceTable::default());
+    let correlator = Correlator::with_table(correlate, Arc::clone(&evidence));
+    let summary = run(paths, config, &evidence, on_record)?;
+    Ok((summary, correlator.conclude_final()))
+}
+
+fn run<E>(
+    paths: &[String],
+    config: ReplayConfig,
+    evidence: &Arc<EvidenceTable>,
+    on_record: &mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
+) -> Result<Summary, E> {
     let mut source = FileSource::new(paths, config.progress);
     let pipeline_config = pipeline::Config {
         flow: config.flow,
         threads: config.threads,
         ..pipeline::Config::default()
     };
-    let evidence = Arc::new(EvidenceTable::default());
     let stats = Arc::new(Stats::new(config.threads));
     pipeline::run(
         &mut source,
         pipeline_config,
-        &evidence,
+        evidence,
         &stats,
         &AtomicBool::new(false),
         &mut Closure(on_record),
