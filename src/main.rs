@@ -76,6 +76,10 @@ struct ReplayArgs {
     /// Capture files, read in the order given. `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<String>,
+    /// Only packets this capture filter (libpcap syntax, `man pcap-filter`) passes, e.g.
+    /// `tcp port 443`. Needs a build with libpcap (`--features live`).
+    #[arg(long, value_name = "FILTER")]
+    bpf: Option<String>,
     #[command(flatten)]
     out: OutputArgs,
     #[command(flatten)]
@@ -125,13 +129,15 @@ struct LiveArgs {
 struct OutputArgs {
     /// Write one JSON object per connection (NDJSON) to PATH, or `-` for standard output. A file
     /// (for every output option) is appended to, so a restarted sensor carries on with it;
-    /// remove it first to start afresh.
+    /// `--truncate` starts it afresh.
     #[arg(long, value_name = "PATH|-")]
     connections: Option<String>,
 
     /// Write candidate bypass rules (NDJSON, schema pinwatch.rule/1) to PATH or `-`. Default:
-    /// standard output, unless --connections already writes there. In live mode a rule is
-    /// written when it first reaches the threshold and again (same id) when it changes.
+    /// standard output, unless --connections already writes there. Replay merges into an
+    /// existing file by rule id (a rule found again replaces its old line; rules of other
+    /// captures stay). In live mode a rule is written when it first reaches the threshold and
+    /// again (same id) when it changes.
     #[arg(long, value_name = "PATH|-")]
     rules: Option<String>,
 
@@ -154,6 +160,16 @@ struct OutputArgs {
     /// Write findings that are not rules (learned proxy CAs, clients missing the proxy CA) as NDJSON.
     #[arg(long, value_name = "PATH|-")]
     findings: Option<String>,
+
+    /// Start every output file afresh (emptied when opened) instead of appending to it, and
+    /// for replay's --rules instead of merging by rule id.
+    #[arg(long)]
+    truncate: bool,
+
+    /// Write the run's summary as one JSON object (schema pinwatch.summary/1, see
+    /// schema/summary.schema.json) to PATH when the run ends, for CI pipelines.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<String>,
 
     /// No summary on standard error.
     #[arg(long, short)]
@@ -358,12 +374,21 @@ fn settings(out: &OutputArgs) -> Result<Settings, Failure> {
 struct Sinks {
     connections: Option<LineSink>,
     rules: Option<LineSink>,
+    /// Replay's rules file, written whole at the end (merged by id, or replaced with
+    /// --truncate) instead of appended to.
+    rules_file: Option<(std::path::PathBuf, bool)>,
     findings: Option<LineSink>,
 }
 
 impl Sinks {
     /// Opens the outputs; `inputs` are the capture files, which no output may name.
-    fn open(out: &OutputArgs, inputs: &[String], flush: Flush) -> Result<Sinks, Failure> {
+    /// `whole_rules`: a rules file is written whole at the end (replay).
+    fn open(
+        out: &OutputArgs,
+        inputs: &[String],
+        flush: Flush,
+        whole_rules: bool,
+    ) -> Result<Sinks, Failure> {
         let rules_path = match (&out.rules, out.connections.as_deref()) {
             (Some(p), _) => Some(p.clone()),
             (None, Some("-")) => None,
@@ -374,13 +399,27 @@ impl Sinks {
         }
         let open = |p: &Option<String>| {
             p.as_deref()
-                .map(|p| LineSink::open(Target::parse(p), flush))
+                .map(|p| LineSink::open_with(Target::parse(p), flush, out.truncate))
                 .transpose()
                 .map_err(|e| Failure(e.to_string(), exit::OUTPUT))
         };
+        let rules_file = rules_path
+            .as_deref()
+            .filter(|p| whole_rules && *p != "-")
+            .map(|p| (std::path::PathBuf::from(p), out.truncate));
+        let rules = match &rules_file {
+            // Opened (and dropped) now so an unwritable path fails before the replay, not after.
+            Some((path, _)) => {
+                LineSink::open(Target::File(path.clone()), flush)
+                    .map_err(|e| Failure(e.to_string(), exit::OUTPUT))?;
+                None
+            }
+            None => open(&rules_path)?,
+        };
         Ok(Sinks {
             connections: open(&out.connections)?,
-            rules: open(&rules_path)?,
+            rules,
+            rules_file,
             findings: open(&out.findings)?,
         })
     }
@@ -469,7 +508,13 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
 
 fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     let settings = settings(&args.out)?;
-    let mut sinks = Sinks::open(&args.out, &args.files, Flush::Manual)?;
+    let filter = args
+        .bpf
+        .as_deref()
+        .map(pinwatch::capture::bpf::Filter::new)
+        .transpose()
+        .map_err(|e| Failure(e, exit::USAGE))?;
+    let mut sinks = Sinks::open(&args.out, &args.files, Flush::Manual, true)?;
     let signals = Signals::install();
     let threads = args.track.threads();
     let evidence = Arc::new(EvidenceTable::default());
@@ -480,7 +525,7 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         threads,
         ..pipeline::Config::default()
     };
-    let mut source = FileSource::new(&args.files, !args.out.quiet);
+    let mut source = FileSource::new(&args.files, !args.out.quiet).with_filter(filter);
     let result = pipeline::run(
         &mut source,
         config,
@@ -498,7 +543,7 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     let flushed = sinks.flush().and(written);
     let summary = match (result, flushed) {
         (Ok(s), Ok(())) => s,
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(Failure(e.to_string(), exit::OUTPUT)),
+        (Err(e), _) | (Ok(_), Err(e)) => return output_failure(e),
     };
     // When no input could be read at all, the error lines are the whole story.
     if !args.out.quiet && summary.files > 0 {
@@ -508,10 +553,68 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     for e in &summary.errors {
         eprintln!("pinwatch: {e}");
     }
-    Ok(match summary.errors.first() {
-        None => ExitCode::SUCCESS,
-        Some(e) if e.is_mid_file() => ExitCode::from(exit::DAMAGED),
-        Some(_) => ExitCode::from(exit::INPUT),
+    let code = match summary.errors.first() {
+        None => 0,
+        Some(e) if e.is_mid_file() => exit::DAMAGED,
+        Some(_) => exit::INPUT,
+    };
+    if let Some(path) = &args.out.summary_json {
+        write_summary_json(path, &summary, &report, settings.min_confidence, code)?;
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// An output that failed: the run's failure, except a reader that went away (`| head`),
+/// which is how a pipeline says it has seen enough: exit 0, nothing printed.
+fn output_failure(e: FileSinkError) -> Result<ExitCode, Failure> {
+    if e.is_reader_gone() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(Failure(e.to_string(), exit::OUTPUT))
+}
+
+/// `--summary-json`: the run as one JSON object (schema/summary.schema.json).
+fn write_summary_json(
+    path: &str,
+    s: &Summary,
+    report: &Report,
+    min_confidence: f64,
+    exit_code: u8,
+) -> Result<(), Failure> {
+    let outcomes: serde_json::Map<String, serde_json::Value> = s
+        .outcomes
+        .iter()
+        .map(|(o, n)| (o.as_str().to_string(), (*n).into()))
+        .collect();
+    let doc = serde_json::json!({
+        "schema": "pinwatch.summary/1",
+        "version": env!("CARGO_PKG_VERSION"),
+        "exit_code": exit_code,
+        "files": s.files,
+        "packets": s.packets,
+        "bytes": s.bytes,
+        "connections": s.connections,
+        "outcomes": outcomes,
+        "packets_not_analysed": s.skipped,
+        "anomalies": s.anomalies,
+        "evicted": s.evicted,
+        "queue_drops": s.queue_drops,
+        "threads": s.threads,
+        "elapsed_s": s.elapsed.as_secs_f64(),
+        "candidates": report.candidates.iter().filter(|r| r.evidence.failures > 0).count(),
+        "rules": report.rules(min_confidence).count(),
+        "min_confidence": min_confidence,
+        "proxy_cas_learned": report.proxy_cas.len(),
+        "clients_missing_proxy_ca": report.missing_proxy_ca.len(),
+        "errors": s.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    });
+    let mut text = serde_json::to_vec_pretty(&doc).expect("a JSON value serialises");
+    text.push(b'\n');
+    pinwatch::sinks::replace::replace_file(std::path::Path::new(path), &text).map_err(|e| {
+        Failure(
+            format!("--summary-json {path}: cannot write: {e}"),
+            exit::OUTPUT,
+        )
     })
 }
 
@@ -524,6 +627,26 @@ fn write_rules(
         for rule in report.rules(min_confidence) {
             out.write(rule)?;
         }
+    }
+    if let Some((path, truncate)) = &sinks.rules_file {
+        let lines: Vec<(String, Vec<u8>)> = report
+            .rules(min_confidence)
+            .map(|r| Ok((r.id.clone(), serde_json::to_vec(r)?)))
+            .collect::<Result<_, serde_json::Error>>()?;
+        let written = if *truncate {
+            let mut all = Vec::new();
+            for (_, line) in &lines {
+                all.extend_from_slice(line);
+                all.push(b'\n');
+            }
+            pinwatch::sinks::replace::replace_file(path, &all)
+        } else {
+            pinwatch::sinks::replace::merge_by_id(path, &lines).map(|_| ())
+        };
+        written.map_err(|source| FileSinkError::Write {
+            target: path.display().to_string(),
+            source,
+        })?;
     }
     sinks.write_findings(report)
 }
@@ -663,7 +786,7 @@ mod live {
             pinwatch::privs::drop_capabilities()
                 .map_err(|e| Failure(format!("dropping capabilities: {e}"), exit::PRIVILEGES))?;
         }
-        let mut sinks = Sinks::open(&args.out, &[], Flush::EveryLine)?;
+        let mut sinks = Sinks::open(&args.out, &[], Flush::EveryLine, false)?;
         let signals = Signals::install();
         let threads = args.track.threads();
         let stats = Arc::new(Stats::new(threads));
@@ -738,7 +861,7 @@ mod live {
         }
         let summary = match (result, flushed) {
             (Ok(s), Ok(())) => s,
-            (Err(e), _) | (Ok(_), Err(e)) => return Err(Failure(e.to_string(), exit::OUTPUT)),
+            (Err(e), _) | (Ok(_), Err(e)) => return output_failure(e),
         };
         let capture_stats = source.capture_stats();
         if !args.out.quiet {
@@ -761,6 +884,9 @@ mod live {
         }
         if let Some(e) = source.error.take() {
             return Err(Failure(e.to_string(), exit::INPUT));
+        }
+        if let Some(path) = &args.out.summary_json {
+            write_summary_json(path, &summary, &report, settings.min_confidence, 0)?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -857,11 +983,18 @@ fn print_table(report: &Report, min_confidence: f64) {
             report.ordinary_cert_failures
         ));
     }
+    // The strongest first (the report's order); the rest are in the rules output.
+    const SHOWN_CANDIDATES: usize = 30;
+    let with_failures = report
+        .candidates
+        .iter()
+        .filter(|r| r.evidence.failures > 0)
+        .count();
     let shown: Vec<_> = report
         .candidates
         .iter()
         .filter(|r| r.evidence.failures > 0)
-        .take(30)
+        .take(SHOWN_CANDIDATES)
         .collect();
     if shown.is_empty() {
         out.push_str("\nno pinning candidates\n");
@@ -897,6 +1030,14 @@ fn print_table(report: &Report, min_confidence: f64) {
             ));
         }
         out.push_str("  ('-' = below the threshold, not emitted)\n");
+        if with_failures > SHOWN_CANDIDATES {
+            let left_out = (with_failures - SHOWN_CANDIDATES) as u64;
+            out.push_str(&format!(
+                "  ... and {} not shown: the table lists the {SHOWN_CANDIDATES} strongest; every rule \
+                 at or above the threshold is in the rules output (--rules)\n",
+                counted(left_out, "more candidate", "more candidates")
+            ));
+        }
     }
     eprint!("{out}");
 }

@@ -379,8 +379,8 @@ fn score(facts: &NameFacts<'_>, ev: &Evidence) -> (f64, String, Vec<&'static str
             ev.successes_same_fingerprint as f64 / (ev.successes_same_fingerprint as f64 + fails);
         conf *= (1.0 - ratio).powi(2);
         why.push(format!(
-            "but also succeeded through the proxy {} times",
-            ev.successes_same_fingerprint
+            "but also succeeded through the proxy {}",
+            counted(ev.successes_same_fingerprint, "time", "times")
         ));
     } else {
         why.push("never succeeded through the proxy".into());

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use crate::capture::bpf::Filter;
 use crate::capture::{CaptureError, FileReader, Frame, MapShare};
 use crate::decode;
 
@@ -56,6 +57,8 @@ pub struct FileSource {
     /// With copies: each file's mapping, shared by this source and its copies, and which
     /// reader of it this source is.
     share: Option<(Arc<[MapShare]>, usize)>,
+    /// `replay --bpf`: frames it rejects are passed over here, before any stage sees them.
+    filter: Option<Filter>,
 }
 
 impl FileSource {
@@ -72,7 +75,14 @@ impl FileSource {
             bar_base: 0,
             frames: 0,
             share: None,
+            filter: None,
         }
+    }
+
+    /// Only frames `filter` passes are delivered.
+    pub fn with_filter(mut self, filter: Option<Filter>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Opens the next readable file; false when none is left.
@@ -124,7 +134,15 @@ impl Source for FileSource {
                 continue;
             };
             match reader.advance() {
-                Ok(true) => break,
+                Ok(true) => {
+                    let passes = match (&mut self.filter, reader.frame()) {
+                        (Some(f), Some(frame)) => f.matches(frame.linktype, frame.data),
+                        _ => true,
+                    };
+                    if passes {
+                        break;
+                    }
+                }
                 Ok(false) => self.close_current(),
                 Err(e) => {
                     self.errors.push(e);
@@ -156,10 +174,12 @@ impl Source for FileSource {
     /// Only regular files: standard input or a pipe can be read once. Every copy reads each
     /// file through the same mapping. Call before the first `next`.
     fn copies(&mut self, n: usize) -> Option<Vec<Self>> {
-        let all_files = self
-            .paths
-            .iter()
-            .all(|p| p != "-" && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0));
+        let all_files = self.paths.iter().all(|p| {
+            p != "-"
+                    && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0)
+                    // A compressed file is one stream: copies would each decompress all of it.
+                    && !crate::capture::is_gzip(p)
+        });
         if !all_files || self.current.is_some() || self.next_path > 0 {
             return None;
         }
@@ -168,6 +188,7 @@ impl Source for FileSource {
         let copies = (1..=n)
             .map(|reader| FileSource {
                 share: Some((Arc::clone(&maps), reader)),
+                filter: self.filter.clone(),
                 ..FileSource::new(&self.paths, false)
             })
             .collect();
