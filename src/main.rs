@@ -20,7 +20,7 @@ use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, 
 use pinwatch::flow::FlowConfig;
 use pinwatch::memory::{configure_allocator, release_freed_memory};
 use pinwatch::output::counted;
-use pinwatch::output::record::ConnectionRecord;
+use pinwatch::output::record::{ConnectionRecord, Origin};
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
 use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
 use pinwatch::stats::Stats;
@@ -160,6 +160,11 @@ struct OutputArgs {
     /// Write findings that are not rules (learned proxy CAs, clients missing the proxy CA) as NDJSON.
     #[arg(long, value_name = "PATH|-")]
     findings: Option<String>,
+
+    /// Name of this sensor in every connection record (`sensor`), to tell sensors apart in a
+    /// shared index. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    sensor: Option<String>,
 
     /// Start every output file afresh (emptied when opened) instead of appending to it, and
     /// for replay's --rules instead of merging by rule id.
@@ -525,7 +530,10 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         threads,
         ..pipeline::Config::default()
     };
-    let mut source = FileSource::new(&args.files, !args.out.quiet).with_filter(filter);
+    let origin = Origin::new(Some(&sensor_name(&args.out)), None, &args.files);
+    let mut source = FileSource::new(&args.files, !args.out.quiet)
+        .with_filter(filter)
+        .with_origin(Arc::new(origin));
     let result = pipeline::run(
         &mut source,
         config,
@@ -562,6 +570,16 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         write_summary_json(path, &summary, &report, settings.min_confidence, code)?;
     }
     Ok(ExitCode::from(code))
+}
+
+/// `--sensor`, or the host name.
+fn sensor_name(out: &OutputArgs) -> String {
+    out.sensor.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "pinwatch".to_string())
+    })
 }
 
 /// An output that failed: the run's failure, except a reader that went away (`| head`),
@@ -839,6 +857,11 @@ mod live {
             ..pipeline::Config::default()
         };
         let mut source = LiveSource::new(capture, Arc::clone(&stats));
+        source.origin = Some(Arc::new(Origin::new(
+            Some(&sensor_name(&args.out)),
+            Some(&args.interface),
+            &[],
+        )));
         let result = pipeline::run(
             &mut source,
             config,

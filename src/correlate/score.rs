@@ -9,7 +9,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Path, registrable};
+use crate::output::community_id::{IPPROTO_TCP, community_id_v1};
 use crate::output::counted;
+
+/// Failures a rule names by Community ID: enough to find them, few enough to keep rules small.
+pub const SAMPLE_COMMUNITY_IDS: usize = 5;
 use crate::output::time::rfc3339_micros;
 
 pub const RULE_SCHEMA: &str = "pinwatch.rule/1";
@@ -124,6 +128,9 @@ pub struct Evidence {
     pub last_seen: String,
     /// The proxy's own upstream connection showed this name's origin.
     pub origin_seen_upstream: bool,
+    /// Community IDs of the first failures counted (at most [`SAMPLE_COMMUNITY_IDS`]): the
+    /// connections to look up in Zeek, Suricata or Arkime.
+    pub sample_community_ids: Vec<String>,
     #[serde(skip)]
     weight: f64,
     #[serde(skip)]
@@ -173,6 +180,8 @@ pub struct ConnView<'a> {
     pub ts_ns: i64,
     pub ja4: &'a str,
     pub client_ip: IpAddr,
+    /// Client and server endpoints, for the rule's sample Community IDs.
+    pub flow: ((IpAddr, u16), (IpAddr, u16)),
     pub ip_literal: bool,
     pub outcome: &'a str,
     pub detail: Option<&'a str>,
@@ -228,6 +237,11 @@ fn add(ev: &mut Evidence, c: &ConnView<'_>, path: Path) {
     }
     ev.hosts.insert(c.client_ip);
     ev.ip_literal |= c.ip_literal;
+    if ev.sample_community_ids.len() < SAMPLE_COMMUNITY_IDS {
+        let (client, server) = c.flow;
+        ev.sample_community_ids
+            .push(community_id_v1(0, IPPROTO_TCP, client, server));
+    }
 }
 
 /// One more `key` in `counts`; a key's string is made once, not per connection.
@@ -304,6 +318,9 @@ fn merge(into: &mut Evidence, e: &Evidence) {
     into.delays.extend_from_slice(&e.delays);
     into.hosts.extend(e.hosts.iter().copied());
     into.ip_literal |= e.ip_literal;
+    let room = SAMPLE_COMMUNITY_IDS.saturating_sub(into.sample_community_ids.len());
+    into.sample_community_ids
+        .extend(e.sample_community_ids.iter().take(room).cloned());
     if into.first_ns == 0 || (e.first_ns != 0 && e.first_ns < into.first_ns) {
         into.first_ns = e.first_ns;
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::capture::bpf::Filter;
 use crate::capture::{CaptureError, FileReader, Frame, MapShare};
 use crate::decode;
+use crate::output::record::Origin;
 
 /// What a source has next.
 pub enum Next<'a> {
@@ -23,6 +24,10 @@ pub trait Source {
     /// Inputs opened so far (files), for the summary.
     fn files_opened(&self) -> usize {
         0
+    }
+    /// Where the records come from (sensor, interface, files), for the workers to stamp.
+    fn origin(&self) -> Option<Arc<Origin>> {
+        None
     }
     /// Inputs that could not be read, or not to the end.
     fn take_errors(&mut self) -> Vec<CaptureError> {
@@ -59,6 +64,7 @@ pub struct FileSource {
     share: Option<(Arc<[MapShare]>, usize)>,
     /// `replay --bpf`: frames it rejects are passed over here, before any stage sees them.
     filter: Option<Filter>,
+    origin: Option<Arc<Origin>>,
 }
 
 impl FileSource {
@@ -76,7 +82,14 @@ impl FileSource {
             frames: 0,
             share: None,
             filter: None,
+            origin: None,
         }
+    }
+
+    /// Records are stamped with this origin; the source tells it where each file starts.
+    pub fn with_origin(mut self, origin: Arc<Origin>) -> Self {
+        self.origin = Some(origin);
+        self
     }
 
     /// Only frames `filter` passes are delivered.
@@ -101,6 +114,9 @@ impl FileSource {
             };
             match opened {
                 Ok(r) => {
+                    if let Some(origin) = &self.origin {
+                        origin.file_started(self.next_path - 1, self.frames + 1);
+                    }
                     self.opened += 1;
                     self.current = Some(r);
                     return true;
@@ -167,6 +183,10 @@ impl Source for FileSource {
         self.opened
     }
 
+    fn origin(&self) -> Option<Arc<Origin>> {
+        self.origin.clone()
+    }
+
     fn take_errors(&mut self) -> Vec<CaptureError> {
         std::mem::take(&mut self.errors)
     }
@@ -189,6 +209,7 @@ impl Source for FileSource {
             .map(|reader| FileSource {
                 share: Some((Arc::clone(&maps), reader)),
                 filter: self.filter.clone(),
+                origin: self.origin.clone(),
                 ..FileSource::new(&self.paths, false)
             })
             .collect();
@@ -228,6 +249,7 @@ pub struct LiveSource {
     last_poll: std::time::Instant,
     /// Why reading stopped, if it did.
     pub error: Option<crate::capture::live::LiveError>,
+    pub origin: Option<Arc<Origin>>,
 }
 
 #[cfg(feature = "live")]
@@ -241,6 +263,7 @@ impl LiveSource {
             stats,
             last_poll: std::time::Instant::now(),
             error: None,
+            origin: None,
         }
     }
 
@@ -264,6 +287,10 @@ impl LiveSource {
 
 #[cfg(feature = "live")]
 impl Source for LiveSource {
+    fn origin(&self) -> Option<Arc<Origin>> {
+        self.origin.clone()
+    }
+
     fn next(&mut self) -> Next<'_> {
         self.poll_drops();
         if self.error.is_some() {
