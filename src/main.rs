@@ -35,10 +35,23 @@ mod exit {
     pub const PRIVILEGES: u8 = 6;
 }
 
+/// `--version`: the features compiled in, since the plain and the live build are both
+/// called `pinwatch`.
+#[cfg(feature = "live")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (features: live — replay and live capture through libpcap, replay --bpf)"
+);
+#[cfg(not(feature = "live"))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (features: none — replay and export only; build with --features live for live capture)"
+);
+
 #[derive(Parser)]
 #[command(
     name = "pinwatch",
-    version,
+    version = VERSION,
     about = "Find apps whose certificate pinning breaks behind a TLS-inspecting proxy",
     long_about = "pinwatch watches TLS handshakes passively (pcap/pcapng files or a span port), \
 works out which certificate the proxy presented and how the client reacted, and reports one \
@@ -48,6 +61,13 @@ not_tls or midstream. From the failures that follow the proxy's certificates it 
 bypass rules with a confidence score."
 )]
 struct Cli {
+    /// Read options from this TOML file first (a `[replay]`, `[live]` or `[export]` table of
+    /// flag names and values, see contrib/pinwatch.toml); flags on the command line override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the options in effect (config file, then flags, then defaults) as TOML and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +89,12 @@ at once); SIGHUP reopens the output files (log rotation); SIGUSR1 prints a stats
     Live(LiveArgs),
     /// Turn candidate rules (NDJSON from `replay --rules`) into Squid, mitmproxy or domain-list configuration.
     Export(pinwatch::export::ExportArgs),
+    /// Write the man pages and the bash, zsh and fish completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -220,7 +246,19 @@ impl TrackArgs {
 
 fn main() -> ExitCode {
     configure_allocator();
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = match config::with_file(argv) {
+        Ok(a) => a,
+        Err(e) => return Failure(e, exit::USAGE).report(),
+    };
+    let matches = match cli_command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => return command_line_error(e),
+    };
+    if matches.get_flag("print_config") {
+        return config::print(&matches);
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return command_line_error(e),
     };
@@ -228,6 +266,206 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args),
         Command::Live(args) => run_live(args),
         Command::Export(args) => pinwatch::export::run_export(args),
+        Command::Generate { dir } => generate(&dir),
+    }
+}
+
+/// The command line; a flag given twice (config file, then command line) takes the last value.
+fn cli_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommands(|s| s.args_override_self(true))
+}
+
+/// `pinwatch generate DIR`: man pages (clap_mangen) and completions (clap_complete).
+fn generate(dir: &std::path::Path) -> ExitCode {
+    use clap_complete::Shell;
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let cmd = cli_command();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(dir.join("pinwatch.1"), &page)?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            // Leaked: clap names are static strings, and this process ends right after.
+            let name: &'static str =
+                Box::leak(format!("pinwatch-{}", sub.get_name()).into_boxed_str());
+            let mut page = Vec::new();
+            clap_mangen::Man::new(sub.clone().name(name)).render(&mut page)?;
+            std::fs::write(dir.join(format!("{name}.1")), &page)?;
+        }
+        for (shell, file) in [
+            (Shell::Bash, "pinwatch.bash"),
+            (Shell::Zsh, "_pinwatch"),
+            (Shell::Fish, "pinwatch.fish"),
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cli_command(), "pinwatch", &mut out);
+            std::fs::write(dir.join(file), &out)?;
+        }
+        Ok(())
+    };
+    match write() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => Failure(format!("generate {}: {e}", dir.display()), exit::OUTPUT).report(),
+    }
+}
+
+mod config {
+    //! `--config FILE`: a TOML file of flags. Each table is a subcommand (`[replay]`, `[live]`,
+    //! `[export]`); each key is a long flag name (`min-confidence` or `min_confidence`) and its
+    //! value the flag's: a string or number, `true` for a switch (`false` leaves it off), an
+    //! array for a flag that may be repeated. The file's flags go before the command line's,
+    //! so a flag typed by hand wins. Capture files and the rules file are named on the command
+    //! line only.
+
+    use std::ffi::OsString;
+    use std::process::ExitCode;
+
+    /// The most a configuration file may hold: it is a handful of lines, not data.
+    const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+    /// `argv` with the flags of the `--config` file (if any) inserted after the subcommand.
+    pub fn with_file(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
+        let mut path = None;
+        for (i, a) in argv.iter().enumerate() {
+            let a = a.to_string_lossy();
+            if a == "--" {
+                break;
+            }
+            if a == "--config" {
+                path = argv.get(i + 1).cloned();
+            } else if let Some(p) = a.strip_prefix("--config=") {
+                path = Some(OsString::from(p));
+            }
+        }
+        let Some(path) = path else {
+            return Ok(argv);
+        };
+        let shown = path.to_string_lossy().into_owned();
+        let Some(sub_at) = argv
+            .iter()
+            .position(|a| matches!(a.to_str(), Some("replay" | "live" | "export")))
+        else {
+            return Ok(argv); // clap says what is missing
+        };
+        let sub = argv[sub_at].to_string_lossy().into_owned();
+        let meta =
+            std::fs::metadata(&path).map_err(|e| format!("--config {shown}: cannot read: {e}"))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(format!(
+                "--config {shown}: over 1 MiB, not a configuration file"
+            ));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("--config {shown}: cannot read: {e}"))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            format!(
+                "--config {shown}: not valid TOML{}: {msg}",
+                at.map(|l| format!(" (line {l})")).unwrap_or_default()
+            )
+        })?;
+        let mut flags = Vec::new();
+        for (section, value) in &table {
+            let Some(keys) = value.as_table() else {
+                return Err(format!(
+                    "--config {shown}: `{section}` must be a table ([replay], [live] or [export])"
+                ));
+            };
+            if !matches!(section.as_str(), "replay" | "live" | "export") {
+                return Err(format!(
+                    "--config {shown}: unknown table [{section}]; use [replay], [live] or [export]"
+                ));
+            }
+            if *section != sub {
+                continue;
+            }
+            for (key, value) in keys {
+                push_flag(&mut flags, &key.replace('_', "-"), value)
+                    .map_err(|e| format!("--config {shown}: [{section}] {key}: {e}"))?;
+            }
+        }
+        let mut out = argv[..=sub_at].to_vec();
+        out.extend(flags);
+        out.extend_from_slice(&argv[sub_at + 1..]);
+        Ok(out)
+    }
+
+    fn push_flag(out: &mut Vec<OsString>, name: &str, value: &toml::Value) -> Result<(), String> {
+        use toml::Value;
+        if matches!(name, "config" | "print-config" | "help" | "version") {
+            return Err("cannot be set in the configuration file".into());
+        }
+        let flag = OsString::from(format!("--{name}"));
+        match value {
+            Value::Boolean(true) => out.push(flag),
+            Value::Boolean(false) => {}
+            Value::String(s) => out.extend([flag, OsString::from(s)]),
+            Value::Integer(n) => out.extend([flag, OsString::from(n.to_string())]),
+            Value::Float(f) => out.extend([flag, OsString::from(f.to_string())]),
+            Value::Array(items) => {
+                for item in items {
+                    if item.is_array() || item.is_table() {
+                        return Err("a list holds strings or numbers".into());
+                    }
+                    push_flag(out, name, item)?;
+                }
+            }
+            _ => return Err("expected a string, number, boolean or list".into()),
+        }
+        Ok(())
+    }
+
+    /// `--print-config`: the subcommand's options in effect, as a TOML table.
+    pub fn print(matches: &clap::ArgMatches) -> ExitCode {
+        let Some((name, sub)) = matches.subcommand() else {
+            return ExitCode::SUCCESS;
+        };
+        let cmd = super::cli_command();
+        let Some(sub_cmd) = cmd.find_subcommand(name) else {
+            return ExitCode::SUCCESS;
+        };
+        let mut keys = toml::Table::new();
+        for arg in sub_cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(long) = arg.get_long() else { continue };
+            if arg.is_positional() || matches!(long, "config" | "print-config" | "help") {
+                continue;
+            }
+            let Some(raw) = sub.get_raw(id) else { continue };
+            let values: Vec<toml::Value> = raw.map(|v| typed(&v.to_string_lossy())).collect();
+            let value = if matches!(arg.get_action(), clap::ArgAction::Append) {
+                toml::Value::Array(values)
+            } else {
+                match values.into_iter().last() {
+                    Some(v) => v,
+                    None => continue,
+                }
+            };
+            keys.insert(long.to_string(), value);
+        }
+        let mut doc = toml::Table::new();
+        doc.insert(name.to_string(), toml::Value::Table(keys));
+        print!("{}", toml::to_string(&doc).unwrap_or_default());
+        ExitCode::SUCCESS
+    }
+
+    fn typed(v: &str) -> toml::Value {
+        if let Ok(b) = v.parse::<bool>() {
+            return toml::Value::Boolean(b);
+        }
+        if let Ok(n) = v.parse::<i64>() {
+            return toml::Value::Integer(n);
+        }
+        if let Ok(f) = v.parse::<f64>()
+            && f.is_finite()
+        {
+            return toml::Value::Float(f);
+        }
+        toml::Value::String(v.to_string())
     }
 }
 
