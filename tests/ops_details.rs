@@ -4,23 +4,15 @@
 //! line per rule, counts in words, `--summary-json`, and export writing only its own file.
 
 mod common;
+mod hostile;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Output, Stdio};
 
 use common::{path_string, repo_file, temp_dir};
+use hostile::{BIN, pinwatch as run};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pinwatch");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pinwatch")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -233,28 +225,23 @@ fn replaying_twice_leaves_one_line_per_rule() {
     assert_eq!(read_lines(&rules), first);
     // --truncate for an appended output too.
     let conns = path_string(&dir.join("conns.jsonl"));
-    for _ in 0..2 {
-        run(&[
+    let into_conns = |extra: &[&str]| {
+        let mut args = vec![
             "replay",
-            &one,
+            one.as_str(),
             "--connections",
             &conns,
             "--rules",
             "/dev/null",
             "-q",
-        ]);
-    }
+        ];
+        args.extend_from_slice(extra);
+        run(&args);
+    };
+    into_conns(&[]);
+    into_conns(&[]);
     let twice = read_lines(std::path::Path::new(&conns)).len();
-    run(&[
-        "replay",
-        &one,
-        "--connections",
-        &conns,
-        "--rules",
-        "/dev/null",
-        "-q",
-        "--truncate",
-    ]);
+    into_conns(&["--truncate"]);
     assert_eq!(read_lines(std::path::Path::new(&conns)).len() * 2, twice);
 }
 

@@ -4,20 +4,12 @@
 //! contrib/ is hardened and starts what the configuration describes.
 
 mod common;
+mod hostile;
 
 use std::process::{Command, Output, Stdio};
 
 use common::{path_string, repo_file, temp_dir};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pinwatch");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pinwatch")
-}
+use hostile::{BIN, pinwatch as run};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
