@@ -6,10 +6,10 @@
 mod common;
 mod hostile;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use common::{path_string, repo_file, temp_dir};
-use hostile::{BIN, pinwatch as run};
+use hostile::pinwatch as run;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
