@@ -20,7 +20,7 @@ use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, 
 use pinwatch::flow::FlowConfig;
 use pinwatch::memory::{configure_allocator, release_freed_memory};
 use pinwatch::output::counted;
-use pinwatch::output::record::ConnectionRecord;
+use pinwatch::output::record::{ConnectionRecord, Origin};
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
 use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
 use pinwatch::stats::Stats;
@@ -35,10 +35,23 @@ mod exit {
     pub const PRIVILEGES: u8 = 6;
 }
 
+/// `--version`: the features compiled in, since the plain and the live build are both
+/// called `pinwatch`.
+#[cfg(feature = "live")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (features: live — replay and live capture through libpcap, replay --bpf)"
+);
+#[cfg(not(feature = "live"))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (features: none — replay and export only; build with --features live for live capture)"
+);
+
 #[derive(Parser)]
 #[command(
     name = "pinwatch",
-    version,
+    version = VERSION,
     about = "Find apps whose certificate pinning breaks behind a TLS-inspecting proxy",
     long_about = "pinwatch watches TLS handshakes passively (pcap/pcapng files or a span port), \
 works out which certificate the proxy presented and how the client reacted, and reports one \
@@ -48,6 +61,13 @@ not_tls or midstream. From the failures that follow the proxy's certificates it 
 bypass rules with a confidence score."
 )]
 struct Cli {
+    /// Read options from this TOML file first (a `[replay]`, `[live]` or `[export]` table of
+    /// flag names and values, see contrib/pinwatch.toml); flags on the command line override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the options in effect (config file, then flags, then defaults) as TOML and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +93,12 @@ at once); SIGHUP reopens the output files (log rotation); SIGUSR1 prints a stats
     Report(pinwatch::report::ReportArgs),
     /// Run regression cases (captures plus expected outcomes, rules and findings) for CI.
     Verify(pinwatch::verify::VerifyArgs),
+    /// Write the man pages and the bash, zsh and fish completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -83,6 +109,10 @@ struct ReplayArgs {
     /// Also write the HTML report (as `pinwatch report` makes it) to PATH.
     #[arg(long, value_name = "PATH")]
     report: Option<String>,
+    /// Only packets this capture filter (libpcap syntax, `man pcap-filter`) passes, e.g.
+    /// `tcp port 443`. Needs a build with libpcap (`--features live`).
+    #[arg(long, value_name = "FILTER")]
+    bpf: Option<String>,
     #[command(flatten)]
     out: OutputArgs,
     #[command(flatten)]
@@ -139,13 +169,15 @@ struct LiveArgs {
 struct OutputArgs {
     /// Write one JSON object per connection (NDJSON) to PATH, or `-` for standard output. A file
     /// (for every output option) is appended to, so a restarted sensor carries on with it;
-    /// remove it first to start afresh.
+    /// `--truncate` starts it afresh.
     #[arg(long, value_name = "PATH|-")]
     connections: Option<String>,
 
     /// Write candidate bypass rules (NDJSON, schema pinwatch.rule/2) to PATH or `-`. Default:
-    /// standard output, unless --connections already writes there. In live mode a rule is
-    /// written when it first reaches the threshold and again (same id) when it changes.
+    /// standard output, unless --connections already writes there. Replay merges into an
+    /// existing file by rule id (a rule found again replaces its old line; rules of other
+    /// captures stay). In live mode a rule is written when it first reaches the threshold and
+    /// again (same id) when it changes.
     #[arg(long, value_name = "PATH|-")]
     rules: Option<String>,
 
@@ -168,6 +200,21 @@ struct OutputArgs {
     /// Write findings that are not rules (learned proxy CAs, clients missing the proxy CA) as NDJSON.
     #[arg(long, value_name = "PATH|-")]
     findings: Option<String>,
+
+    /// Name of this sensor in every connection record (`sensor`), to tell sensors apart in a
+    /// shared index. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    sensor: Option<String>,
+
+    /// Start every output file afresh (emptied when opened) instead of appending to it, and
+    /// for replay's --rules instead of merging by rule id.
+    #[arg(long)]
+    truncate: bool,
+
+    /// Write the run's summary as one JSON object (schema pinwatch.summary/1, see
+    /// schema/summary.schema.json) to PATH when the run ends, for CI pipelines.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<String>,
 
     /// No summary on standard error.
     #[arg(long, short)]
@@ -213,7 +260,19 @@ impl TrackArgs {
 
 fn main() -> ExitCode {
     configure_allocator();
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = match config::with_file(argv) {
+        Ok(a) => a,
+        Err(e) => return Failure(e, exit::USAGE).report(),
+    };
+    let matches = match cli_command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => return command_line_error(e),
+    };
+    if matches.get_flag("print_config") {
+        return config::print(&matches);
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return command_line_error(e),
     };
@@ -223,6 +282,206 @@ fn main() -> ExitCode {
         Command::Export(args) => pinwatch::export::run_export(args),
         Command::Report(args) => pinwatch::report::run_report(args),
         Command::Verify(args) => pinwatch::verify::run_verify(args),
+        Command::Generate { dir } => generate(&dir),
+    }
+}
+
+/// The command line; a flag given twice (config file, then command line) takes the last value.
+fn cli_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommands(|s| s.args_override_self(true))
+}
+
+/// `pinwatch generate DIR`: man pages (clap_mangen) and completions (clap_complete).
+fn generate(dir: &std::path::Path) -> ExitCode {
+    use clap_complete::Shell;
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let cmd = cli_command();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(dir.join("pinwatch.1"), &page)?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            // Leaked: clap names are static strings, and this process ends right after.
+            let name: &'static str =
+                Box::leak(format!("pinwatch-{}", sub.get_name()).into_boxed_str());
+            let mut page = Vec::new();
+            clap_mangen::Man::new(sub.clone().name(name)).render(&mut page)?;
+            std::fs::write(dir.join(format!("{name}.1")), &page)?;
+        }
+        for (shell, file) in [
+            (Shell::Bash, "pinwatch.bash"),
+            (Shell::Zsh, "_pinwatch"),
+            (Shell::Fish, "pinwatch.fish"),
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cli_command(), "pinwatch", &mut out);
+            std::fs::write(dir.join(file), &out)?;
+        }
+        Ok(())
+    };
+    match write() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => Failure(format!("generate {}: {e}", dir.display()), exit::OUTPUT).report(),
+    }
+}
+
+mod config {
+    //! `--config FILE`: a TOML file of flags. Each table is a subcommand (`[replay]`, `[live]`,
+    //! `[export]`); each key is a long flag name (`min-confidence` or `min_confidence`) and its
+    //! value the flag's: a string or number, `true` for a switch (`false` leaves it off), an
+    //! array for a flag that may be repeated. The file's flags go before the command line's,
+    //! so a flag typed by hand wins. Capture files and the rules file are named on the command
+    //! line only.
+
+    use std::ffi::OsString;
+    use std::process::ExitCode;
+
+    /// The most a configuration file may hold: it is a handful of lines, not data.
+    const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+    /// `argv` with the flags of the `--config` file (if any) inserted after the subcommand.
+    pub fn with_file(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
+        let mut path = None;
+        for (i, a) in argv.iter().enumerate() {
+            let a = a.to_string_lossy();
+            if a == "--" {
+                break;
+            }
+            if a == "--config" {
+                path = argv.get(i + 1).cloned();
+            } else if let Some(p) = a.strip_prefix("--config=") {
+                path = Some(OsString::from(p));
+            }
+        }
+        let Some(path) = path else {
+            return Ok(argv);
+        };
+        let shown = path.to_string_lossy().into_owned();
+        let Some(sub_at) = argv
+            .iter()
+            .position(|a| matches!(a.to_str(), Some("replay" | "live" | "export")))
+        else {
+            return Ok(argv); // clap says what is missing
+        };
+        let sub = argv[sub_at].to_string_lossy().into_owned();
+        let meta =
+            std::fs::metadata(&path).map_err(|e| format!("--config {shown}: cannot read: {e}"))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(format!(
+                "--config {shown}: over 1 MiB, not a configuration file"
+            ));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("--config {shown}: cannot read: {e}"))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            format!(
+                "--config {shown}: not valid TOML{}: {msg}",
+                at.map(|l| format!(" (line {l})")).unwrap_or_default()
+            )
+        })?;
+        let mut flags = Vec::new();
+        for (section, value) in &table {
+            let Some(keys) = value.as_table() else {
+                return Err(format!(
+                    "--config {shown}: `{section}` must be a table ([replay], [live] or [export])"
+                ));
+            };
+            if !matches!(section.as_str(), "replay" | "live" | "export") {
+                return Err(format!(
+                    "--config {shown}: unknown table [{section}]; use [replay], [live] or [export]"
+                ));
+            }
+            if *section != sub {
+                continue;
+            }
+            for (key, value) in keys {
+                push_flag(&mut flags, &key.replace('_', "-"), value)
+                    .map_err(|e| format!("--config {shown}: [{section}] {key}: {e}"))?;
+            }
+        }
+        let mut out = argv[..=sub_at].to_vec();
+        out.extend(flags);
+        out.extend_from_slice(&argv[sub_at + 1..]);
+        Ok(out)
+    }
+
+    fn push_flag(out: &mut Vec<OsString>, name: &str, value: &toml::Value) -> Result<(), String> {
+        use toml::Value;
+        if matches!(name, "config" | "print-config" | "help" | "version") {
+            return Err("cannot be set in the configuration file".into());
+        }
+        let flag = OsString::from(format!("--{name}"));
+        match value {
+            Value::Boolean(true) => out.push(flag),
+            Value::Boolean(false) => {}
+            Value::String(s) => out.extend([flag, OsString::from(s)]),
+            Value::Integer(n) => out.extend([flag, OsString::from(n.to_string())]),
+            Value::Float(f) => out.extend([flag, OsString::from(f.to_string())]),
+            Value::Array(items) => {
+                for item in items {
+                    if item.is_array() || item.is_table() {
+                        return Err("a list holds strings or numbers".into());
+                    }
+                    push_flag(out, name, item)?;
+                }
+            }
+            _ => return Err("expected a string, number, boolean or list".into()),
+        }
+        Ok(())
+    }
+
+    /// `--print-config`: the subcommand's options in effect, as a TOML table.
+    pub fn print(matches: &clap::ArgMatches) -> ExitCode {
+        let Some((name, sub)) = matches.subcommand() else {
+            return ExitCode::SUCCESS;
+        };
+        let cmd = super::cli_command();
+        let Some(sub_cmd) = cmd.find_subcommand(name) else {
+            return ExitCode::SUCCESS;
+        };
+        let mut keys = toml::Table::new();
+        for arg in sub_cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(long) = arg.get_long() else { continue };
+            if arg.is_positional() || matches!(long, "config" | "print-config" | "help") {
+                continue;
+            }
+            let Some(raw) = sub.get_raw(id) else { continue };
+            let values: Vec<toml::Value> = raw.map(|v| typed(&v.to_string_lossy())).collect();
+            let value = if matches!(arg.get_action(), clap::ArgAction::Append) {
+                toml::Value::Array(values)
+            } else {
+                match values.into_iter().last() {
+                    Some(v) => v,
+                    None => continue,
+                }
+            };
+            keys.insert(long.to_string(), value);
+        }
+        let mut doc = toml::Table::new();
+        doc.insert(name.to_string(), toml::Value::Table(keys));
+        print!("{}", toml::to_string(&doc).unwrap_or_default());
+        ExitCode::SUCCESS
+    }
+
+    fn typed(v: &str) -> toml::Value {
+        if let Ok(b) = v.parse::<bool>() {
+            return toml::Value::Boolean(b);
+        }
+        if let Ok(n) = v.parse::<i64>() {
+            return toml::Value::Integer(n);
+        }
+        if let Ok(f) = v.parse::<f64>()
+            && f.is_finite()
+        {
+            return toml::Value::Float(f);
+        }
+        toml::Value::String(v.to_string())
     }
 }
 
@@ -374,12 +633,21 @@ fn settings(out: &OutputArgs) -> Result<Settings, Failure> {
 struct Sinks {
     connections: Option<LineSink>,
     rules: Option<LineSink>,
+    /// Replay's rules file, written whole at the end (merged by id, or replaced with
+    /// --truncate) instead of appended to.
+    rules_file: Option<(std::path::PathBuf, bool)>,
     findings: Option<LineSink>,
 }
 
 impl Sinks {
     /// Opens the outputs; `inputs` are the capture files, which no output may name.
-    fn open(out: &OutputArgs, inputs: &[String], flush: Flush) -> Result<Sinks, Failure> {
+    /// `whole_rules`: a rules file is written whole at the end (replay).
+    fn open(
+        out: &OutputArgs,
+        inputs: &[String],
+        flush: Flush,
+        whole_rules: bool,
+    ) -> Result<Sinks, Failure> {
         let rules_path = match (&out.rules, out.connections.as_deref()) {
             (Some(p), _) => Some(p.clone()),
             (None, Some("-")) => None,
@@ -390,13 +658,27 @@ impl Sinks {
         }
         let open = |p: &Option<String>| {
             p.as_deref()
-                .map(|p| LineSink::open(Target::parse(p), flush))
+                .map(|p| LineSink::open_with(Target::parse(p), flush, out.truncate))
                 .transpose()
                 .map_err(|e| Failure(e.to_string(), exit::OUTPUT))
         };
+        let rules_file = rules_path
+            .as_deref()
+            .filter(|p| whole_rules && *p != "-")
+            .map(|p| (std::path::PathBuf::from(p), out.truncate));
+        let rules = match &rules_file {
+            // Opened (and dropped) now so an unwritable path fails before the replay, not after.
+            Some((path, _)) => {
+                LineSink::open(Target::File(path.clone()), flush)
+                    .map_err(|e| Failure(e.to_string(), exit::OUTPUT))?;
+                None
+            }
+            None => open(&rules_path)?,
+        };
         Ok(Sinks {
             connections: open(&out.connections)?,
-            rules: open(&rules_path)?,
+            rules,
+            rules_file,
             findings: open(&out.findings)?,
         })
     }
@@ -489,7 +771,13 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
 
 fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     let settings = settings(&args.out)?;
-    let mut sinks = Sinks::open(&args.out, &args.files, Flush::Manual)?;
+    let filter = args
+        .bpf
+        .as_deref()
+        .map(pinwatch::capture::bpf::Filter::new)
+        .transpose()
+        .map_err(|e| Failure(e, exit::USAGE))?;
+    let mut sinks = Sinks::open(&args.out, &args.files, Flush::Manual, true)?;
     let signals = Signals::install();
     let threads = args.track.threads();
     let evidence = Arc::new(EvidenceTable::default());
@@ -500,7 +788,6 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         threads,
         ..pipeline::Config::default()
     };
-    let mut source = FileSource::new(&args.files, !args.out.quiet);
     let mut output = ReplayOutput {
         sinks: &mut sinks,
         signals: &signals,
@@ -509,6 +796,10 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
             .as_ref()
             .map(|_| pinwatch::report::Builder::new(args.files.clone())),
     };
+    let origin = Origin::new(Some(&sensor_name(&args.out)), None, &args.files);
+    let mut source = FileSource::new(&args.files, !args.out.quiet)
+        .with_filter(filter)
+        .with_origin(Arc::new(origin));
     let result = pipeline::run(
         &mut source,
         config,
@@ -524,7 +815,7 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     let flushed = sinks.flush().and(written);
     let summary = match (result, flushed) {
         (Ok(s), Ok(())) => s,
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(Failure(e.to_string(), exit::OUTPUT)),
+        (Err(e), _) | (Ok(_), Err(e)) => return output_failure(e),
     };
     if let (Some(path), Some(builder)) = (&args.report, &page) {
         builder
@@ -539,10 +830,78 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     for e in &summary.errors {
         eprintln!("pinwatch: {e}");
     }
-    Ok(match summary.errors.first() {
-        None => ExitCode::SUCCESS,
-        Some(e) if e.is_mid_file() => ExitCode::from(exit::DAMAGED),
-        Some(_) => ExitCode::from(exit::INPUT),
+    let code = match summary.errors.first() {
+        None => 0,
+        Some(e) if e.is_mid_file() => exit::DAMAGED,
+        Some(_) => exit::INPUT,
+    };
+    if let Some(path) = &args.out.summary_json {
+        write_summary_json(path, &summary, &report, settings.min_confidence, code)?;
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// `--sensor`, or the host name.
+fn sensor_name(out: &OutputArgs) -> String {
+    out.sensor.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "pinwatch".to_string())
+    })
+}
+
+/// An output that failed: the run's failure, except a reader that went away (`| head`),
+/// which is how a pipeline says it has seen enough: exit 0, nothing printed.
+fn output_failure(e: FileSinkError) -> Result<ExitCode, Failure> {
+    if e.is_reader_gone() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(Failure(e.to_string(), exit::OUTPUT))
+}
+
+/// `--summary-json`: the run as one JSON object (schema/summary.schema.json).
+fn write_summary_json(
+    path: &str,
+    s: &Summary,
+    report: &Report,
+    min_confidence: f64,
+    exit_code: u8,
+) -> Result<(), Failure> {
+    let outcomes: serde_json::Map<String, serde_json::Value> = s
+        .outcomes
+        .iter()
+        .map(|(o, n)| (o.as_str().to_string(), (*n).into()))
+        .collect();
+    let doc = serde_json::json!({
+        "schema": "pinwatch.summary/1",
+        "version": env!("CARGO_PKG_VERSION"),
+        "exit_code": exit_code,
+        "files": s.files,
+        "packets": s.packets,
+        "bytes": s.bytes,
+        "connections": s.connections,
+        "outcomes": outcomes,
+        "packets_not_analysed": s.skipped,
+        "anomalies": s.anomalies,
+        "evicted": s.evicted,
+        "queue_drops": s.queue_drops,
+        "threads": s.threads,
+        "elapsed_s": s.elapsed.as_secs_f64(),
+        "candidates": report.candidates.iter().filter(|r| r.evidence.failures > 0).count(),
+        "rules": report.rules(min_confidence).count(),
+        "min_confidence": min_confidence,
+        "proxy_cas_learned": report.proxy_cas.len(),
+        "clients_missing_proxy_ca": report.missing_proxy_ca.len(),
+        "errors": s.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    });
+    let mut text = serde_json::to_vec_pretty(&doc).expect("a JSON value serialises");
+    text.push(b'\n');
+    pinwatch::sinks::replace::replace_file(std::path::Path::new(path), &text).map_err(|e| {
+        Failure(
+            format!("--summary-json {path}: cannot write: {e}"),
+            exit::OUTPUT,
+        )
     })
 }
 
@@ -555,6 +914,26 @@ fn write_rules(
         for rule in report.rules(min_confidence) {
             out.write(rule)?;
         }
+    }
+    if let Some((path, truncate)) = &sinks.rules_file {
+        let lines: Vec<(String, Vec<u8>)> = report
+            .rules(min_confidence)
+            .map(|r| Ok((r.id.clone(), serde_json::to_vec(r)?)))
+            .collect::<Result<_, serde_json::Error>>()?;
+        let written = if *truncate {
+            let mut all = Vec::new();
+            for (_, line) in &lines {
+                all.extend_from_slice(line);
+                all.push(b'\n');
+            }
+            pinwatch::sinks::replace::replace_file(path, &all)
+        } else {
+            pinwatch::sinks::replace::merge_by_id(path, &lines).map(|_| ())
+        };
+        written.map_err(|source| FileSinkError::Write {
+            target: path.display().to_string(),
+            source,
+        })?;
     }
     sinks.write_findings(report)
 }
@@ -718,7 +1097,7 @@ mod live {
             pinwatch::privs::drop_capabilities()
                 .map_err(|e| Failure(format!("dropping capabilities: {e}"), exit::PRIVILEGES))?;
         }
-        let mut sinks = Sinks::open(&args.out, &[], Flush::EveryLine)?;
+        let mut sinks = Sinks::open(&args.out, &[], Flush::EveryLine, false)?;
         let signals = Signals::install();
         let threads = args.track.threads();
         let stats = Arc::new(Stats::new(threads));
@@ -784,6 +1163,11 @@ mod live {
             ..pipeline::Config::default()
         };
         let mut source = LiveSource::new(capture, Arc::clone(&stats));
+        source.origin = Some(Arc::new(Origin::new(
+            Some(&sensor_name(&args.out)),
+            Some(&args.interface),
+            &[],
+        )));
         let result = pipeline::run(
             &mut source,
             config,
@@ -807,7 +1191,7 @@ mod live {
         }
         let summary = match (result, flushed) {
             (Ok(s), Ok(())) => s,
-            (Err(e), _) | (Ok(_), Err(e)) => return Err(Failure(e.to_string(), exit::OUTPUT)),
+            (Err(e), _) | (Ok(_), Err(e)) => return output_failure(e),
         };
         let capture_stats = source.capture_stats();
         if !args.out.quiet {
@@ -830,6 +1214,9 @@ mod live {
         }
         if let Some(e) = source.error.take() {
             return Err(Failure(e.to_string(), exit::INPUT));
+        }
+        if let Some(path) = &args.out.summary_json {
+            write_summary_json(path, &summary, &report, settings.min_confidence, 0)?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -926,11 +1313,18 @@ fn print_table(report: &Report, min_confidence: f64) {
             report.ordinary_cert_failures
         ));
     }
+    // The strongest first (the report's order); the rest are in the rules output.
+    const SHOWN_CANDIDATES: usize = 30;
+    let with_failures = report
+        .candidates
+        .iter()
+        .filter(|r| r.evidence.failures > 0)
+        .count();
     let shown: Vec<_> = report
         .candidates
         .iter()
         .filter(|r| r.evidence.failures > 0)
-        .take(30)
+        .take(SHOWN_CANDIDATES)
         .collect();
     if shown.is_empty() {
         out.push_str("\nno pinning candidates\n");
@@ -970,6 +1364,14 @@ fn print_table(report: &Report, min_confidence: f64) {
             ));
         }
         out.push_str("  ('-' = below the threshold, not emitted)\n");
+        if with_failures > SHOWN_CANDIDATES {
+            let left_out = (with_failures - SHOWN_CANDIDATES) as u64;
+            out.push_str(&format!(
+                "  ... and {} not shown: the table lists the {SHOWN_CANDIDATES} strongest; every rule \
+                 at or above the threshold is in the rules output (--rules)\n",
+                counted(left_out, "more candidate", "more candidates")
+            ));
+        }
     }
     eprint!("{out}");
 }

@@ -1,8 +1,11 @@
 //! Capture stage: reads pcap and pcapng files (or standard input) and yields raw link-layer
 //! frames with their timestamps and link types. Pure Rust (rusticata's `pcap-parser`), so
 //! offline replay needs no system library. `live` (cargo feature `live`) reads the same frames
-//! from a network interface through libpcap.
+//! from a network interface through libpcap. A gzip-compressed capture (`.pcap.gz`, as
+//! rotated captures usually are) is recognised by its magic bytes, whatever its name, and read
+//! through a decompressor as a stream.
 
+pub mod bpf;
 mod classic;
 mod in_place;
 #[cfg(all(unix, feature = "live"))]
@@ -14,11 +17,35 @@ pub use in_place::{Backing, InPlaceReader, MapShare, MappedFile, SharedMap};
 pub use split::{SplitReader, SplitWalk};
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
+
+/// The first two bytes of every gzip member (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Whether the file at `path` starts like gzip.
+pub fn is_gzip(path: &str) -> bool {
+    let mut magic = [0u8; 2];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut magic, 0))
+        .is_ok_and(|()| magic == GZIP_MAGIC)
+}
+
+/// `input` decompressed when it starts like gzip (every member of a concatenated file, as
+/// `cat a.gz b.gz` makes), else as it is.
+fn maybe_gunzip<R: Read + Send + 'static>(input: R) -> Box<dyn Read + Send> {
+    let mut input = BufReader::with_capacity(64 << 10, input);
+    match input.fill_buf() {
+        Ok(head) if head.starts_with(&GZIP_MAGIC) => {
+            Box::new(flate2::bufread::MultiGzDecoder::new(input))
+        }
+        _ => Box::new(input),
+    }
+}
 
 /// Largest record a capture may claim. libpcap's own maximum snap length is 256 KiB; anything
 /// larger is a lie in the file, not a packet.
@@ -47,6 +74,13 @@ pub enum CaptureError {
          convert it with `tshark -F pcapng -r FILE -w FILE.pcapng`"
     )]
     NotCapture { name: String },
+    /// The file ends inside the capture's own header: no packet was ever in it, so this is an
+    /// unusable input (exit 3), not damage part-way (exit 4).
+    #[error(
+        "{name}: too short to be a capture: it ends inside the pcap/pcapng file header; \
+         the file was cut off before its first packet, copy it again"
+    )]
+    TooShort { name: String },
     #[error(
         "{name}: truncated: the record at offset {offset} ends before its stated length; \
          the packets before it were replayed"
@@ -249,7 +283,7 @@ impl CaptureReader {
     /// the file maps it, the others read the same mapping).
     fn open_path(path: &str, share: Option<(&MapShare, usize)>) -> Result<Opened, CaptureError> {
         if path == "-" {
-            let stdin = Box::new(std::io::stdin());
+            let stdin = maybe_gunzip(std::io::stdin());
             return Ok(Opened::Stream("standard input".to_string(), stdin));
         }
         let meta = std::fs::metadata(path).map_err(|source| CaptureError::Open {
@@ -265,6 +299,9 @@ impl CaptureReader {
             name: path.to_string(),
             source,
         })?;
+        if meta.is_file() && is_gzip(path) {
+            return Ok(Opened::Stream(path.to_string(), maybe_gunzip(file)));
+        }
         if meta.is_file() && meta.len() > 0 {
             // SAFETY: the map is only read, and only through bounds-checked slices. The one
             // hazard is another process truncating the file while it is replayed, which ends
@@ -310,7 +347,7 @@ impl CaptureReader {
         match e {
             PcapError::Eof => CaptureError::Empty { name },
             PcapError::ReadError => CaptureError::Read { name, offset: 0 },
-            PcapError::Incomplete(_) => CaptureError::Truncated { name, offset: 0 },
+            PcapError::Incomplete(_) | PcapError::UnexpectedEof => CaptureError::TooShort { name },
             _ => CaptureError::NotCapture { name },
         }
     }

@@ -10,8 +10,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Path, registrable};
+use crate::output::community_id::{IPPROTO_TCP, community_id_v1};
 use crate::output::counted;
 use crate::output::time::rfc3339_micros;
+
+/// Failures a rule names by Community ID: enough to find them, few enough to keep rules small.
+pub const SAMPLE_COMMUNITY_IDS: usize = 5;
 
 pub const RULE_SCHEMA: &str = "pinwatch.rule/2";
 /// Default emission threshold (`--min-confidence`).
@@ -150,6 +154,9 @@ pub struct Evidence {
     /// The proxy's own upstream connection showed this name's origin.
     pub origin_seen_upstream: bool,
     pub name: NameEvidence,
+    /// Community IDs of the first failures counted (at most [`SAMPLE_COMMUNITY_IDS`]): the
+    /// connections to look up in Zeek, Suricata or Arkime.
+    pub sample_community_ids: Vec<String>,
     /// Failure weight, after the discount for successes of the same software on the same host.
     #[serde(skip)]
     pub(super) weight: f64,
@@ -225,6 +232,11 @@ impl Evidence {
         }
         self.hosts.insert(c.client_ip);
         self.ip_literal |= c.ip_literal;
+        if self.sample_community_ids.len() < SAMPLE_COMMUNITY_IDS {
+            let (client, server) = c.flow;
+            self.sample_community_ids
+                .push(community_id_v1(0, IPPROTO_TCP, client, server));
+        }
     }
 
     /// Discounts the failures of one (fingerprint, host) by the successes beside them: the same
@@ -262,6 +274,9 @@ impl Evidence {
         if let Some((from, to)) = e.seen_ns {
             self.saw(from, to);
         }
+        let room = SAMPLE_COMMUNITY_IDS.saturating_sub(self.sample_community_ids.len());
+        self.sample_community_ids
+            .extend(e.sample_community_ids.iter().take(room).cloned());
     }
 }
 
@@ -290,6 +305,8 @@ pub struct ConnView<'a> {
     pub outcome: &'a str,
     pub detail: Option<&'a str>,
     pub delay_ms: Option<f64>,
+    /// Client and server endpoints, for the rule's sample Community IDs.
+    pub flow: ((IpAddr, u16), (IpAddr, u16)),
 }
 
 pub struct NameFacts<'a> {

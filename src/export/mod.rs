@@ -42,8 +42,13 @@ pub enum Format {
     /// `ssl_bump splice pinwatch_bypass`.
     Squid,
     /// mitmproxy YAML (config.yaml in the confdir): `ignore_hosts:` with one anchored regex per
-    /// rule, matched against `host:port`.
+    /// rule, matched against `host:port`. It is a whole mitmproxy configuration: for a
+    /// mitmproxy that has its own config.yaml, use `mitmproxy-addon`.
     Mitmproxy,
+    /// A mitmproxy addon script of its own (`mitmdump -s pinwatch_bypass.py`, or `scripts:` in
+    /// config.yaml) that adds its patterns to the `ignore_hosts` the user's configuration sets,
+    /// and takes them out again when unloaded or reloaded; the user's config stays untouched.
+    MitmproxyAddon,
     /// One name per line (`.example.com` for a suffix), the form Zscaler, Netskope and Umbrella
     /// bypass lists import.
     Domains,
@@ -69,7 +74,8 @@ not repeated (Squid rejects such overlaps).\n\n\
 Examples:\n  \
 pinwatch replay day1.pcapng --rules rules.jsonl\n  \
 pinwatch export --format squid -o /etc/squid/pinwatch-bypass.conf rules.jsonl\n  \
-pinwatch export --format mitmproxy --min-confidence 0.8 rules.jsonl > ~/.mitmproxy/config.yaml\n  \
+pinwatch export --format mitmproxy-addon -o ~/.mitmproxy/pinwatch_bypass.py rules.jsonl\n  \
+mitmdump -s ~/.mitmproxy/pinwatch_bypass.py\n  \
 pinwatch replay cap.pcap --rules - -q | pinwatch export --format domains -"
 )]
 pub struct ExportArgs {
@@ -82,7 +88,9 @@ pub struct ExportArgs {
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     pub min_confidence: f64,
 
-    /// Write to PATH (replaced atomically) instead of standard output.
+    /// Write to PATH instead of standard output: a file of its own, replaced atomically (mode
+    /// and owner kept, a symlink followed). An existing file that pinwatch did not write is
+    /// left alone: include the export from your configuration instead of overwriting it.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
 
@@ -639,6 +647,73 @@ pub fn render_mitmproxy(p: &Plan) -> String {
     out
 }
 
+/// The mitmproxy addon: the active patterns as a Python list, merged into `ignore_hosts` at
+/// run time. Checked names hold only DNS characters, so each regex is a valid JSON string and
+/// so a valid Python string literal; comments carry the rule ids and reasons.
+pub fn render_mitmproxy_addon(p: &Plan) -> String {
+    let mut out = String::new();
+    header(&mut out, p, "mitmproxy");
+    out.push_str(
+        "# A mitmproxy addon: load it with `mitmdump -s THIS_FILE` (or list it under `scripts:`\n\
+         # in config.yaml). It adds the patterns below to the ignore_hosts your own configuration\n\
+         # sets (each regex is searched in `host:port`) and removes them when it is unloaded, so\n\
+         # re-exporting over this file updates a running mitmproxy (it reloads changed scripts).\n\
+         # Not usable together with allow_hosts (mitmproxy refuses both).\n\n\
+         from mitmproxy import ctx\n\n\
+         PATTERNS = [\n",
+    );
+    for e in &p.entries {
+        let regex = serde_json::to_string(&mitmproxy_regex(&e.name)).unwrap_or_default();
+        out.push_str("    ");
+        out.push_str(&rule_comment(e).trim_end().replace('\n', "\n    "));
+        out.push('\n');
+        match &e.disposition {
+            Disposition::Active => {
+                let _ = writeln!(out, "    {regex},");
+            }
+            Disposition::Ja4Scoped(j) => {
+                let _ = writeln!(
+                    out,
+                    "    # NOT ACTIVE: scoped to client JA4 {}; ignore_hosts cannot match JA4.\n    # {regex},",
+                    ja4_text(j)
+                );
+            }
+            Disposition::Covered { by, name } => {
+                let _ = writeln!(
+                    out,
+                    "    # already covered by {by} ({name})\n    # {regex},"
+                );
+            }
+            Disposition::AddressScoped { ips, .. } => {
+                let _ = writeln!(
+                    out,
+                    "    # NOT ACTIVE: narrowed to {}; ignore_hosts cannot match client addresses.\n    # {regex},",
+                    counted(ips.len() as u64, "client address", "client addresses")
+                );
+            }
+        }
+    }
+    out.push_str(
+        "]\n\n\n\
+         class PinwatchBypass:\n\
+         \x20   def _apply(self):\n\
+         \x20       current = list(ctx.options.ignore_hosts)\n\
+         \x20       missing = [p for p in PATTERNS if p not in current]\n\
+         \x20       if missing:\n\
+         \x20           ctx.options.update(ignore_hosts=current + missing)\n\n\
+         \x20   def running(self):\n\
+         \x20       self._apply()\n\n\
+         \x20   def configure(self, updated):\n\
+         \x20       if \"ignore_hosts\" in updated:\n\
+         \x20           self._apply()\n\n\
+         \x20   def done(self):\n\
+         \x20       kept = [p for p in ctx.options.ignore_hosts if p not in PATTERNS]\n\
+         \x20       ctx.options.update(ignore_hosts=kept)\n\n\n\
+         addons = [PinwatchBypass()]\n",
+    );
+    out
+}
+
 /// The plain list; JA4-scoped rules get a note instead.
 pub fn render_domains(p: &mut Plan) -> String {
     let mut out = String::new();
@@ -722,31 +797,36 @@ pub fn render(format: Format, p: &mut Plan) -> String {
     match format {
         Format::Squid => render_squid(p),
         Format::Mitmproxy => render_mitmproxy(p),
+        Format::MitmproxyAddon => render_mitmproxy_addon(p),
         Format::Domains => render_domains(p),
         Format::Json => render_json(p),
     }
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory and a rename, so a
-/// proxy reloading the file never reads half of it.
-pub fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
-    let target = Path::new(path);
-    let file_name = target
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".pinwatch-{}.tmp", std::process::id()));
-    let tmp = target.with_file_name(tmp_name);
-    let result = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, target)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// The first line of every Squid and mitmproxy export (see [`header`]): a file that does not
+/// start with it is the user's own, never replaced.
+const HEADER_START: &str = "# pinwatch export for ";
+
+/// Why `path` must not be replaced, if it must not: an existing non-empty file that pinwatch did
+/// not write (the user's squid.conf or mitmproxy config.yaml, say).
+fn foreign_file(path: &str, format: Format) -> Option<String> {
+    use std::io::Read as _;
+    if matches!(format, Format::Domains | Format::Json) {
+        return None; // no header to recognise them by
     }
-    result
+    let mut head = [0u8; HEADER_START.len()];
+    let mut f = std::fs::File::open(path).ok()?;
+    if f.metadata().is_ok_and(|m| m.len() == 0 || !m.is_file()) {
+        return None;
+    }
+    let n = f.read(&mut head).ok()?;
+    (&head[..n] != HEADER_START.as_bytes()).then(|| {
+        format!(
+            "{path} exists and was not written by pinwatch export; it is left as it is. Write the \
+             export to a file of its own and include it (Squid: `include FILE`; mitmproxy: \
+             `--format mitmproxy-addon` and `mitmdump -s FILE`), or remove {path} first"
+        )
+    })
 }
 
 /// `pinwatch export`.
@@ -793,13 +873,27 @@ pub fn run_export(args: ExportArgs) -> ExitCode {
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
         eprintln!(
-            "pinwatch: {source}: {skipped} lines skipped ({})",
+            "pinwatch: {source}: {} skipped ({})",
+            counted(skipped as u64, "line", "lines"),
             why.join(", ")
         );
     }
-    if parsed.rules.is_empty() && skipped > 0 {
-        eprintln!("pinwatch: {source}: no {RULE_SCHEMA} rules in it");
+    if parsed.rules.is_empty() {
+        // An empty file too (README, "Exit codes"): exporting nothing over a proxy's include
+        // file would silently drop the bypasses it had.
+        eprintln!(
+            "pinwatch: {source}: no {RULE_SCHEMA} rules in it; write them with \
+             `pinwatch replay CAPTURE --rules {source}` (a replay that found no candidates writes none)"
+        );
         return ExitCode::from(exit::INPUT);
+    }
+    if let Some(why) = args
+        .output
+        .as_deref()
+        .and_then(|o| foreign_file(o, args.format))
+    {
+        eprintln!("pinwatch: {why}");
+        return ExitCode::from(exit::OUTPUT);
     }
     let mut p = plan(parsed.rules, args.min_confidence, &source);
     let text = render(args.format, &mut p);
@@ -816,12 +910,17 @@ pub fn run_export(args: ExportArgs) -> ExitCode {
     let written = match args.output.as_deref() {
         None | Some("-") => {
             let mut stdout = std::io::stdout().lock();
-            stdout
+            match stdout
                 .write_all(text.as_bytes())
                 .and_then(|_| stdout.flush())
-                .map_err(|e| format!("standard output: {e}"))
+            {
+                // `| head` has read what it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.map_err(|e| format!("standard output: {e}")),
+            }
         }
-        Some(path) => write_atomically(path, &text).map_err(|e| format!("{path}: {e}")),
+        Some(path) => crate::sinks::replace::replace_file(Path::new(path), text.as_bytes())
+            .map_err(|e| format!("{path}: {e}")),
     };
     if let Err(e) = written {
         eprintln!("pinwatch: {e}");

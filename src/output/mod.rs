@@ -1,6 +1,7 @@
 //! Output stage: the connection record built from a finished connection, the time format
 //! records use, and counts in words for the text people read. Where records go (files, standard output, the webhook) is `crate::sinks`.
 
+pub mod community_id;
 pub mod record;
 pub mod time;
 

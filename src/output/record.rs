@@ -3,6 +3,7 @@
 //! names the version. Add fields freely; never rename or remove one without a new version.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -12,9 +13,61 @@ use crate::tls::cert::CertSummary;
 use crate::tls::handshake::{cipher_name, version_name};
 use crate::tls::{AlertEvent, Dir};
 
+use super::community_id::{IPPROTO_TCP, community_id_v1};
 use super::time::rfc3339_micros;
 
 pub const CONNECTION_SCHEMA: &str = "pinwatch.connection/1";
+
+/// Where a run's records come from: the sensor's name and the capture (an interface, or the
+/// files in the order replayed). Shared by the source, which says where each file's packets
+/// start, and the workers, which stamp each record with the file of its first packet.
+#[derive(Debug, Default)]
+pub struct Origin {
+    pub sensor: Option<Arc<str>>,
+    pub iface: Option<Arc<str>>,
+    /// Each file and the packet index (from 1) of its first packet; 0 until it is opened.
+    files: Vec<(Arc<str>, AtomicU64)>,
+}
+
+impl Origin {
+    pub fn new(sensor: Option<&str>, iface: Option<&str>, files: &[String]) -> Origin {
+        Origin {
+            sensor: sensor.map(Arc::from),
+            iface: iface.map(Arc::from),
+            files: files
+                .iter()
+                .map(|f| {
+                    let name = if f == "-" { "standard input" } else { f };
+                    (Arc::from(name), AtomicU64::new(0))
+                })
+                .collect(),
+        }
+    }
+
+    /// File `index` starts at packet `first_pkt` (every reader of it says the same).
+    pub fn file_started(&self, index: usize, first_pkt: u64) {
+        if let Some((_, start)) = self.files.get(index) {
+            start.store(first_pkt, Ordering::Relaxed);
+        }
+    }
+
+    /// The file packet `pkt` came from: the last opened file starting at or before it.
+    fn file_of(&self, pkt: u64) -> Option<Arc<str>> {
+        self.files
+            .iter()
+            .filter(|(_, s)| (1..=pkt).contains(&s.load(Ordering::Relaxed)))
+            .max_by_key(|(_, s)| s.load(Ordering::Relaxed))
+            .map(|(name, _)| Arc::clone(name))
+    }
+
+    /// Fills in the record's `sensor`, `iface` and `file`; `first_pkt` is the packet index of
+    /// the connection's first packet.
+    pub fn stamp(&self, record: &mut ConnectionRecord, first_pkt: u64) {
+        record.sensor = self.sensor.clone();
+        record.iface = self.iface.clone();
+        record.file = self.file_of(first_pkt);
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertRecord {
@@ -78,6 +131,19 @@ pub struct ConnectionRecord {
     pub ts_start_ns: i64,
     pub ts_start: String,
     pub ts_end: String,
+    /// Community ID v1 (seed 0) of the 5-tuple: the key Zeek, Suricata, Arkime and Elastic share.
+    pub community_id: String,
+    /// This connection among others of the same 5-tuple (port reuse): 16 hex digits over the
+    /// Community ID, the start time and the VLAN tags.
+    pub flow_id: String,
+    /// The sensor's name (`--sensor`, default the host name); null from the library.
+    pub sensor: Option<Arc<str>>,
+    /// Live: the interface captured on. Absent in replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iface: Option<Arc<str>>,
+    /// Replay: the capture file the connection's first packet came from. Absent in live mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<Arc<str>>,
     pub client_ip: String,
     pub client_port: u16,
     pub server_ip: String,
@@ -200,11 +266,32 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
             .filter(|r| !r.is_empty()),
     });
 
+    let community_id = community_id_v1(
+        0,
+        IPPROTO_TCP,
+        (conn.client.endpoint.ip, conn.client.endpoint.port),
+        (conn.server.endpoint.ip, conn.server.endpoint.port),
+    );
+    let flow_id = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(community_id.as_bytes());
+        h.update(conn.first.ts_ns.to_be_bytes());
+        for v in conn.vlans() {
+            h.update(v.to_be_bytes());
+        }
+        hex::encode(&h.finalize()[..8])
+    };
     let record = ConnectionRecord {
         schema: CONNECTION_SCHEMA,
         ts_start_ns: conn.first.ts_ns,
         ts_start: rfc3339_micros(conn.first.ts_ns),
         ts_end: rfc3339_micros(conn.last.ts_ns),
+        community_id,
+        flow_id,
+        sensor: None,
+        iface: None,
+        file: None,
         client_ip: conn.client.endpoint.ip.to_string(),
         client_port: conn.client.endpoint.port,
         server_ip: conn.server.endpoint.ip.to_string(),

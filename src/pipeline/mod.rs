@@ -42,7 +42,7 @@ use crate::classify::{Outcome, Verdict};
 use crate::correlate::{EvidenceTable, Order};
 use crate::decode::{self, Segment};
 use crate::flow::{Connection, FlowConfig, FlowTable};
-use crate::output::record::{self, ConnectionRecord};
+use crate::output::record::{self, ConnectionRecord, Origin};
 use crate::stats::{Stats, WorkerStats};
 use crate::tls::At;
 #[cfg(feature = "live")]
@@ -286,13 +286,18 @@ struct Finisher {
     /// Where a line is serialised before it is copied out at its exact size: grown a few
     /// times at the start, not a few times for every line.
     scratch: Vec<u8>,
+    /// Sensor, interface and files, stamped on every record.
+    origin: Option<Arc<Origin>>,
 }
 
 impl Finisher {
     /// Builds the record of a finished connection and adds its evidence to the shared table.
     fn finish(&mut self, conn: Connection, event: u64, out: &mut Vec<Finished>) {
         let order = (event, conn.seq());
-        let (record, verdict) = record::build(&conn);
+        let (mut record, verdict) = record::build(&conn);
+        if let Some(origin) = &self.origin {
+            origin.stamp(&mut record, conn.seq());
+        }
         // Its buffers go back to the allocator before the line takes new ones.
         drop(conn);
         self.evidence.observe(&record, order);
@@ -505,6 +510,7 @@ pub fn run<S: Source + Send, O: Output>(
         evidence: Arc::clone(evidence),
         lines: output.wants_lines(),
         scratch: Vec::new(),
+        origin: source.origin(),
     };
     let mut collector = Collector::new(output, threads);
     let mut counts = SourceCounts::default();

@@ -3,8 +3,10 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use crate::capture::bpf::Filter;
 use crate::capture::{CaptureError, FileReader, Frame, MapShare};
 use crate::decode;
+use crate::output::record::Origin;
 
 /// What a source has next.
 pub enum Next<'a> {
@@ -22,6 +24,10 @@ pub trait Source {
     /// Inputs opened so far (files), for the summary.
     fn files_opened(&self) -> usize {
         0
+    }
+    /// Where the records come from (sensor, interface, files), for the workers to stamp.
+    fn origin(&self) -> Option<Arc<Origin>> {
+        None
     }
     /// Inputs that could not be read, or not to the end.
     fn take_errors(&mut self) -> Vec<CaptureError> {
@@ -56,6 +62,9 @@ pub struct FileSource {
     /// With copies: each file's mapping, shared by this source and its copies, and which
     /// reader of it this source is.
     share: Option<(Arc<[MapShare]>, usize)>,
+    /// `replay --bpf`: frames it rejects are passed over here, before any stage sees them.
+    filter: Option<Filter>,
+    origin: Option<Arc<Origin>>,
 }
 
 impl FileSource {
@@ -72,7 +81,21 @@ impl FileSource {
             bar_base: 0,
             frames: 0,
             share: None,
+            filter: None,
+            origin: None,
         }
+    }
+
+    /// Records are stamped with this origin; the source tells it where each file starts.
+    pub fn with_origin(mut self, origin: Arc<Origin>) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// Only frames `filter` passes are delivered.
+    pub fn with_filter(mut self, filter: Option<Filter>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Opens the next readable file; false when none is left.
@@ -91,6 +114,9 @@ impl FileSource {
             };
             match opened {
                 Ok(r) => {
+                    if let Some(origin) = &self.origin {
+                        origin.file_started(self.next_path - 1, self.frames + 1);
+                    }
                     self.opened += 1;
                     self.current = Some(r);
                     return true;
@@ -124,7 +150,15 @@ impl Source for FileSource {
                 continue;
             };
             match reader.advance() {
-                Ok(true) => break,
+                Ok(true) => {
+                    let passes = match (&mut self.filter, reader.frame()) {
+                        (Some(f), Some(frame)) => f.matches(frame.linktype, frame.data),
+                        _ => true,
+                    };
+                    if passes {
+                        break;
+                    }
+                }
                 Ok(false) => self.close_current(),
                 Err(e) => {
                     self.errors.push(e);
@@ -149,6 +183,10 @@ impl Source for FileSource {
         self.opened
     }
 
+    fn origin(&self) -> Option<Arc<Origin>> {
+        self.origin.clone()
+    }
+
     fn take_errors(&mut self) -> Vec<CaptureError> {
         std::mem::take(&mut self.errors)
     }
@@ -156,10 +194,12 @@ impl Source for FileSource {
     /// Only regular files: standard input or a pipe can be read once. Every copy reads each
     /// file through the same mapping. Call before the first `next`.
     fn copies(&mut self, n: usize) -> Option<Vec<Self>> {
-        let all_files = self
-            .paths
-            .iter()
-            .all(|p| p != "-" && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0));
+        let all_files = self.paths.iter().all(|p| {
+            p != "-"
+                    && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0)
+                    // A compressed file is one stream: copies would each decompress all of it.
+                    && !crate::capture::is_gzip(p)
+        });
         if !all_files || self.current.is_some() || self.next_path > 0 {
             return None;
         }
@@ -168,6 +208,8 @@ impl Source for FileSource {
         let copies = (1..=n)
             .map(|reader| FileSource {
                 share: Some((Arc::clone(&maps), reader)),
+                filter: self.filter.clone(),
+                origin: self.origin.clone(),
                 ..FileSource::new(&self.paths, false)
             })
             .collect();
@@ -207,6 +249,7 @@ pub struct LiveSource {
     last_poll: std::time::Instant,
     /// Why reading stopped, if it did.
     pub error: Option<crate::capture::live::LiveError>,
+    pub origin: Option<Arc<Origin>>,
 }
 
 #[cfg(feature = "live")]
@@ -220,6 +263,7 @@ impl LiveSource {
             stats,
             last_poll: std::time::Instant::now(),
             error: None,
+            origin: None,
         }
     }
 
@@ -243,6 +287,10 @@ impl LiveSource {
 
 #[cfg(feature = "live")]
 impl Source for LiveSource {
+    fn origin(&self) -> Option<Arc<Origin>> {
+        self.origin.clone()
+    }
+
     fn next(&mut self) -> Next<'_> {
         self.poll_drops();
         if self.error.is_some() {

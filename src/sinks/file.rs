@@ -102,6 +102,11 @@ fn remedy(e: &io::Error) -> &'static str {
 }
 
 impl FileSinkError {
+    /// The reader of standard output or a FIFO went away (`| head`): the run ends quietly.
+    pub fn is_reader_gone(&self) -> bool {
+        matches!(self, FileSinkError::Closed { .. })
+    }
+
     /// Whether the sink can no longer do its job (as opposed to one record or one rotation
     /// having failed).
     pub fn is_fatal(&self) -> bool {
@@ -159,10 +164,21 @@ impl LineSink {
     /// Opens the target. A file is opened in append mode (created if missing), so restarting
     /// the sensor never truncates earlier records.
     pub fn open(target: Target, flush: Flush) -> Result<Self, FileSinkError> {
+        Self::open_with(target, flush, false)
+    }
+
+    /// As [`LineSink::open`]; with `truncate` a file is emptied first (the user's choice of a
+    /// fresh file). Reopening after rotation always appends: the new file is someone else's.
+    pub fn open_with(target: Target, flush: Flush, truncate: bool) -> Result<Self, FileSinkError> {
         let out: Box<dyn Write + Send> = match &target {
             Target::Stdout => Box::new(io::stdout()),
             Target::File(path) => {
-                Box::new(open_append(path).map_err(|source| FileSinkError::Open {
+                let opened = if truncate {
+                    File::create(path)
+                } else {
+                    open_append(path)
+                };
+                Box::new(opened.map_err(|source| FileSinkError::Open {
                     target: target.name(),
                     source,
                 })?)

@@ -162,7 +162,7 @@ pub fn verify_case(path: &Path, threads: usize, bless: bool) -> CaseResult {
         let (blessed, changed) = bless::bless(case, &got);
         notes = changed;
         let file = case::case_file(path);
-        if let Err(e) = write_atomically(&file, blessed.to_toml().as_bytes()) {
+        if let Err(e) = crate::sinks::replace::replace_file(&file, blessed.to_toml().as_bytes()) {
             return error_result(
                 loaded.name,
                 path.display().to_string(),
@@ -195,15 +195,6 @@ pub fn verify_case(path: &Path, threads: usize, bless: bool) -> CaseResult {
         time_s: started.elapsed().as_secs_f64(),
         code,
     }
-}
-
-/// Writes beside the target and renames, so an interrupted write leaves the old file whole.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// The human-readable result of one case, as printed.
