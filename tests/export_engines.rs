@@ -170,7 +170,7 @@ fn squid_snippet_splices_the_rules_and_comments_out_ja4_scoped_ones() {
     let dir = TempDir::new("squid-text");
     let rules = rules_file(&dir);
     let (snippet, stderr) = squid_snippet(&dir, &rules);
-    assert!(stderr.contains("1 lines skipped"), "{stderr}");
+    assert!(stderr.contains("1 line skipped"), "{stderr}");
     assert_eq!(stderr.matches("refused").count(), 2, "{stderr}");
     let conf = std::fs::read_to_string(&snippet).unwrap();
     assert_no_hostile(&conf);
@@ -514,7 +514,7 @@ fn domains_list_and_json_passthrough() {
         "api.pinnedbank.test\n.pinnedpay.test\nweak.example.test\n"
     );
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("1 lines skipped"), "{stderr}");
+    assert!(stderr.contains("1 line skipped"), "{stderr}");
     assert!(
         stderr.contains("pw-0000000000000003 for login.bank.test left out: scoped to client JA4"),
         "{stderr}"

@@ -1,8 +1,8 @@
 //! Live-mode sinks against real sockets and files: a webhook receiver that is down and then
 //! comes up, answers 500, 400 or hangs; a full queue; log rotation; /dev/full; the Prometheus
-//! endpoint scraped over HTTP and, when `prometheus_client` is installed for python3 (the
-//! PyPI package `prometheus-client`), parsed by Prometheus' own Python parser. Without it the
-//! parser check says why and passes, unless `CI` is set, where that is a failure.
+//! endpoint scraped over HTTP and parsed by Prometheus' own Python parser (the PyPI package
+//! `prometheus-client`); that test is `#[ignore]`d, `.ci/run` runs it, and it fails when the
+//! parser is missing.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,13 +19,11 @@ use pinwatch::sinks::webhook::{USER_AGENT, WebhookConfig, WebhookError, WebhookS
 use pinwatch::stats::Stats;
 use serde_json::{Value, json};
 
+mod common;
+
 /// Generous bound for things that happen in milliseconds, so a loaded machine never fails a
 /// test; only a real hang reaches it.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
 
 // ---------------------------------------------------------------------------------------
 // A real HTTP receiver.
@@ -281,12 +279,9 @@ fn webhook_refuses_https_and_malformed_urls_at_start() {
 // ---------------------------------------------------------------------------------------
 // File sink.
 
-/// A fresh, empty directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pinwatch-sinks-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty directory for one test, removed when the test ends.
+fn scratch(name: &str) -> common::TempDir {
+    common::temp_dir(&format!("sinks-{name}"))
 }
 
 fn lines(path: &Path) -> Vec<Value> {
@@ -523,26 +518,22 @@ for family in families:
 print(json.dumps(out))
 "#;
 
-fn python_parser() -> Option<()> {
+fn require_python_parser() {
     let ok = Command::new("python3")
         .args(["-c", "import prometheus_client.parser"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if ok {
-        return Some(());
-    }
-    let why = "python3 with prometheus_client (pip install prometheus-client) is not available";
-    assert!(!in_ci(), "{why}, and CI is set");
-    println!("SKIPPED: {why}; set CI=true to make this a failure");
-    None
+    assert!(
+        ok,
+        "python3 with prometheus_client is needed: pip install prometheus-client"
+    );
 }
 
 #[test]
+#[ignore = "needs python3 with prometheus_client (pip install prometheus-client); .ci/run runs it"]
 fn metrics_text_is_accepted_by_the_prometheus_python_parser() {
-    if python_parser().is_none() {
-        return;
-    }
+    require_python_parser();
     let server = MetricsServer::start("127.0.0.1:0", busy_stats()).unwrap();
     let (_, _, body) = get(server.local_addr(), "/metrics");
     let mut child = Command::new("python3")

@@ -270,7 +270,10 @@ mod tests {
                         outcome: if fail { "client_alert" } else { "established" },
                         detail: fail.then_some("unknown_ca"),
                         delay_ms: fail.then_some(2.0),
-                        flow: ((IpAddr::from(host), 40_000 + i as u16), (IpAddr::from([192, 0, 2, 1]), 443)),
+                        flow: (
+                            (IpAddr::from(host), 40_000 + i as u16),
+                            (IpAddr::from([192, 0, 2, 1]), 443),
+                        ),
                     },
                     Path::Proxy,
                 )

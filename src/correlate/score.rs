@@ -446,9 +446,10 @@ fn score(
     if let Some(ips) = &matcher.client_ips {
         why.push(format!(
             "the same client software succeeds through the proxy from other hosts ({}), so the \
-             rule is narrowed to the {} that fail",
+             rule is narrowed to the {} that {}",
             counted(own.successes_outside_scope, "connection", "connections"),
-            counted(ips.len() as u64, "address", "addresses")
+            counted(ips.len() as u64, "address", "addresses"),
+            if ips.len() == 1 { "fails" } else { "fail" }
         ));
     }
     if own.successes_outside_proxy > 0 {

@@ -878,14 +878,18 @@ pub fn run_export(args: ExportArgs) -> ExitCode {
             why.join(", ")
         );
     }
-    if parsed.rules.is_empty() {
-        // An empty file too (README, "Exit codes"): exporting nothing over a proxy's include
-        // file would silently drop the bypasses it had.
+    if parsed.rules.is_empty() && skipped > 0 {
+        // Lines, but none a rule: the wrong file was given. An empty file is different: it is
+        // what a replay that found no candidates writes, and exporting it must empty the
+        // proxy's include file, or bypasses that no longer hold would stay in force.
         eprintln!(
             "pinwatch: {source}: no {RULE_SCHEMA} rules in it; write them with \
-             `pinwatch replay CAPTURE --rules {source}` (a replay that found no candidates writes none)"
+             `pinwatch replay CAPTURE --rules FILE`"
         );
         return ExitCode::from(exit::INPUT);
+    }
+    if parsed.rules.is_empty() {
+        eprintln!("pinwatch: {source}: no rules; the output bypasses nothing");
     }
     if let Some(why) = args
         .output

@@ -78,7 +78,8 @@ fn now() -> String {
 /// `flag` names the option that gave the path, for the error message.
 pub fn write_page(flag: &str, path: &str, page: &view::Page) -> Result<(), String> {
     let html = render::render(page).map_err(|e| format!("report template: {e}"))?;
-    crate::sinks::replace::replace_file(std::path::Path::new(path), html.as_bytes()).map_err(|e| format!("{flag} {path}: {e}"))
+    crate::sinks::replace::replace_file(std::path::Path::new(path), html.as_bytes())
+        .map_err(|e| format!("{flag} {path}: {e}"))
 }
 
 /// The report of a replay or a live capture, fed record by record.

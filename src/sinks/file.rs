@@ -96,7 +96,7 @@ fn remedy(e: &io::Error) -> &'static str {
         ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem | ErrorKind::IsADirectory => {
             "; choose a writable file path"
         }
-        ErrorKind::QuotaExceeded => "; free some space or write elsewhere",
+        ErrorKind::QuotaExceeded | ErrorKind::StorageFull => "; free some space or write elsewhere",
         _ => "",
     }
 }

@@ -34,6 +34,13 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
 /// Writes `bytes` as the new content of `path` (see the module comment).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let target = resolve(path)?;
+    let old = std::fs::metadata(&target).ok();
+    // A device or a pipe (`/dev/stdout`, `/dev/full`, a FIFO a rule engine reads) is written
+    // to, never replaced by a file of the same name.
+    if old.as_ref().is_some_and(|m| !m.is_file()) {
+        let mut f = OpenOptions::new().write(true).open(&target)?;
+        return f.write_all(bytes).and_then(|()| f.flush());
+    }
     let file_name = target
         .file_name()
         .ok_or_else(|| io::Error::other("not a file path"))?;
@@ -41,7 +48,6 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp_name.push(file_name);
     tmp_name.push(format!(".pinwatch-{}.tmp", std::process::id()));
     let tmp = target.with_file_name(tmp_name);
-    let old = std::fs::metadata(&target).ok();
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -86,6 +92,8 @@ fn line_id(line: &[u8]) -> Option<String> {
 pub fn merge_by_id(path: &Path, new: &[(String, Vec<u8>)]) -> io::Result<usize> {
     let mut old = Vec::new();
     match File::open(resolve(path)?) {
+        // Only a regular file holds earlier rules; a device or a pipe is written to as it is.
+        Ok(f) if f.metadata().is_ok_and(|m| !m.is_file()) => {}
         Ok(f) => {
             f.take(MAX_MERGED_BYTES + 1).read_to_end(&mut old)?;
             if old.len() as u64 > MAX_MERGED_BYTES {

@@ -728,6 +728,10 @@ pub fn without(record: &Value, fields: &[&str]) -> Value {
     r
 }
 
+/// Where a record says it came from (the run's sensor name and the file or interface): a
+/// record read from a rewritten copy of a capture names the copy.
+pub const RUN_ORIGIN: &[&str] = &["sensor", "file", "iface"];
+
 /// Timing and packet counting fields.
 pub const VOLATILE: &[&str] = &[
     "ts_start",
