@@ -191,6 +191,11 @@ struct OutputArgs {
     #[arg(long, value_name = "PEM")]
     proxy_ca: Vec<String>,
 
+    /// PEM file with a CA that is not the proxy's (an enterprise's internal PKI, which also mints
+    /// for many domains without SCTs): its leaves are never taken for proxy-minted. Repeatable.
+    #[arg(long, value_name = "PEM")]
+    not_proxy_ca: Vec<String>,
+
     /// Address of the proxy (client-facing or upstream side). Repeatable. Connections to it are
     /// attributed to the proxy even when TLS 1.3 hides the certificate; connections from it are
     /// its upstream legs, not clients.
@@ -619,6 +624,11 @@ fn settings(out: &OutputArgs) -> Result<Settings, Failure> {
         proxy_cas
             .load_pem(pem)
             .map_err(|e| Failure(format!("--proxy-ca {e}"), exit::INPUT))?;
+    }
+    for pem in &out.not_proxy_ca {
+        proxy_cas
+            .load_not_proxy_pem(pem)
+            .map_err(|e| Failure(format!("--not-proxy-ca {e}"), exit::INPUT))?;
     }
     Ok(Settings {
         min_confidence: out.min_confidence,

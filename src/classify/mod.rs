@@ -48,6 +48,17 @@ impl Outcome {
     }
 }
 
+/// Why a client failure carries no abort delay. A missing delay is not a fast one: the scoring
+/// must not weigh it like a measured millisecond abort, so the record says why it is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DelayMissing {
+    /// The client closed before any server handshake packet reached the wire.
+    NoServerHandshakeBefore,
+    /// The capture's clock runs backwards between the server's flight and the client's close.
+    ClockOutOfOrder,
+}
+
 /// The classifier's answer for one connection.
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -62,6 +73,8 @@ pub struct Verdict {
     pub server_close: Vec<&'static str>,
     /// Milliseconds from the server's last handshake packet to the client's abort.
     pub abort_delay_ms: Option<f64>,
+    /// Set on a client failure whose abort delay could not be measured.
+    pub delay_missing: Option<DelayMissing>,
     /// The alert that matters for the outcome, with its sender.
     pub alert: Option<(Dir, AlertEvent)>,
 }
@@ -130,8 +143,18 @@ pub fn classify(conn: &Connection) -> Verdict {
         client_close: close_methods(o.client_alert(), post_hs, client_ends.fin, client_ends.rst),
         server_close: close_methods(o.server_alert(), None, server_ends.fin, server_ends.rst),
         abort_delay_ms: None,
+        delay_missing: None,
         alert: None,
     };
+
+    // A mirror of one direction (asymmetric routing): nothing can be judged from half a
+    // conversation, and calling it a failure would feed false evidence.
+    if let Some(detail) = one_sided(conn) {
+        v.outcome = Outcome::Incomplete;
+        v.detail = Some(detail.into());
+        v.alert = first_alert(o);
+        return v;
+    }
 
     if o.client_hello.is_none() {
         before_tls(conn, o, &mut v);
@@ -149,7 +172,9 @@ pub fn classify(conn: &Connection) -> Verdict {
 
     // Application data from the client settles it, unless the client aborted before sending it.
     if let Some(app) = o.client_app()
-        && client_abort.is_none_or(|a| a.at.pkt() > app)
+        // The same packet can carry data, close_notify and FIN (TLS 1.2): records in one
+        // segment come in stream order, and the data came first.
+        && client_abort.is_none_or(|a| a.at.pkt() >= app)
     {
         v.outcome = Outcome::Established;
         v.alert = first_alert(o);
@@ -179,12 +204,30 @@ pub fn classify(conn: &Connection) -> Verdict {
     };
 
     let timeline = o.timeline();
-    v.abort_delay_ms = timeline
-        .last_server_handshake
-        .filter(|s| *s <= term)
-        // Milliseconds, to the microsecond. Saturating: packet order is not time order in a
-        // damaged or hostile capture, and times centuries apart overflowed (fuzz_regressions.rs).
-        .map(|s| (term.ts_ns.saturating_sub(s.ts_ns).max(0) as f64 / 1000.0).round() / 1000.0);
+    // Decided by order on the wire: a ServerHello that arrives after the client closed does
+    // not make the close an in-handshake one (a cancelled raced connection, a slow proxy).
+    if timeline.server_hello.is_some_and(|sh| term < sh)
+        && timeline.client_finished.is_none()
+        && client_abort.is_none()
+    {
+        v.alert = o.client_alert().map(|a| (Dir::Client, a.clone()));
+        v.detail = Some(join(&v.client_close));
+        v.outcome = Outcome::ClientClosedBeforeServerHello;
+        v.delay_missing = Some(DelayMissing::NoServerHandshakeBefore);
+        return v;
+    }
+    match timeline.last_server_handshake.filter(|s| *s <= term) {
+        // Milliseconds, to the microsecond. Saturating: times centuries apart overflowed
+        // (fuzz_regressions.rs).
+        Some(s) if term.ts_ns >= s.ts_ns => {
+            v.abort_delay_ms =
+                Some((term.ts_ns.saturating_sub(s.ts_ns) as f64 / 1000.0).round() / 1000.0);
+        }
+        // Packet order is not time order in a damaged or hostile capture: no delay, rather
+        // than a measured zero.
+        Some(_) => v.delay_missing = Some(DelayMissing::ClockOutOfOrder),
+        None => v.delay_missing = Some(DelayMissing::NoServerHandshakeBefore),
+    }
 
     // A readable fatal alert, or an encrypted one sent where the client's Finished would be.
     let in_handshake_alert =
@@ -206,9 +249,23 @@ pub fn classify(conn: &Connection) -> Verdict {
         Outcome::ClientClosedInHandshake
     } else {
         v.abort_delay_ms = None;
+        v.delay_missing = Some(DelayMissing::NoServerHandshakeBefore);
         Outcome::ClientClosedBeforeServerHello
     };
     v
+}
+
+/// Names the direction a capture lacks: one side sent payload while the other has no packet
+/// at all, or the client sent data without the server's SYN-ACK ever being seen after its SYN.
+fn one_sided(conn: &Connection) -> Option<&'static str> {
+    let (c, s) = (&conn.client, &conn.server);
+    if c.payload_bytes > 0 && s.packets == 0 {
+        Some("server_direction_not_captured")
+    } else if s.payload_bytes > 0 && c.packets == 0 {
+        Some("client_direction_not_captured")
+    } else {
+        None
+    }
 }
 
 /// Connections without a ClientHello: CONNECT preludes, plain TCP, joined midstream.

@@ -572,18 +572,23 @@ impl Analysis<'_> {
         }
         let mut cas = self.config.proxy_cas.clone();
         for (issuer, (leaves, domains, without_sct)) in by_issuer {
+            // An enterprise's own PKI looks like interception (many domains, no SCTs).
+            if cas.not_proxy_issuer(issuer) {
+                continue;
+            }
             let mut why = Vec::new();
             if cas.configured_issuer(issuer) {
                 why.push("configured with --proxy-ca".to_string());
             }
-            if let Some(product) = proxy::known_product(issuer) {
-                why.push(format!("issuer names an inspection product ({product})"));
-            }
             // A publicly trusted CA also mints for many unrelated domains (the origins of
             // bypassed and direct connections, the proxy's upstream legs), but logs its leaves in
             // Certificate Transparency and embeds the SCTs; an inspection proxy's leaves never
-            // carry them. So breadth alone counts only when no leaf carries one.
+            // carry them. So neither breadth nor a product word counts alone for an issuer
+            // whose leaves carry one: it is otherwise an ordinary public CA.
             let no_sct = without_sct == leaves;
+            if let Some(product) = proxy::known_product(issuer).filter(|_| no_sct) {
+                why.push(format!("issuer names an inspection product ({product})"));
+            }
             if domains.len() >= proxy::MANY_DOMAINS && no_sct {
                 why.push(format!(
                     "mints leaf certificates for {} unrelated registrable domains",

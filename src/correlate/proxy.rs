@@ -37,12 +37,36 @@ const PRODUCTS: &[(&str, &str)] = &[
     ("sonicwall", "SonicWall"),
 ];
 
-/// The product an issuer name points to, if any.
+/// Issuer attributes that name an organisation or a CA. Locality, state and the like name
+/// places, and places contain product words (`L=San Francisco` holds "cisco").
+const NAMING_ATTRIBUTES: &[&str] = &["CN", "O", "OU"];
+
+/// The product an issuer name points to, if any: a product name matched as whole words inside
+/// the issuer's CN, O or OU values. `issuer` is the one-line form x509-parser writes
+/// (`C=US, O=..., CN=...`); a value holding `, CN=` can only fake what its author could have
+/// put in a real CN anyway.
 pub fn known_product(issuer: &str) -> Option<&'static str> {
-    let lower = issuer.to_ascii_lowercase();
+    let mut words = String::from(" ");
+    for part in issuer.split(", ").flat_map(|rdn| rdn.split(" + ")) {
+        let Some((key, value)) = part.split_once('=') else {
+            continue;
+        };
+        if !NAMING_ATTRIBUTES.contains(&key.trim()) {
+            continue;
+        }
+        for word in value
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            words.push_str(&word.to_ascii_lowercase());
+            words.push(' ');
+        }
+        // A boundary between values, so words of two attributes never join into a product.
+        words.push_str("| ");
+    }
     PRODUCTS
         .iter()
-        .find(|(word, _)| lower.contains(word))
+        .find(|(product, _)| words.contains(&format!(" {product} ")))
         .map(|(_, p)| *p)
 }
 
@@ -62,6 +86,9 @@ pub enum CaVerdict {
 #[derive(Debug, Clone, Default)]
 pub struct ProxyCas {
     configured: Vec<ConfiguredCa>,
+    /// `--not-proxy-ca`: an enterprise's own PKI, which looks like interception (many domains,
+    /// no SCTs) but is not; never learned, never a proxy.
+    not_proxy: Vec<ConfiguredCa>,
     learned: BTreeSet<String>,
 }
 
@@ -79,31 +106,21 @@ pub enum CaError {
 impl ProxyCas {
     /// Loads every certificate of a PEM file given with `--proxy-ca`.
     pub fn load_pem(&mut self, path: &str) -> Result<(), CaError> {
-        let bytes = std::fs::read(path).map_err(|source| CaError::Read {
-            path: path.to_string(),
-            source,
-        })?;
-        let before = self.configured.len();
-        for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes).flatten() {
-            let Ok(cert) = pem.parse_x509() else { continue };
-            let key_id = cert
-                .extensions()
-                .iter()
-                .find_map(|e| match e.parsed_extension() {
-                    ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
-                    _ => None,
-                });
-            self.configured.push(ConfiguredCa {
-                subject: cert.subject().to_string(),
-                key_id,
-            });
-        }
-        if self.configured.len() == before {
-            return Err(CaError::NoCertificate {
-                path: path.to_string(),
-            });
-        }
+        let cas = read_cas(path)?;
+        self.configured.extend(cas);
         Ok(())
+    }
+
+    /// Loads every certificate of a PEM file given with `--not-proxy-ca`.
+    pub fn load_not_proxy_pem(&mut self, path: &str) -> Result<(), CaError> {
+        let cas = read_cas(path)?;
+        self.not_proxy.extend(cas);
+        Ok(())
+    }
+
+    /// Whether `--not-proxy-ca` names this issuer.
+    pub fn not_proxy_issuer(&self, issuer: &str) -> bool {
+        self.not_proxy.iter().any(|c| c.subject == issuer)
     }
 
     pub fn configured_issuer(&self, issuer: &str) -> bool {
@@ -124,12 +141,45 @@ impl ProxyCas {
                     _ => true,
                 }
         });
-        if configured || self.learned.contains(issuer) {
+        if self.not_proxy_issuer(issuer) && !configured {
+            CaVerdict::NotProxy
+        } else if configured || self.learned.contains(issuer) {
             CaVerdict::Proxy
         } else {
             CaVerdict::NotProxy
         }
     }
+}
+
+/// Every certificate of a PEM file, by subject and key id.
+fn read_cas(path: &str) -> Result<Vec<ConfiguredCa>, CaError> {
+    let bytes = std::fs::read(path).map_err(|source| CaError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    let cas: Vec<ConfiguredCa> = x509_parser::pem::Pem::iter_from_buffer(&bytes)
+        .flatten()
+        .filter_map(|pem| {
+            let cert = pem.parse_x509().ok()?;
+            let key_id = cert
+                .extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
+                    _ => None,
+                });
+            Some(ConfiguredCa {
+                subject: cert.subject().to_string(),
+                key_id,
+            })
+        })
+        .collect();
+    if cas.is_empty() {
+        return Err(CaError::NoCertificate {
+            path: path.to_string(),
+        });
+    }
+    Ok(cas)
 }
 
 #[cfg(test)]
@@ -149,6 +199,26 @@ mod tests {
         assert_eq!(
             known_product("CN=DigiCert Global G2 TLS RSA SHA256 2020 CA1"),
             None
+        );
+        // Places and substrings are not products.
+        assert_eq!(
+            known_product(
+                "C=US, ST=California, L=San Francisco, O=Example Widgets Inc, CN=Example Widgets Issuing CA"
+            ),
+            None
+        );
+        assert_eq!(
+            known_product("O=Universal Versatile Trust, CN=Menloway CA"),
+            None
+        );
+        assert_eq!(known_product("O=Palo, OU=Alto, CN=x"), None);
+        assert_eq!(
+            known_product("C=US, O=Palo Alto Networks, CN=Forward Trust"),
+            Some("Palo Alto Networks")
+        );
+        assert_eq!(
+            known_product("OU=Cisco Umbrella, CN=x"),
+            Some("Cisco Umbrella")
         );
     }
 

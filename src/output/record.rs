@@ -158,6 +158,9 @@ pub struct ConnectionRecord {
     pub outcome_detail: Option<String>,
     pub alert: Option<AlertRecord>,
     pub abort_delay_ms: Option<f64>,
+    /// Why a client failure has no `abort_delay_ms` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_missing: Option<crate::classify::DelayMissing>,
     pub closed_by: Option<&'static str>,
     pub client_close: Vec<&'static str>,
     pub server_close: Vec<&'static str>,
@@ -312,6 +315,7 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         outcome_detail: verdict.detail.clone(),
         alert: verdict.alert.as_ref().map(|(d, a)| alert_record(*d, a)),
         abort_delay_ms: verdict.abort_delay_ms,
+        delay_missing: verdict.delay_missing,
         closed_by: verdict.closed_by.map(side),
         client_close: verdict.client_close.clone(),
         server_close: verdict.server_close.clone(),

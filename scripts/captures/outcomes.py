@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Rebuild the captures/wire-*.pcap files that pin down outcome classes (issue 21).
+
+Usage: sudo scripts/captures/outcomes.py [OUTDIR]   (default: captures/)
+
+Real stacks on the loopback of a network namespace of its own (`oc-outcomes`): Python `ssl` (OpenSSL 3) clients and servers, `openssl s_server`
+/ `s_client`; tcpdump on `lo` with a port filter (47100-47199, so other traffic on the
+machine stays out). Certificates are made fresh with `openssl req` each run, so the
+certificate bytes (not the outcomes) differ between rebuilds.
+
+  wire-early-close      client sends its ClientHello and closes; the server answers 300 ms later
+  wire-tls12-data-close TLS 1.2 client writes data, close_notify and FIN in one segment
+  wire-client-only      a completed TLS 1.2 exchange, only the client's direction kept
+  wire-server-only      the same exchange, only the server's direction kept
+  wire-issuer-locality  a private CA whose issuer has L=San Francisco (not Cisco), two names
+  wire-internal-pki     an enterprise PKI serving four registrable domains without SCTs
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+OUT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "captures")
+HOST = "127.0.0.1"
+NETNS = "oc-outcomes"
+
+
+def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, **kw)
+
+
+class Capture:
+    """tcpdump on lo for one port range, written to OUT/name.pcap."""
+
+    def __init__(self, name: str, ports: str = "47100-47199"):
+        self.path = OUT / f"{name}.pcap"
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-w", str(self.path),
+             f"tcp portrange {ports}"],
+            stderr=subprocess.PIPE, text=True,
+        )
+        # tcpdump says "listening on" once the socket is open; a busy machine takes seconds.
+        while "listening on" not in (self.proc.stderr.readline() or "listening on"):
+            pass
+        time.sleep(0.2)
+
+    def stop(self) -> Path:
+        time.sleep(1.0)
+        self.proc.terminate()
+        self.proc.wait()
+        return self.path
+
+
+def make_ca(d: Path, name: str, subj: str) -> tuple[Path, Path]:
+    key, crt = d / f"{name}.key", d / f"{name}.pem"
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+       "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "3650", "-subj", subj,
+       "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
+    return key, crt
+
+
+def make_leaf(d: Path, ca: tuple[Path, Path], host: str) -> tuple[Path, Path]:
+    key, csr, crt = d / f"{host}.key", d / f"{host}.csr", d / f"{host}.pem"
+    sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={host}")
+    ext = d / f"{host}.ext"
+    ext.write_text(f"subjectAltName=DNS:{host}\n")
+    sh("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]),
+       "-CAcreateserial", "-out", str(crt), "-days", "825", "-extfile", str(ext))
+    return key, crt
+
+
+def server_ctx(leaf: tuple[Path, Path], tls12: bool = False) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(leaf[1]), str(leaf[0]))
+    if tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def client_ctx(ca: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca:
+        ctx.load_verify_locations(str(ca))
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def listen(port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((HOST, port))
+    s.listen(8)
+    return s
+
+
+def early_close(d: Path, leaf) -> None:
+    """The client gives up before the server's hello (a raced connection cancelled)."""
+    port = 47101
+    srv = listen(port)
+
+    def serve():
+        conn, _ = srv.accept()
+        time.sleep(0.3)  # a slow server (or bumping proxy) answers after the client left
+        try:
+            tls = server_ctx(leaf).wrap_socket(conn, server_side=True)
+            tls.close()
+        except (ssl.SSLError, OSError):
+            conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    cap = Capture("wire-early-close")
+    ctx = client_ctx()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="early.example")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    c = socket.create_connection((HOST, port))
+    c.sendall(outgoing.read())
+    time.sleep(0.05)
+    c.close()
+    t.join()
+    srv.close()
+    cap.stop()
+
+
+def tls12_data_close(d: Path, leaf) -> None:
+    """Data, close_notify and FIN leave in one segment (TCP_CORK holds them together)."""
+    port = 47102
+    srv = listen(port)
+
+    def serve():
+        conn, _ = srv.accept()
+        tls = server_ctx(leaf, tls12=True).wrap_socket(conn, server_side=True)
+        try:
+            while tls.recv(4096):
+                pass
+        except (ssl.SSLError, OSError):
+            pass
+        tls.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    cap = Capture("wire-tls12-data-close")
+    c = socket.create_connection((HOST, port))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx().wrap_bio(incoming, outgoing, server_hostname="dataclose.example")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            c.sendall(outgoing.read())
+            incoming.write(c.recv(65536))
+    c.sendall(outgoing.read())
+    time.sleep(0.05)
+    obj.write(b"GET / HTTP/1.0\r\nHost: dataclose.example\r\n\r\n")
+    try:
+        obj.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    c.sendall(outgoing.read())
+    c.shutdown(socket.SHUT_WR)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    time.sleep(0.2)
+    c.close()
+    t.join()
+    srv.close()
+    cap.stop()
+
+
+def success12(d: Path, leaf, name: str, port: int) -> Path:
+    srv = listen(port)
+
+    def serve():
+        conn, _ = srv.accept()
+        tls = server_ctx(leaf, tls12=True).wrap_socket(conn, server_side=True)
+        tls.recv(4096)
+        tls.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        tls.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    cap = Capture(name)
+    c = client_ctx().wrap_socket(socket.create_connection((HOST, port)),
+                                 server_hostname="oneside.example")
+    c.sendall(b"GET / HTTP/1.0\r\nHost: oneside.example\r\n\r\n")
+    c.recv(4096)
+    c.close()
+    t.join()
+    srv.close()
+    return cap.stop()
+
+
+def one_sided(d: Path, leaf) -> None:
+    """A mirror that carries one direction: filter a real exchange to each side."""
+    both = success12(d, leaf, "wire-both-sides-tmp", 47103)
+    for side, bpf in (("client", "tcp dst port 47103"), ("server", "tcp src port 47103")):
+        sh("tcpdump", "-r", str(both), "-w", str(OUT / f"wire-{side}-only.pcap"), bpf)
+    both.unlink()
+
+
+def serve_names(d: Path, ca, hosts: list[str], name: str, base_port: int) -> None:
+    """One openssl s_server per name (TLS 1.2, certificate readable), one s_client each."""
+    leaves = [make_leaf(d, ca, h) for h in hosts]
+    servers = []
+    for i, (h, leaf) in enumerate(zip(hosts, leaves)):
+        servers.append(subprocess.Popen(
+            ["openssl", "s_server", "-accept", f"{HOST}:{base_port + i}", "-cert", str(leaf[1]),
+             "-key", str(leaf[0]), "-tls1_2", "-www", "-quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)
+    cap = Capture(name)
+    for i, h in enumerate(hosts):
+        subprocess.run(
+            ["curl", "-sk", "--tlsv1.2", "--tls-max", "1.2", "--resolve",
+             f"{h}:{base_port + i}:{HOST}", f"https://{h}:{base_port + i}/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+    cap.stop()
+    for s in servers:
+        s.terminate()
+        s.wait()
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        sys.exit("outcomes.py: run as root (tcpdump on lo): sudo scripts/captures/outcomes.py")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("OC_IN_NETNS") != "1":
+        # A namespace of its own: its loopback carries only this script's traffic.
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        sh("ip", "netns", "add", NETNS)
+        try:
+            sh("ip", "-n", NETNS, "link", "set", "lo", "up")
+            env = dict(os.environ, OC_IN_NETNS="1")
+            subprocess.run(["ip", "netns", "exec", NETNS, sys.executable, __file__, str(OUT)],
+                           check=True, env=env)
+        finally:
+            subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        ca = make_ca(d, "ca", "/CN=Outcome Test CA")
+        leaf = make_leaf(d, ca, "outcome.example")
+        early_close(d, leaf)
+        tls12_data_close(d, leaf)
+        one_sided(d, leaf)
+        sf = make_ca(d, "sf", "/C=US/ST=California/L=San Francisco/O=Example Widgets Inc/CN=Example Widgets Issuing CA")
+        serve_names(d, sf, ["a.widgets-one.test", "b.widgets-two.test"],
+                    "wire-issuer-locality", 47110)
+        corp = make_ca(d, "corp", "/O=Example Corp/OU=Corporate PKI/CN=Example Corp Internal Issuing CA")
+        serve_names(d, corp, ["intranet.corp-one.test", "wiki.corp-two.test",
+                              "hr.corp-three.test", "git.corp-four.test"],
+                    "wire-internal-pki", 47120)
+        # The internal PKI's CA is what `--not-proxy-ca` is given in the tests.
+        (OUT / "certs").mkdir(exist_ok=True)
+        (OUT / "certs" / "internal-pki-ca.pem").write_bytes(corp[1].read_bytes())
+    print("wrote", ", ".join(sorted(p.name for p in OUT.glob("wire-*.pcap"))))
+
+
+if __name__ == "__main__":
+    main()

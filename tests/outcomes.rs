@@ -1,0 +1,138 @@
+//! Outcome classes of issue 21, each on a real capture from `scripts/captures/outcomes.py`
+//! (Python ssl, openssl s_server, curl on a namespace's loopback), with a transformed copy of a
+//! real capture where a network or a damaged file would do the same.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn only(capture: &str) -> Value {
+    let records = run(&[repo_file(capture)]);
+    assert_eq!(records.len(), 1, "{capture}: {records:?}");
+    records.into_iter().next().unwrap()
+}
+
+/// Class 1: the client sent its ClientHello and closed; the ServerHello came 300 ms later.
+#[test]
+fn client_closing_before_the_server_hello_is_decided_by_wire_order() {
+    let r = only("captures/wire-early-close.pcap");
+    assert_eq!(r["outcome"], "client_closed_before_server_hello", "{r}");
+    assert_eq!(r["sni"], "early.example");
+    assert!(
+        r["tls_version"].is_string(),
+        "the late ServerHello is still read: {r}"
+    );
+    // Class 2: no delay, and the record says why.
+    assert!(r["abort_delay_ms"].is_null());
+    assert_eq!(r["delay_missing"], "no_server_handshake_before");
+}
+
+/// Class 2: times that run backwards give no delay rather than a measured 0 ms.
+#[test]
+fn a_clock_running_backwards_gives_no_abort_delay() {
+    let path = repo_file("captures/mitm-transparent-pinning.pcap");
+    let original = run(std::slice::from_ref(&path));
+    let measured: Vec<&Value> = original
+        .iter()
+        .filter(|r| r["abort_delay_ms"].as_f64().is_some_and(|d| d > 0.0))
+        .collect();
+    assert!(!measured.is_empty(), "the capture has measured aborts");
+    let mut packets = read_pcap(&path);
+    let (lo, hi) = (packets[0].ts_ns, packets[packets.len() - 1].ts_ns);
+    for p in &mut packets {
+        p.ts_ns = hi - (p.ts_ns - lo);
+    }
+    let dir = temp_dir("outcomes-clock");
+    let reversed = run_packets(&dir, "reversed.pcap", &packets);
+    assert_eq!(reversed.len(), original.len());
+    let failures: Vec<&Value> = reversed
+        .iter()
+        .filter(|r| {
+            r["outcome"].as_str().is_some_and(|o| {
+                o.starts_with("client_") && o != "client_closed_before_server_hello"
+            })
+        })
+        .collect();
+    assert!(failures.len() >= measured.len(), "{reversed:?}");
+    for r in failures {
+        assert!(r["abort_delay_ms"].is_null(), "{r}");
+        assert_eq!(r["delay_missing"], "clock_out_of_order", "{r}");
+    }
+}
+
+/// Class 3: TLS 1.2 application data, close_notify and FIN in one segment.
+#[test]
+fn tls12_data_then_close_notify_in_one_segment_is_established() {
+    let r = only("captures/wire-tls12-data-close.pcap");
+    assert_eq!(r["tls_version"], "TLS 1.2");
+    assert_eq!(r["outcome"], "established", "{r}");
+    assert!(r["client_app_bytes"].as_u64().unwrap() > 0);
+}
+
+/// Class 5: a mirror that carries only one direction of a good TLS 1.2 exchange.
+#[test]
+fn one_sided_captures_are_incomplete_naming_the_missing_direction() {
+    let client = only("captures/wire-client-only.pcap");
+    assert_eq!(client["outcome"], "incomplete", "{client}");
+    assert_eq!(client["outcome_detail"], "server_direction_not_captured");
+    assert_eq!(client["sni"], "oneside.example");
+    let server = only("captures/wire-server-only.pcap");
+    assert_eq!(server["outcome"], "incomplete", "{server}");
+    assert_eq!(server["outcome_detail"], "client_direction_not_captured");
+}
+
+fn findings(capture: &str, extra: &[&str]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(["replay", &repo_file(capture), "--findings", "-"])
+        .args(extra)
+        .output()
+        .expect("run pinwatch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("finding JSON"))
+        .collect()
+}
+
+/// Class 10: `L=San Francisco` is a place, not Cisco.
+#[test]
+fn a_locality_containing_a_product_word_is_not_an_interception_ca() {
+    let f = findings("captures/wire-issuer-locality.pcap", &[]);
+    assert!(
+        f.iter().all(|f| f["kind"] != "proxy_ca"),
+        "learned a proxy CA from a locality: {f:?}"
+    );
+}
+
+/// Class 10: an enterprise PKI (four domains, no SCTs) is learned as interception unless
+/// `--not-proxy-ca` names it.
+#[test]
+fn not_proxy_ca_keeps_an_internal_pki_from_being_learned() {
+    let learned = findings("captures/wire-internal-pki.pcap", &[]);
+    assert!(
+        learned.iter().any(|f| f["kind"] == "proxy_ca"),
+        "without the flag the PKI looks like interception: {learned:?}"
+    );
+    let ca = repo_file("captures/certs/internal-pki-ca.pem");
+    let f = findings("captures/wire-internal-pki.pcap", &["--not-proxy-ca", &ca]);
+    assert!(f.iter().all(|f| f["kind"] != "proxy_ca"), "{f:?}");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(["replay", &repo_file("captures/wire-internal-pki.pcap")])
+        .args(["--not-proxy-ca", &repo_file("Cargo.toml")])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--not-proxy-ca") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}
