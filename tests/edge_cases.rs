@@ -147,11 +147,13 @@ fn conflicting_retransmission_keeps_the_first_copy_and_is_flagged() {
         for r in &changed {
             let a = anomalies(r);
             // Both directions got a forged copy of their first bytes while those are still
-            // kept for comparison.
-            assert!(
-                a.contains(&"client_overlap_mismatch".to_string()),
-                "{c}: {a:?}"
-            );
+            // kept for comparison (a one-sided capture has only one direction to forge).
+            if r["client_bytes"].as_u64().unwrap_or(0) > 0 {
+                assert!(
+                    a.contains(&"client_overlap_mismatch".to_string()),
+                    "{c}: {a:?}"
+                );
+            }
             // A refused CONNECT leaves nothing to follow in the server's stream, which then stops
             // being reassembled: its forged copy is not compared.
             let refused = r["outcome_detail"]

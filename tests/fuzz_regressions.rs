@@ -149,8 +149,8 @@ fn huge_pcapng_timestamp_offset_saturates() {
 /// 2262 (2^63 ns less 1000 s) and the rest on a second interface whose `if_tsoffset` puts them
 /// in the far past. The abort delay subtracted the server's last handshake time from the
 /// abort's: an overflow, a panic in debug builds; in release the wrapped difference reported a
-/// 1.85 s delay for an alert stamped before the handshake. It now saturates: the alert is not
-/// later than the handshake, so the delay is 0 (negative delays were already clamped to 0).
+/// 1.85 s delay for an alert stamped before the handshake. A clock that runs backwards now gives
+/// no delay at all, with `delay_missing` saying why (a clamped 0 read as the fastest abort).
 #[test]
 fn timestamps_centuries_apart_do_not_overflow_the_abort_delay() {
     use pinwatch::decode;
@@ -205,5 +205,11 @@ fn timestamps_centuries_apart_do_not_overflow_the_abort_delay() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome.as_str(), "client_alert");
     assert_eq!(records[0].outcome_detail.as_deref(), Some("unknown_ca"));
-    assert_eq!(records[0].abort_delay_ms, Some(0.0));
+    // The alert's timestamp is centuries before the handshake's: no delay can be measured, and
+    // the record says why instead of passing for a fast abort.
+    assert_eq!(records[0].abort_delay_ms, None);
+    assert_eq!(
+        records[0].delay_missing,
+        Some(pinwatch::classify::DelayMissing::ClockOutOfOrder)
+    );
 }
