@@ -1,6 +1,7 @@
 //! `pinwatch verify`, run as a user runs it (the release binary): the shipped cases of
 //! `captures/verify/` hold; bless then verify passes; the same case fails with exit 1 and names
-//! the missing rule once the pinned app's failures are cut out of its capture; results stand
+//! the missing rule once the pinned app's failures are cut out of its capture, and when a rule's
+//! client addresses change; results stand
 //! with shifted timestamps, another thread count and another file order; hostile names in a
 //! case file or a capture reach the diff and the JUnit XML escaped, and the XML validates
 //! against a JUnit schema (`tests/verify/junit.xsd`, with xmllint: ignored test).
@@ -106,7 +107,21 @@ fn json(o: &Output) -> Value {
 #[test]
 fn shipped_cases_hold_with_any_thread_count() {
     let cases = shipped_cases();
-    assert!(cases.len() >= 17, "one case per bundled capture");
+    // Every bundled capture is in some case: a capture added without one would go unchecked.
+    let covered: String = cases
+        .iter()
+        .map(|c| std::fs::read_to_string(Path::new(c).join("case.toml")).unwrap())
+        .collect();
+    for e in std::fs::read_dir(repo_file("captures")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".pcap") || name.ends_with(".pcapng") {
+            assert!(
+                covered.contains(&format!("\"../../{name}\"")),
+                "captures/{name} is in no case of captures/verify/: add one with \
+                 `pinwatch verify --bless captures/verify/NAME/` and review it"
+            );
+        }
+    }
     for threads in ["1", "3"] {
         let mut args = vec!["--threads", threads];
         args.extend(cases.iter().map(String::as_str));
@@ -235,6 +250,40 @@ fn an_outcome_change_fails() {
     assert_eq!(code(&o), 1, "{out}");
     assert!(
         out.contains("outcomes.established\n    expected: 3\n    got:      2"),
+        "{out}"
+    );
+}
+
+/// The security regression verify exists for: a fingerprint rule that used to bypass only the
+/// hosts that fail would, widened, bypass every client of that fingerprint. The shipped case
+/// pins the addresses; the same case claiming "not narrowed" fails and names them.
+#[test]
+fn a_rule_whose_client_addresses_change_fails() {
+    let dir = temp_dir("verify-ips");
+    let text = std::fs::read_to_string(repo_file("captures/verify/gen-shared-ja4/case.toml"))
+        .unwrap()
+        .replace(
+            "../../gen-shared-ja4.pcap",
+            &repo_file("captures/gen-shared-ja4.pcap"),
+        );
+    assert!(text.contains("\"10.78.1.12\",\n]"), "{text}");
+    std::fs::write(dir.join("case.toml"), &text).unwrap();
+    let o = verify(&[&path_string(&dir)]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+
+    let widened = text.replacen(
+        "client_ips = [\n    \"10.78.1.11\",\n    \"10.78.1.12\",\n]",
+        "client_ips = []",
+        1,
+    );
+    assert_ne!(widened, text);
+    std::fs::write(dir.join("case.toml"), widened).unwrap();
+    let o = verify(&[&path_string(&dir)]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), 1, "{out}");
+    assert!(out.contains("not narrowed to client addresses"), "{out}");
+    assert!(
+        out.contains("for client addresses 10.78.1.11, 10.78.1.12"),
         "{out}"
     );
 }

@@ -112,6 +112,7 @@ pub fn bless(existing: Case, got: &Observed) -> (Case, Vec<String>) {
         match now {
             Some(r) => {
                 e.confidence = e.confidence.map(|_| range(r.confidence));
+                e.client_ips = e.client_ips.as_ref().map(|_| r.client_ips.clone());
                 notes.push(format!(
                     "updated rule {:?}: confidence now {:.2}",
                     e.name, r.confidence
@@ -130,6 +131,9 @@ pub fn bless(existing: Case, got: &Observed) -> (Case, Vec<String>) {
                 scope: Some(r.scope.to_string()),
                 ja4: r.ja4.clone(),
                 confidence: Some(range(r.confidence)),
+                // A fingerprint rule says whom it bypasses: a later run that widens it to every
+                // client of the fingerprint (or narrows it) fails.
+                client_ips: r.ja4.as_ref().map(|_| r.client_ips.clone()),
             });
         }
     }

@@ -94,6 +94,10 @@ pub struct RuleExpect {
     /// `[min, max]`, inclusive. Absent: any emitted confidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<[f64; 2]>,
+    /// Exactly the client addresses the rule is narrowed to, in any order; `[]` says it is not
+    /// narrowed (it bypasses every client of its fingerprint). Absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ips: Option<Vec<IpAddr>>,
 }
 
 /// A rule that must not be emitted (a candidate below the threshold is fine).

@@ -163,6 +163,15 @@ fn rule_label(name: &str, scope: &Option<String>, ja4: &Option<String>) -> Strin
     out
 }
 
+/// How a difference names a rule's client addresses.
+fn addresses(ips: &[std::net::IpAddr]) -> String {
+    if ips.is_empty() {
+        return "not narrowed to client addresses".into();
+    }
+    let list: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+    format!("for client addresses {}", list.join(", "))
+}
+
 /// The connections a rule's name stands for: the host itself, or names under the suffix.
 fn connections_of<'a>(got: &'a Observed, name: &'a str) -> impl Iterator<Item = &'a Conn> {
     let suffix = name.strip_prefix("*.");
@@ -176,21 +185,30 @@ fn connections_of<'a>(got: &'a Observed, name: &'a str) -> impl Iterator<Item = 
 
 fn rule_differences(e: &RuleExpect, got: &Observed, out: &mut Vec<Difference>) {
     let label = rule_label(&e.name, &e.scope, &e.ja4);
-    let expected = match e.confidence {
+    let mut expected = match e.confidence {
         Some([lo, hi]) => format!("emitted, confidence {lo:.2}..{hi:.2}"),
         None => "emitted".to_string(),
     };
+    if let Some(ips) = &e.client_ips {
+        expected.push_str(&format!(", {}", addresses(ips)));
+    }
     let seen: Vec<&RuleSeen> = matching(got, &e.name, &e.scope, &e.ja4).collect();
     let emitted: Vec<&&RuleSeen> = seen.iter().filter(|r| r.emitted).collect();
     let in_range = |r: &RuleSeen| {
         e.confidence
             .is_none_or(|[lo, hi]| lo <= r.confidence && r.confidence <= hi)
+            && r.narrowed_as(&e.client_ips)
     };
     if emitted.iter().any(|r| in_range(r)) {
         return;
     }
     let got_text = match (emitted.first(), seen.first()) {
-        (Some(r), _) => format!("emitted at {:.2} ({})", r.confidence, r.reason),
+        (Some(r), _) => format!(
+            "emitted at {:.2}, {} ({})",
+            r.confidence,
+            addresses(&r.client_ips),
+            r.reason
+        ),
         (None, Some(r)) => format!(
             "missing: a candidate at {:.2}, below the threshold {:.2} ({})",
             r.confidence, got.min_confidence, r.reason

@@ -35,12 +35,24 @@ pub struct RuleSeen {
     pub scope: &'static str,
     /// The client fingerprint a `ja4`-scoped rule is limited to.
     pub ja4: Option<String>,
+    /// The client addresses the rule is narrowed to, sorted; empty when it is not narrowed.
+    pub client_ips: Vec<IpAddr>,
     pub confidence: f64,
     pub emitted: bool,
     pub reason: String,
 }
 
 impl RuleSeen {
+    /// Whether its client addresses are exactly `want`'s (any order); `None` holds for any.
+    pub fn narrowed_as(&self, want: &Option<Vec<IpAddr>>) -> bool {
+        want.as_ref().is_none_or(|w| {
+            let mut w = w.clone();
+            w.sort();
+            w.dedup();
+            w == self.client_ips
+        })
+    }
+
     /// Whether a case's rule expectation (name, and scope and fingerprint when given) names it.
     pub fn is(&self, name: &str, scope: &Option<String>, ja4: &Option<String>) -> bool {
         self.name == name
@@ -170,6 +182,11 @@ pub fn run(case: &LoadedCase, threads: usize) -> Result<Observed, RunError> {
                 name,
                 scope,
                 ja4: r.matcher.client_ja4.clone(),
+                client_ips: {
+                    let mut ips = r.matcher.client_ips.clone().unwrap_or_default();
+                    ips.sort();
+                    ips
+                },
                 confidence: r.confidence,
                 emitted: r.confidence >= min_confidence,
                 reason: r.reason.clone(),
