@@ -155,9 +155,11 @@ fn bless_then_verify_passes_and_keeps_hand_written_expectations() {
 
     // A hand-written expectation that still holds is kept as written; one that names a
     // connection the capture does not have is dropped, and the note says so.
-    let hand = "\n[[connection]]\nsni = \"api.pinnedbank.test\"\nclient = \"10.77.1.11\"\n\
-                \n[[connection]]\nsni = \"nowhere.test\"\n";
-    std::fs::write(dir.join("case.toml"), format!("{text}{hand}")).unwrap();
+    // The comments written by hand stay with what they are about.
+    let hand = "\n# the help-desk ticket of 3 March\n[[connection]]\nsni = \"api.pinnedbank.test\"\n\
+                client = \"10.77.1.11\"\n\n# gone since the move\n[[connection]]\nsni = \"nowhere.test\"\n";
+    let text = format!("# Pinned banking app: keep the bypass.\n{text}{hand}");
+    std::fs::write(dir.join("case.toml"), text).unwrap();
     assert_eq!(code(&verify(&[&path_string(&dir)])), 1);
     let o = verify(&["--bless", &path_string(&dir)]);
     let out = stdout(&o);
@@ -169,6 +171,15 @@ fn bless_then_verify_passes_and_keeps_hand_written_expectations() {
     let text = std::fs::read_to_string(dir.join("case.toml")).unwrap();
     assert!(text.contains("client = \"10.77.1.11\""), "{text}");
     assert!(!text.contains("nowhere.test"), "{text}");
+    assert!(
+        text.starts_with("# Pinned banking app: keep the bypass.\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# the help-desk ticket of 3 March\n[[connection]]\nsni = \"api.pinnedbank.test\"\nclient"),
+        "{text}"
+    );
+    assert!(!text.contains("gone since the move"), "{text}");
 }
 
 #[test]

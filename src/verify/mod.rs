@@ -12,6 +12,7 @@
 
 pub mod bless;
 pub mod case;
+mod comments;
 pub mod compare;
 pub mod junit;
 pub mod run;
@@ -162,7 +163,11 @@ pub fn verify_case(path: &Path, threads: usize, bless: bool) -> CaseResult {
         let (blessed, changed) = bless::bless(case, &got);
         notes = changed;
         let file = case::case_file(path);
-        if let Err(e) = crate::sinks::replace::replace_file(&file, blessed.to_toml().as_bytes()) {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(old) => comments::keep_comments(&old, &blessed.to_toml()),
+            Err(_) => blessed.to_toml(),
+        };
+        if let Err(e) = crate::sinks::replace::replace_file(&file, text.as_bytes()) {
             return error_result(
                 loaded.name,
                 path.display().to_string(),
