@@ -137,6 +137,12 @@ fn replay_report_shows_each_rule_with_its_evidence() {
         .count();
     assert_eq!(s.matches("<tr class=\"conn ").count(), failing);
     assert_eq!(s.matches("client: unknown_ca").count(), 6);
+    // Each by its Community ID, the key other tools (Zeek, Suricata) know the flow by.
+    for c in conns.iter().filter(|c| c["outcome"] != "established") {
+        // HTML-escaped as every value is: base64's `/` reads `&#x2f;`.
+        let id = c["community_id"].as_str().unwrap().replace('/', "&#x2f;");
+        assert!(s.contains(&format!("<code>{id}</code>")), "{id}");
+    }
     for host in ["10.77.1.11", "10.77.1.12", "10.77.1.16"] {
         assert!(
             s.contains(&format!("<td><code>{host}</code></td>")),

@@ -167,7 +167,7 @@ impl ConnIn {
             client_ip: r.client_ip.clone(),
             server_ip: r.server_ip.clone(),
             server_port: r.server_port,
-            community_id: None,
+            community_id: Some(r.community_id.clone()),
             sni: r.sni.clone(),
             connect: r.connect.as_ref().map(|c| ConnectIn {
                 host: c.host.clone(),
