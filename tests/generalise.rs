@@ -11,7 +11,10 @@
 //! `scripts/evaluate` prints the same figures for humans; the cases each capture stands for
 //! are in its truth file and `captures/README.md`.
 
+use std::collections::BTreeSet;
 use std::process::Command;
+
+mod common;
 
 use serde_json::Value;
 
@@ -221,4 +224,62 @@ fn a_host_faking_aborts_for_a_popular_name_is_held_and_the_real_app_is_not() {
                 && r["confidence"].as_f64().unwrap() >= 0.9),
         "{rules:#?}"
     );
+}
+
+/// A span point at a transparent proxy that sees both legs, every client on TLS 1.3: no
+/// certificate is in sight, so no CA is learned and no address history tells; the proxy's own
+/// connection for the same name moments after each client's is what attributes the path.
+/// `gen-span-wan` with its TLS 1.2 clients cut out (before this, such traffic gave no rule).
+#[test]
+fn tls13_behind_a_transparent_proxy_is_attributed_by_its_upstream_legs() {
+    let path = format!("{}/gen-span-wan.pcap", capture_dir());
+    let records = common::run(std::slice::from_ref(&path));
+    let tls12: BTreeSet<u16> = records
+        .iter()
+        .filter(|r| r["tls_version"] == "TLS 1.2")
+        .map(|r| r["client_port"].as_u64().unwrap() as u16)
+        .collect();
+    assert!(tls12.len() >= 4, "{tls12:?}");
+    let kept: Vec<common::Packet> = common::read_pcap(&path)
+        .into_iter()
+        .filter(|p| {
+            common::parse_tcp(p).is_some_and(|t| {
+                let port = |at: usize| u16::from_be_bytes([t.tcp[at], t.tcp[at + 1]]);
+                !tls12.contains(&port(0)) && !tls12.contains(&port(2))
+            })
+        })
+        .collect();
+    let dir = common::temp_dir("tls13-legs");
+    let file = dir.join("tls13-only.pcap");
+    common::write_pcap(&file, &kept);
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(["replay", &common::path_string(&file)])
+        .output()
+        .expect("run pinwatch");
+    assert!(out.status.success());
+    let rules: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let t = truth("gen-span-wan.pcap");
+    let mut problems = Vec::new();
+    for c in t["connections"].as_array().unwrap() {
+        if c["tls"] != "1.3" || c["leg"] == "upstream" {
+            continue;
+        }
+        let (name, ja4, ip) = (
+            c["sni"].as_str().unwrap(),
+            c["ja4"].as_str().unwrap(),
+            c["client_ip"].as_str().unwrap(),
+        );
+        let covered = rules.iter().any(|r| covers(r, name, ja4, ip));
+        if c["pinning"] == true && !covered {
+            problems.push(format!("no rule for the pinned {name} from {ip}"));
+        }
+        if c["expect_outcome"] == "established" && covered {
+            problems.push(format!("a rule bypasses working {name} from {ip}"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}\n{rules:#?}");
+    assert!(!rules.is_empty());
 }

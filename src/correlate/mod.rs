@@ -4,6 +4,7 @@
 //! lack the proxy CA altogether; then aggregates pinning evidence per (name, client fingerprint)
 //! and scores it. The scoring model is documented in the README ("Scoring").
 
+mod legs;
 pub mod proxy;
 pub mod scope;
 pub mod score;
@@ -62,6 +63,9 @@ pub enum Signal {
     ExplicitProxy,
     /// Certificates anyone was shown by the same server address.
     ServerAddress,
+    /// The proxy's own upstream connection for the same name followed it (a span point that
+    /// sees both legs; `legs`).
+    UpstreamLeg,
     /// Nothing.
     Nothing,
 }
@@ -403,8 +407,16 @@ impl Analysis<'_> {
         let mut report = Report::default();
         let domains = self.domains();
         let cas = self.learn_cas(&domains, &mut report);
-        let (paths, signals) = self.paths(&cas);
-        let upstream = self.upstream_hosts(&paths, &signals);
+        let (mut paths, mut signals) = self.paths(&cas);
+        let legs = legs::find(&self.leg_view(&paths, &signals));
+        for answered in legs.answers.iter().flatten() {
+            if paths[*answered] == Path::Unknown {
+                paths[*answered] = Path::ProxyInferred;
+                signals[*answered] = Signal::UpstreamLeg;
+            }
+        }
+        let mut upstream = self.upstream_hosts(&paths, &signals);
+        upstream.extend(legs.hosts);
         report.upstream_hosts = upstream.iter().map(|ip| ip.to_string()).collect();
         let clients: Vec<usize> = (0..self.obs.len())
             .filter(|&i| !upstream.contains(&self.obs[i].client_ip))
@@ -684,6 +696,21 @@ impl Analysis<'_> {
                 }
             })
             .unzip()
+    }
+
+    /// What the upstream-leg recognition (`legs`) reads of each connection.
+    fn leg_view(&self, paths: &[Path], signals: &[Signal]) -> Vec<legs::Conn<'_>> {
+        self.obs
+            .iter()
+            .zip(paths.iter().zip(signals))
+            .map(|(o, (p, s))| legs::Conn {
+                ts_ns: o.ts_ns,
+                client: o.client_ip,
+                name: o.name.as_deref(),
+                client_alert: o.outcome == Outcome::ClientAlert,
+                proxied_by_certificate: *p == Path::Proxy && *s == Signal::Certificate,
+            })
+            .collect()
     }
 
     /// Hosts that are the proxy's upstream side: configured, or a client whose connections
