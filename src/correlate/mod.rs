@@ -661,7 +661,6 @@ impl Analysis<'_> {
                 if proxy { Path::Proxy } else { Path::Origin }
             })
             .collect();
-        let interception_seen = by_server.values().any(|s| s.0);
         let verdict = |seen: Option<&Seen>| match seen {
             Some((true, false)) => Some(Path::ProxyInferred),
             Some((false, true)) => Some(Path::Origin),
@@ -687,7 +686,13 @@ impl Analysis<'_> {
                     return (p, Signal::Network);
                 }
                 let at_server = by_server.get(&o.server);
-                if o.connect && interception_seen && at_server.is_none_or(|s| !s.1) {
+                // A tunnel through an explicit proxy that never showed the origin's certificate
+                // is taken as intercepted even when no certificate was seen at all (every
+                // client on TLS 1.3): a proxy that only tunnels shows the origins' certificates
+                // to its TLS 1.2 clients, and through it a pinned app does not fail, so what
+                // the inference can add there is at most a bypass of inspection that is not
+                // happening.
+                if o.connect && at_server.is_none_or(|s| !s.1) {
                     return (Path::ProxyInferred, Signal::ExplicitProxy);
                 }
                 match verdict(at_server) {
