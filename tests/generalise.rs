@@ -253,15 +253,7 @@ fn without_tls12(dir: &std::path::Path, name: &str) -> String {
 }
 
 fn default_rules(pcap: &str) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
-        .args(["replay", pcap])
-        .output()
-        .expect("run pinwatch");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::pinwatch_lines(&["replay", pcap])
 }
 
 /// Every TLS 1.3 pinning failure of `truth` covered, no working TLS 1.3 connection covered.

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
@@ -32,19 +31,7 @@ fn records_by_start(path: &str) -> Vec<Value> {
 
 /// Candidate rules as the binary prints them (default threshold).
 fn rules(path: &str) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
-        .args(["replay", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    pinwatch_lines(&["replay", path])
 }
 
 #[test]

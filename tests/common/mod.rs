@@ -712,6 +712,24 @@ pub fn run(paths: &[String]) -> Vec<Value> {
     records
 }
 
+/// `pinwatch ARGS` as a user runs it (the release binary), which must succeed; its standard
+/// output, one JSON value per line (rules, records or findings).
+pub fn pinwatch_lines(args: &[&str]) -> Vec<Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(args)
+        .output()
+        .expect("run pinwatch");
+    assert!(
+        out.status.success(),
+        "pinwatch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON value per line"))
+        .collect()
+}
+
 pub fn run_packets(dir: &Path, name: &str, packets: &[Packet]) -> Vec<Value> {
     let path = write_pcap(&dir.join(name), packets);
     run(&[path])
