@@ -61,7 +61,7 @@ fn tls_handshake_on_loopback_is_captured_decoded_and_classified() {
     assert_eq!(r["sni"], SNI);
     assert_eq!(r["server_port"], port);
     assert_eq!(r["tls_version"], "TLS 1.3");
-    // s_client finishes the handshake, then closes politely: close_notify, then FIN.
+    // The client finishes the handshake, then closes politely: close_notify, then FIN.
     assert_eq!(r["outcome"], "client_closed_after_handshake", "{r}");
     assert_eq!(r["outcome_detail"], "close_notify+fin", "{r}");
 
