@@ -256,8 +256,14 @@ fn check_url(url: &str) -> Result<(), WebhookError> {
     if authority.host().is_empty() {
         return Err(bad("no host"));
     }
-    if authority.port_u16() == Some(0)
-        || (authority.port().is_some() && authority.port_u16().is_none())
+    // `http` drops a port it cannot read as u16 instead of refusing it; read it here.
+    let port = &authority.as_str()[authority.host().len()..];
+    if !port.is_empty()
+        && port
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(0)
+            == 0
     {
         return Err(bad("bad port"));
     }
