@@ -139,9 +139,23 @@ struct LiveArgs {
     /// After opening the capture, become this user (when started as root) and drop every capability.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
-    /// POST every rule suggestion as JSON to this URL (http://), with retries and a bounded queue.
+    /// POST every rule suggestion as JSON to this URL (http:// or https://), with retries and a
+    /// bounded queue.
     #[arg(long, value_name = "URL")]
     webhook: Option<String>,
+    /// Trust only the CA certificates in FILE (PEM) for an https:// webhook, e.g. a private CA;
+    /// without it Mozilla's root store is used.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_ca: Option<std::path::PathBuf>,
+    /// Send the first line of FILE as the webhook's Authorization header (e.g. `Bearer abc`);
+    /// or set PINWATCH_WEBHOOK_AUTH. Read before privileges are dropped.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_auth_file: Option<std::path::PathBuf>,
+    /// Sign each webhook body with HMAC-SHA256 keyed by the first line of FILE
+    /// (X-Pinwatch-Signature, X-Pinwatch-Timestamp; see the README); or set
+    /// PINWATCH_WEBHOOK_SECRET. Read before privileges are dropped.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_secret_file: Option<std::path::PathBuf>,
     /// Suggestions held for the webhook while it is down; beyond that they are dropped (counted).
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     webhook_queue: u32,
@@ -976,7 +990,9 @@ mod live {
     use pinwatch::correlate::{Limits, Rule};
     use pinwatch::pipeline::LiveSource;
     use pinwatch::sinks::metrics::MetricsServer;
-    use pinwatch::sinks::webhook::{WebhookConfig, WebhookSink};
+    use pinwatch::sinks::webhook::{
+        WebhookConfig, WebhookError, WebhookSink, read_ca_file, read_secret,
+    };
     use pinwatch::stats::{Snapshot, stats_line};
     use std::time::{Duration, Instant};
 
@@ -1088,6 +1104,32 @@ mod live {
         Failure(e.to_string(), code)
     }
 
+    /// `--webhook` and its flags, secrets included; a bad file is a usage error naming it.
+    fn webhook_config(url: &str, args: &LiveArgs) -> Result<WebhookConfig, Failure> {
+        let usage = |e: WebhookError| Failure(e.to_string(), exit::USAGE);
+        let mut config = WebhookConfig::new(url);
+        config.queue_capacity = args.webhook_queue as usize;
+        config.roots = args
+            .webhook_ca
+            .as_deref()
+            .map(read_ca_file)
+            .transpose()
+            .map_err(usage)?;
+        config.authorization = read_secret(
+            "--webhook-auth-file",
+            args.webhook_auth_file.as_deref(),
+            "PINWATCH_WEBHOOK_AUTH",
+        )
+        .map_err(usage)?;
+        config.hmac_secret = read_secret(
+            "--webhook-secret-file",
+            args.webhook_secret_file.as_deref(),
+            "PINWATCH_WEBHOOK_SECRET",
+        )
+        .map_err(usage)?;
+        Ok(config)
+    }
+
     pub(super) fn run(args: &LiveArgs) -> Result<ExitCode, Failure> {
         let settings = settings(&args.out)?;
         let mut options = LiveOptions::new(args.interface.clone());
@@ -1095,6 +1137,13 @@ mod live {
         options.snaplen = args.snaplen;
         options.buffer_mb = args.buffer_mb;
         options.promisc = args.promisc;
+        // Secrets and the CA are read now, as the user who started pinwatch (they are often
+        // readable by root only); the sink's thread starts after the privilege drop.
+        let webhook_config = args
+            .webhook
+            .as_deref()
+            .map(|url| webhook_config(url, args))
+            .transpose()?;
         let capture = LiveCapture::open(&options).map_err(capture_failure)?;
         // Everything after this runs without privileges: only the capture handle was opened
         // as root, so output files belong to the user and can be reopened after rotation. No
@@ -1111,10 +1160,8 @@ mod live {
         let signals = Signals::install();
         let threads = args.track.threads();
         let stats = Arc::new(Stats::new(threads));
-        let webhook = match &args.webhook {
-            Some(url) => {
-                let mut config = WebhookConfig::new(url);
-                config.queue_capacity = args.webhook_queue as usize;
+        let webhook = match webhook_config {
+            Some(mut config) => {
                 config.counters = Arc::clone(&stats.webhook);
                 Some(WebhookSink::start(config).map_err(|e| Failure(e.to_string(), exit::USAGE))?)
             }

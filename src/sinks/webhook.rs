@@ -1,6 +1,6 @@
-//! HTTP webhook sink: POSTs each rule suggestion as JSON to a URL such as
-//! `http://127.0.0.1:8080/rules`, from its own thread, so the pipeline never waits on the
-//! network.
+//! HTTP(S) webhook sink: POSTs each rule suggestion as JSON to a URL such as
+//! `https://hooks.example.net/pinwatch`, from its own thread, so the pipeline never waits on
+//! the network.
 //!
 //! Semantics:
 //! - [`WebhookSink::send`] never blocks: it puts the body on a bounded queue
@@ -8,23 +8,33 @@
 //!   and counted (`dropped`): what is already queued keeps its order and is never displaced,
 //!   so a receiver that comes back gets an unbroken prefix of the suggestions, and the ones
 //!   lost are the latest, which the correlator emits again as evidence grows.
-//! - One request at a time, in queue order. Connection refused, timeouts, other network errors,
-//!   5xx, 408 and 429 are transient: the same suggestion is retried with capped exponential
-//!   backoff ([`WebhookConfig::backoff_initial`] doubling up to
+//! - One request at a time, in queue order. Connection refused, timeouts, TLS and other
+//!   network errors, 5xx, 408 and 429 are transient: the same suggestion is retried with capped
+//!   exponential backoff ([`WebhookConfig::backoff_initial`] doubling up to
 //!   [`WebhookConfig::backoff_max`]) for as long as the sink runs, so nothing that fit in the
-//!   queue is lost while the receiver is down. Any other non-2xx answer (other 4xx, 1xx, 3xx)
-//!   is `rejected` and not retried. Delivery is at-least-once: a receiver that took a request
-//!   but answered too late sees it again.
+//!   queue is lost while the receiver is down. Any other non-2xx answer (other 4xx, 1xx, 3xx;
+//!   redirects are not followed) is `rejected` and not retried. Delivery is at-least-once: a
+//!   receiver that took a request but answered too late sees it again.
 //! - [`WebhookSink::shutdown`] keeps delivering (and retrying) until the queue is empty or the
 //!   deadline passes, then returns the counts; what was still queued or in flight is
-//!   `pending_lost`.
+//!   `pending_lost`. A request still hanging at the deadline is abandoned: its thread ends when
+//!   the request's own timeout fires and changes no count after `shutdown` returned.
 //!
-//! HTTP client: a small HTTP/1.1 client over `std::net::TcpStream` (one connection per
-//! request, `Connection: close`), with connect, write and read timeouts and a bounded
-//! response read. Plain `http://` only: suggestions are a handful per minute to a local
-//! receiver, and an HTTPS client (rustls and ring) would roughly double the project's compile
-//! time; an `https://` URL is refused at start with [`WebhookError::UnsupportedScheme`].
-//! Requests carry `Content-Type: application/json` and `User-Agent: pinwatch/<version>`.
+//! HTTP client: `ureq` (blocking, one request at a time suits one delivery thread; no async
+//! runtime) with rustls on ring. `https://` URLs are verified against Mozilla's roots
+//! (`webpki-roots`, the same on every host) or, with [`WebhookConfig::roots`], only against
+//! the given CA certificates (a private CA: `--webhook-ca FILE`). Proxies from the environment
+//! are not used: the receiver is reached directly, as the sensor's own network allows.
+//!
+//! Every request carries `Content-Type: application/json`, `User-Agent: pinwatch/<version>`,
+//! and, when configured:
+//! - `Authorization: <value>` ([`WebhookConfig::authorization`], e.g. `Bearer abc`);
+//! - `X-Pinwatch-Timestamp: <unix seconds>` and
+//!   `X-Pinwatch-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`
+//!   ([`WebhookConfig::hmac_secret`]). The timestamp is taken per attempt, so a receiver can
+//!   refuse requests older than a few minutes (replays) and still accept retries.
+//!
+//! Secrets come from files or the environment, never the command line (see [`read_secret`]).
 //!
 //! ```no_run
 //! use pinwatch::sinks::webhook::{WebhookConfig, WebhookSink};
@@ -36,31 +46,59 @@
 //! # Ok::<(), pinwatch::sinks::webhook::WebhookError>(())
 //! ```
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, never};
+use hmac::{KeyInit, Mac};
 use serde::Serialize;
+use ureq::http::Uri;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 use crate::stats::{WebhookCounters, WebhookCounts};
 
 /// `pinwatch/<crate version>`.
 pub const USER_AGENT: &str = concat!("pinwatch/", env!("CARGO_PKG_VERSION"));
-
-/// Longest response head (status line and headers) read; the body is never read.
+/// Header carrying the body's HMAC-SHA256 signature, `sha256=<64 lowercase hex digits>`.
+pub const SIGNATURE_HEADER: &str = "X-Pinwatch-Signature";
+/// Header carrying the Unix time (seconds) the signature covers.
+pub const TIMESTAMP_HEADER: &str = "X-Pinwatch-Timestamp";
+/// Longest response head (status line and headers) accepted; the body is never read.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Longest secret or CA file read: a secret is a line, a CA bundle a few hundred KiB.
+const MAX_SECRET_FILE: u64 = 1024 * 1024;
+
+/// A secret whose `Debug` never shows it (configs are printed in logs and panics).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(bytes.into())
+    }
+    fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// `http://host[:port][/path]`.
+    /// `http://` or `https://host[:port][/path]`.
     pub url: String,
     /// Suggestions waiting for delivery, beyond which `send` drops. Default 1024.
     pub queue_capacity: usize,
-    /// Per address tried. Default 2 s.
+    /// Connecting (TCP and TLS handshake). Default 2 s.
     pub connect_timeout: Duration,
     /// Sending the request and reading the response head, in total. Default 5 s.
     pub io_timeout: Duration,
@@ -68,6 +106,13 @@ pub struct WebhookConfig {
     pub backoff_initial: Duration,
     /// Longest wait between retries. Default 10 s.
     pub backoff_max: Duration,
+    /// Trust anchors for `https://`: `None` is Mozilla's roots; `Some` only these (PEM, e.g.
+    /// from [`read_ca_file`]).
+    pub roots: Option<Vec<Certificate<'static>>>,
+    /// The whole `Authorization` header value, e.g. `Bearer abc`.
+    pub authorization: Option<Secret>,
+    /// Key of the HMAC-SHA256 body signature.
+    pub hmac_secret: Option<Secret>,
     /// Where the sink counts; pass `stats.webhook.clone()` to report them with the rest.
     pub counters: Arc<WebhookCounters>,
 }
@@ -81,6 +126,9 @@ impl WebhookConfig {
             io_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
+            roots: None,
+            authorization: None,
+            hmac_secret: None,
             counters: Arc::new(WebhookCounters::default()),
         }
     }
@@ -90,84 +138,161 @@ impl WebhookConfig {
 pub enum WebhookError {
     #[error("webhook URL {url:?}: {why}")]
     BadUrl { url: String, why: &'static str },
-    #[error("webhook URL scheme {scheme:?} is not supported (only http://)")]
+    #[error("webhook URL scheme {scheme:?} is not supported (use http:// or https://)")]
     UnsupportedScheme { scheme: String },
+    #[error("{what} {path}: {why}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("{what}: {why}")]
+    Secret {
+        what: &'static str,
+        why: &'static str,
+    },
     #[error("cannot start the webhook thread: {0}")]
     Spawn(io::Error),
 }
 
-/// Where requests go, parsed once from the URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Endpoint {
-    /// As written in the URL (`host:port` or `[v6]:port`), for the Host header.
-    authority: String,
-    host: String,
-    port: u16,
-    /// Path and query, starting with `/`.
-    target: String,
+/// A secret from `path` if given, else from the environment variable `env`, else `None`.
+/// One trailing line end is dropped (files written by `echo`). An empty secret, an unreadable
+/// file or one over 1 MiB is an error naming the flag (`what`) and what to do.
+pub fn read_secret(
+    what: &'static str,
+    path: Option<&Path>,
+    env: &str,
+) -> Result<Option<Secret>, WebhookError> {
+    let mut bytes = match path {
+        Some(path) => read_small(what, path)?,
+        None => match std::env::var_os(env) {
+            Some(value) => value.into_encoded_bytes(),
+            None => return Ok(None),
+        },
+    };
+    for end in [b'\n', b'\r'] {
+        if bytes.last() == Some(&end) {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(WebhookError::Secret {
+            what,
+            why: "the secret is empty; put it in the file (or the environment variable)",
+        });
+    }
+    Ok(Some(Secret(bytes)))
 }
 
-impl Endpoint {
-    fn parse(url: &str) -> Result<Endpoint, WebhookError> {
-        let bad = |why| WebhookError::BadUrl {
-            url: url.to_string(),
-            why,
-        };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(WebhookError::UnsupportedScheme {
-                scheme: scheme.to_string(),
-            });
+/// The PEM certificates in `path` (`--webhook-ca`): the only roots `https://` then trusts.
+pub fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, WebhookError> {
+    const WHAT: &str = "--webhook-ca";
+    let pem = read_small(WHAT, path)?;
+    let bad = |why: String| WebhookError::File {
+        what: WHAT,
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let PemItem::Certificate(cert) = item.map_err(|e| bad(format!("not PEM: {e}")))? {
+            certs.push(cert);
         }
-        let (authority, target) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let target = match target.strip_prefix('?') {
-            Some(_) => format!("/{target}"),
-            None => target.to_string(),
-        };
-        if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(bad("spaces or control characters in the path"));
-        }
-        if authority.contains('@') {
-            return Err(bad("user information is not supported"));
-        }
-        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        Ok(Endpoint {
-            authority: authority.to_string(),
-            host: host.to_string(),
-            port,
-            target,
-        })
     }
+    if certs.is_empty() {
+        return Err(bad(
+            "no \"BEGIN CERTIFICATE\" block; give the CA certificate in PEM".into(),
+        ));
+    }
+    Ok(certs)
 }
 
-/// `host`, `host:port`, `[v6]`, `[v6]:port`; port 80 when absent.
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
+fn read_small(what: &'static str, path: &Path) -> Result<Vec<u8>, WebhookError> {
+    use std::io::Read;
+    let bad = |why: String| WebhookError::File {
+        what,
+        path: path.to_path_buf(),
+        why,
     };
-    let port = match port {
-        None => 80,
-        Some(p) => p.parse().ok().filter(|&p| p != 0)?,
-    };
-    if host.bytes().any(|b| b <= b' ' || b == b'/' || b == 0x7f) {
-        return None;
+    let file = std::fs::File::open(path).map_err(|e| {
+        bad(format!(
+            "{e}; check the path and that pinwatch's user may read it"
+        ))
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(bad("larger than 1 MiB; is this the right file?".into()));
     }
-    Some((host, port))
+    Ok(bytes)
+}
+
+/// Checks what the HTTP client would only find at the first request: scheme, host, port,
+/// no user information (credentials belong in `--webhook-auth-file`, not in a logged URL).
+fn check_url(url: &str) -> Result<(), WebhookError> {
+    let bad = |why| WebhookError::BadUrl {
+        url: url.to_string(),
+        why,
+    };
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(bad(
+            "no scheme; write http://host/path or https://host/path",
+        ));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(WebhookError::UnsupportedScheme {
+            scheme: scheme.to_string(),
+        });
+    }
+    let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad(
+            "user information is not supported; use --webhook-auth-file",
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    // `http` drops a port it cannot read as u16 instead of refusing it; read it here.
+    let port = &authority.as_str()[authority.host().len()..];
+    if !port.is_empty()
+        && port
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(0)
+            == 0
+    {
+        return Err(bad("bad port"));
+    }
+    Ok(())
+}
+
+/// `Authorization` values go into a header verbatim: no line breaks or other controls.
+fn check_header_value(what: &'static str, value: &Secret) -> Result<(), WebhookError> {
+    if value
+        .expose()
+        .iter()
+        .any(|&b| b < b' ' && b != b'\t' || b == 0x7f)
+    {
+        return Err(WebhookError::Secret {
+            what,
+            why: "contains a line break or control character; give the header value on one line",
+        });
+    }
+    Ok(())
+}
+
+/// `sha256=<hex>` of HMAC-SHA256(secret, timestamp "." body): what a receiver recomputes.
+pub fn signature(secret: &Secret, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose())
+        .expect("HMAC takes keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The running sink. `send` may be called from any thread holding a reference.
@@ -176,27 +301,50 @@ pub struct WebhookSink {
     control: Option<Sender<Instant>>,
     thread: Option<JoinHandle<()>>,
     done: Receiver<()>,
-    in_flight: Arc<Mutex<Option<TcpStream>>>,
+    /// Set (under the lock) when `shutdown` gives up on the worker: from then on the worker
+    /// changes no count, so the counts `shutdown` returned stay final.
+    abandoned: Arc<Mutex<bool>>,
     last_error: Arc<Mutex<Option<String>>>,
     counters: Arc<WebhookCounters>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl WebhookSink {
-    /// Checks the URL and starts the delivery thread. Nothing is sent until `send`.
+    /// Checks the URL and the header values, builds the client and starts the delivery thread.
+    /// Nothing is sent until `send`.
     pub fn start(config: WebhookConfig) -> Result<WebhookSink, WebhookError> {
-        let endpoint = Endpoint::parse(&config.url)?;
+        check_url(&config.url)?;
+        if let Some(auth) = &config.authorization {
+            check_header_value("the Authorization value", auth)?;
+        }
+        let roots = match &config.roots {
+            Some(certs) => RootCerts::new_with_certs(certs),
+            None => RootCerts::WebPki,
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .user_agent(USER_AGENT)
+            .max_response_header_size(MAX_RESPONSE_HEAD)
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .new_agent();
         let (queue_tx, queue_rx) = bounded(config.queue_capacity.max(1));
         let (control_tx, control_rx) = bounded(1);
         let (done_tx, done_rx) = bounded(1);
-        let in_flight = Arc::new(Mutex::new(None));
+        let abandoned = Arc::new(Mutex::new(false));
         let last_error = Arc::new(Mutex::new(None));
         let counters = Arc::clone(&config.counters);
         let worker = Worker {
-            endpoint,
+            agent,
             queue: queue_rx,
             control: control_rx,
             deadline: None,
-            in_flight: Arc::clone(&in_flight),
+            abandoned: Arc::clone(&abandoned),
             last_error: Arc::clone(&last_error),
             counters: Arc::clone(&counters),
             config,
@@ -213,7 +361,7 @@ impl WebhookSink {
             control: Some(control_tx),
             thread: Some(thread),
             done: done_rx,
-            in_flight,
+            abandoned,
             last_error,
             counters,
         })
@@ -254,32 +402,25 @@ impl WebhookSink {
 
     /// The latest transient failure (e.g. "connection refused"), for logging.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.last_error).clone()
     }
 
     /// Delivers what is queued, retrying, for at most `deadline`, then stops the thread and
-    /// returns the final counts. Returns at the deadline even if a request is hanging (its
-    /// connection is shut down), except while a connection attempt started before the call
-    /// is still within its `connect_timeout`.
+    /// returns the final counts. Returns at the deadline even if a request is hanging: that
+    /// request and everything still queued count as `pending_lost`.
     pub fn shutdown(mut self, deadline: Duration) -> WebhookCounts {
         let until = Instant::now() + deadline;
         self.stop(until);
-        if self.done.recv_deadline(until).is_err() {
-            // Wake a request blocked on a silent receiver; the worker then sees the deadline.
-            if let Some(stream) = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-            {
-                let _ = stream.shutdown(Shutdown::Both);
+        if self.done.recv_deadline(until).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
             }
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        } else {
+            let mut abandoned = lock(&self.abandoned);
+            *abandoned = true;
+            // Everything not yet finished (the hanging request and the queue behind it).
+            let left = self.counters.queued.swap(0, Relaxed);
+            self.counters.pending_lost.fetch_add(left, Relaxed);
         }
         self.counters.snapshot()
     }
@@ -309,11 +450,11 @@ enum Attempt {
 
 struct Worker {
     config: WebhookConfig,
-    endpoint: Endpoint,
+    agent: ureq::Agent,
     queue: Receiver<Vec<u8>>,
     control: Receiver<Instant>,
     deadline: Option<Instant>,
-    in_flight: Arc<Mutex<Option<TcpStream>>>,
+    abandoned: Arc<Mutex<bool>>,
     last_error: Arc<Mutex<Option<String>>>,
     counters: Arc<WebhookCounters>,
 }
@@ -358,8 +499,8 @@ impl Worker {
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    /// Tries until delivered or rejected (true), or until the deadline passes (false; the body
-    /// is then counted as lost).
+    /// Tries until delivered or rejected (true), or until the deadline passes or the sink
+    /// gave up on this thread (false; the body is then counted as lost).
     fn deliver(&mut self, body: &[u8]) -> bool {
         let mut backoff = self.config.backoff_initial;
         loop {
@@ -368,29 +509,37 @@ impl Worker {
                 self.lost(1);
                 return false;
             }
-            match self.post(body) {
-                Attempt::Delivered => {
-                    self.finish(&self.counters.delivered);
-                    return true;
-                }
-                Attempt::Rejected => {
-                    self.finish(&self.counters.rejected);
-                    return true;
-                }
+            let outcome = match self.post(body) {
+                Attempt::Delivered => &self.counters.delivered,
+                Attempt::Rejected => &self.counters.rejected,
                 Attempt::Transient(why) => {
-                    *self
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(why);
+                    *lock(&self.last_error) = Some(why);
+                    if !self.wait(backoff) {
+                        self.lost(1);
+                        return false;
+                    }
+                    if !self.count(|_| self.counters.retried.fetch_add(1, Relaxed)) {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                    continue;
                 }
-            }
-            if !self.wait(backoff) {
-                self.lost(1);
-                return false;
-            }
-            self.counters.retried.fetch_add(1, Relaxed);
-            backoff = (backoff * 2).min(self.config.backoff_max);
+            };
+            return self.count(|c| {
+                outcome.fetch_add(1, Relaxed);
+                c.queued.fetch_sub(1, Relaxed);
+            });
         }
+    }
+
+    /// Applies `update` unless `shutdown` has given up on this thread (then false).
+    fn count<R>(&self, update: impl FnOnce(&WebhookCounters) -> R) -> bool {
+        let abandoned = lock(&self.abandoned);
+        if *abandoned {
+            return false;
+        }
+        update(&self.counters);
+        true
     }
 
     /// Sleeps `backoff`, waking early for a shutdown, never past the deadline. False when the
@@ -414,14 +563,11 @@ impl Worker {
         }
     }
 
-    fn finish(&self, outcome: &std::sync::atomic::AtomicU64) {
-        outcome.fetch_add(1, Relaxed);
-        self.counters.queued.fetch_sub(1, Relaxed);
-    }
-
     fn lost(&self, n: u64) {
-        self.counters.pending_lost.fetch_add(n, Relaxed);
-        self.counters.queued.fetch_sub(n, Relaxed);
+        self.count(|c: &WebhookCounters| {
+            c.pending_lost.fetch_add(n, Relaxed);
+            c.queued.fetch_sub(n, Relaxed);
+        });
     }
 
     /// After the deadline: everything still queued is lost. The sink has stopped sending, so
@@ -437,104 +583,36 @@ impl Worker {
             Some(r) => t.min(r).max(Duration::from_millis(1)),
             None => t,
         };
-        let stream = match connect(&self.endpoint, cap(self.config.connect_timeout)) {
-            Ok(s) => s,
-            Err(e) => return Attempt::Transient(format!("connect: {e}")),
-        };
-        *self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = stream.try_clone().ok();
-        let result = exchange(stream, &self.endpoint, body, cap(self.config.io_timeout));
-        *self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        match result {
-            Ok(status) if (200..300).contains(&status) => Attempt::Delivered,
-            Ok(status) if status >= 500 || status == 408 || status == 429 => {
-                Attempt::Transient(format!("HTTP {status}"))
-            }
-            Ok(_) => Attempt::Rejected,
+        let connect = cap(self.config.connect_timeout);
+        let mut request = self
+            .agent
+            .post(&self.config.url)
+            .config()
+            .timeout_connect(Some(connect))
+            .timeout_global(Some(cap(connect + self.config.io_timeout)))
+            .build()
+            .header("Content-Type", "application/json");
+        if let Some(auth) = &self.config.authorization {
+            request = request.header("Authorization", auth.expose());
+        }
+        if let Some(secret) = &self.config.hmac_secret {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string();
+            request = request
+                .header(SIGNATURE_HEADER, signature(secret, &now, body))
+                .header(TIMESTAMP_HEADER, now);
+        }
+        match request.send(body) {
+            Ok(response) => match response.status().as_u16() {
+                200..=299 => Attempt::Delivered,
+                status @ (500.. | 408 | 429) => Attempt::Transient(format!("HTTP {status}")),
+                _ => Attempt::Rejected,
+            },
             Err(e) => Attempt::Transient(e.to_string()),
         }
     }
-}
-
-fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "host has no address");
-    for addr in (endpoint.host.as_str(), endpoint.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Sends the request and reads the status code, all within `timeout`.
-fn exchange(
-    mut stream: TcpStream,
-    ep: &Endpoint,
-    body: &[u8],
-    timeout: Duration,
-) -> io::Result<u16> {
-    let deadline = Instant::now() + timeout;
-    let _ = stream.set_nodelay(true);
-    let mut request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {USER_AGENT}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        ep.target,
-        ep.authority,
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(&request)?;
-    read_status(&mut stream, deadline)
-}
-
-/// Reads the response head (bounded, before `deadline`) and returns its status code.
-fn read_status(stream: &mut TcpStream, deadline: Instant) -> io::Result<u16> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 2048];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "response timed out",
-            ));
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = stream.read(&mut buf)?;
-        head.extend_from_slice(&buf[..n]);
-        // The status line is all we need; stop at the end of the head or of the stream.
-        if n == 0 || head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= MAX_RESPONSE_HEAD {
-            return parse_status(&head).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "no HTTP status line in the response",
-                )
-            });
-        }
-    }
-}
-
-/// `HTTP/1.x NNN ...` -> NNN.
-fn parse_status(head: &[u8]) -> Option<u16> {
-    let line_end = head.iter().position(|&b| b == b'\n')?;
-    let line = std::str::from_utf8(&head[..line_end]).ok()?;
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    let code = parts.next()?;
-    if code.len() != 3 {
-        return None;
-    }
-    code.parse().ok().filter(|c| (100..600).contains(c))
 }
 
 #[cfg(test)]
@@ -543,18 +621,16 @@ mod tests {
 
     #[test]
     fn urls() {
-        let e = Endpoint::parse("http://127.0.0.1:8080/rules").unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.port, e.target.as_str()),
-            ("127.0.0.1", 8080, "/rules")
-        );
-        assert_eq!(e.authority, "127.0.0.1:8080");
-        let e = Endpoint::parse("HTTP://example.test?x=1").unwrap();
-        assert_eq!((e.port, e.target.as_str()), (80, "/?x=1"));
-        let e = Endpoint::parse("http://[::1]:9/a/b").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("::1", 9));
+        for good in [
+            "http://127.0.0.1:8080/rules",
+            "HTTP://example.test?x=1",
+            "http://[::1]:9/a/b",
+            "https://hooks.example.net/pinwatch",
+        ] {
+            check_url(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
         assert!(matches!(
-            Endpoint::parse("https://example.test/"),
+            check_url("ftp://example.test/"),
             Err(WebhookError::UnsupportedScheme { .. })
         ));
         for bad in [
@@ -568,19 +644,33 @@ mod tests {
             "http://[::1/",
         ] {
             assert!(
-                matches!(Endpoint::parse(bad), Err(WebhookError::BadUrl { .. })),
+                matches!(check_url(bad), Err(WebhookError::BadUrl { .. })),
                 "{bad}"
             );
         }
     }
 
+    /// RFC 4231 test case 7 (HMAC-SHA-256), its message split at its first ". ": the
+    /// signature is the HMAC of `timestamp "." body`, so this is the RFC's own vector.
     #[test]
-    fn status_lines() {
-        assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n\r\n"), Some(204));
-        assert_eq!(parse_status(b"HTTP/1.0 503\r\n"), Some(503));
-        assert_eq!(parse_status(b"HTTP/1.1 200 OK"), None, "no line end yet");
-        assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(parse_status(b"HTTP/1.1 2000 OK\r\n"), None);
-        assert_eq!(parse_status(b"HTTP/1.1 099 x\r\n"), None);
+    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
+        let key = Secret::new(vec![0xaa; 131]);
+        let timestamp = "This is a test using a larger than block-size key and a larger than \
+                         block-size data";
+        let body = b" The key needs to be hashed before being used by the HMAC algorithm.";
+        assert_eq!(
+            signature(&key, timestamp, body),
+            "sha256=9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"
+        );
+    }
+
+    #[test]
+    fn authorization_values_with_line_breaks_are_refused() {
+        assert!(check_header_value("a", &Secret::new("Bearer x\r\nX-Evil: 1")).is_err());
+        assert!(check_header_value("a", &Secret::new("Bearer abc.def")).is_ok());
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
     }
 }
