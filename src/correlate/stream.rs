@@ -236,11 +236,11 @@ impl RuleStream {
             .filter(|(id, e)| e.in_force && !scored.contains(id.as_str()))
             .filter_map(|(id, e)| {
                 let expired = now_ns.saturating_sub(e.evidence_at_ns) >= ttl_ns(e.ttl_s);
-                let why = if e.restored {
-                    // This run's evidence may simply not have reached it yet.
-                    expired.then_some(Withdrawal::Expired)?
-                } else if candidates.contains(id.as_str()) {
+                let why = if candidates.contains(id.as_str()) {
                     Withdrawal::BelowThreshold
+                } else if e.restored {
+                    // Saved by an earlier run; this run's evidence may not have reached it yet.
+                    expired.then_some(Withdrawal::Expired)?
                 } else {
                     Withdrawal::Replaced
                 };
