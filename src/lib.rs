@@ -23,6 +23,7 @@ pub mod replay;
 pub mod report;
 pub mod session;
 pub mod sinks;
+pub mod state;
 pub mod stats;
 pub mod tls;
 pub mod verify;

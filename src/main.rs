@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pinwatch::classify::{Outcome, Verdict};
 use pinwatch::correlate::proxy::ProxyCas;
 use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
+use pinwatch::correlate::stream::{InForce, Pass, RuleStream};
 use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
 use pinwatch::flow::FlowConfig;
 use pinwatch::memory::{configure_allocator, release_freed_memory};
@@ -187,11 +188,12 @@ struct OutputArgs {
     #[arg(long, value_name = "PATH|-")]
     connections: Option<String>,
 
-    /// Write candidate bypass rules (NDJSON, schema pinwatch.rule/2) to PATH or `-`. Default:
-    /// standard output, unless --connections already writes there. Replay merges into an
-    /// existing file by rule id (a rule found again replaces its old line; rules of other
-    /// captures stay). In live mode a rule is written when it first reaches the threshold and
-    /// again (same id) when it changes.
+    /// Write candidate bypass rules (NDJSON, schema pinwatch.rule/3) to PATH or `-`. Default:
+    /// standard output, unless --connections already writes there. Every line has `status`
+    /// (new, updated, refreshed, withdrawn) and `seq`: keep the latest line per id and drop
+    /// withdrawn ones. Replay merges into an existing file by rule id (a rule found again
+    /// replaces its old line; rules of other captures stay). In live mode a line is written
+    /// whenever a rule enters, changes or leaves the set in force.
     #[arg(long, value_name = "PATH|-")]
     rules: Option<String>,
 
@@ -216,9 +218,18 @@ struct OutputArgs {
     #[arg(long, value_name = "IP")]
     proxy_addr: Vec<std::net::IpAddr>,
 
-    /// Write findings that are not rules (learned proxy CAs, clients missing the proxy CA) as NDJSON.
+    /// Write findings that are not rules (learned proxy CAs, clients missing the proxy CA) as
+    /// NDJSON (pinwatch.finding/2), with the same `status` and `seq` as rules; in live mode
+    /// as they change.
     #[arg(long, value_name = "PATH|-")]
     findings: Option<String>,
+
+    /// Keep the rules and findings in force and the line numbering (`seq`) in DIR, saved
+    /// atomically (every minute in live mode, and at exit) and reloaded at start, so a
+    /// restarted sensor does not announce unchanged rules again and withdraws what it sent
+    /// before. An unreadable or newer state stops the run.
+    #[arg(long, value_name = "DIR")]
+    state: Option<std::path::PathBuf>,
 
     /// Name of this sensor in every connection record (`sensor`), to tell sensors apart in a
     /// shared index. Default: the host name.
@@ -723,19 +734,11 @@ impl Sinks {
         self.all().try_for_each(|s| s.flush())
     }
 
-    fn write_findings(&mut self, report: &Report) -> Result<(), FileSinkError> {
+    fn write_findings(&mut self, lines: &[serde_json::Value]) -> Result<(), FileSinkError> {
         let Some(out) = self.findings.as_mut() else {
             return Ok(());
         };
-        for ca in &report.proxy_cas {
-            out.write(
-                &serde_json::json!({"schema": "pinwatch.finding/1", "kind": "proxy_ca", "ca": ca}),
-            )?;
-        }
-        for m in &report.missing_proxy_ca {
-            out.write(&serde_json::json!({"schema": "pinwatch.finding/1", "kind": "missing_proxy_ca", "client": m}))?;
-        }
-        Ok(())
+        lines.iter().try_for_each(|line| out.write(line))
     }
 }
 
@@ -756,6 +759,8 @@ struct ReplayOutput<'a> {
     sinks: &'a mut Sinks,
     signals: &'a Signals,
     report: Option<pinwatch::report::Builder>,
+    /// Capture time the pipeline has got to (for rule TTLs).
+    now_ns: i64,
 }
 
 impl Output for ReplayOutput<'_> {
@@ -778,10 +783,11 @@ impl Output for ReplayOutput<'_> {
             None => Ok(()),
         }
     }
-    fn progress(&mut self, _: Order, _: i64) -> Result<(), FileSinkError> {
+    fn progress(&mut self, _: Order, ts_ns: i64) -> Result<(), FileSinkError> {
         if self.signals.reopen.swap(false, Ordering::Relaxed) {
             self.sinks.reopen();
         }
+        self.now_ns = self.now_ns.max(ts_ns);
         Ok(())
     }
 }
@@ -802,10 +808,12 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         .transpose()
         .map_err(|e| Failure(e, exit::USAGE))?;
     let mut sinks = Sinks::open(&args.out, &args.files, Flush::Manual, true)?;
+    let saved = load_state(&args.out)?;
     let signals = Signals::install();
     let threads = args.track.threads();
     let evidence = Arc::new(EvidenceTable::default());
     let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
+    let mut stream = RuleStream::resume(correlator, settings.min_confidence, saved);
     let stats = Arc::new(Stats::new(threads));
     let config = pipeline::Config {
         flow: args.track.flow(),
@@ -819,6 +827,7 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
             .report
             .as_ref()
             .map(|_| pinwatch::report::Builder::new(args.files.clone())),
+        now_ns: i64::MIN,
     };
     let origin = Origin::new(Some(&sensor_name(&args.out)), None, &args.files);
     let mut source = FileSource::new(&args.files, !args.out.quiet)
@@ -833,10 +842,12 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         &mut output,
     );
     let page = output.report.take();
+    let now_ns = output.now_ns;
     release_freed_memory();
-    let report = correlator.conclude_final();
-    let written = write_rules(&report, settings.min_confidence, &mut sinks);
+    let (report, pass) = stream.finish(now_ns);
+    let written = write_rules(&pass, &mut sinks);
     let flushed = sinks.flush().and(written);
+    save_state(&args.out, &stream)?;
     let summary = match (result, flushed) {
         (Ok(s), Ok(())) => s,
         (Err(e), _) | (Ok(_), Err(e)) => return output_failure(e),
@@ -929,20 +940,41 @@ fn write_summary_json(
     })
 }
 
-fn write_rules(
-    report: &Report,
-    min_confidence: f64,
-    sinks: &mut Sinks,
-) -> Result<(), FileSinkError> {
+/// `--state`: the saved lifecycle, or a fresh one on a first run.
+fn load_state(out: &OutputArgs) -> Result<InForce, Failure> {
+    match &out.state {
+        None => Ok(InForce::default()),
+        Some(dir) => pinwatch::state::load(dir)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| Failure(e, exit::INPUT)),
+    }
+}
+
+/// `--state`: saves the lifecycle (atomically).
+fn save_state(out: &OutputArgs, stream: &RuleStream) -> Result<(), Failure> {
+    let Some(dir) = &out.state else {
+        return Ok(());
+    };
+    pinwatch::state::save(dir, stream.in_force()).map_err(|e| {
+        Failure(
+            format!("--state {}: cannot write: {e}", dir.display()),
+            exit::OUTPUT,
+        )
+    })
+}
+
+/// Replay's rule and finding lines, at the end of the run.
+fn write_rules(pass: &Pass, sinks: &mut Sinks) -> Result<(), FileSinkError> {
     if let Some(out) = sinks.rules.as_mut() {
-        for rule in report.rules(min_confidence) {
-            out.write(rule)?;
+        for line in &pass.rules {
+            out.write(&line.to_json())?;
         }
     }
     if let Some((path, truncate)) = &sinks.rules_file {
-        let lines: Vec<(String, Vec<u8>)> = report
-            .rules(min_confidence)
-            .map(|r| Ok((r.id.clone(), serde_json::to_vec(r)?)))
+        let lines: Vec<(String, Vec<u8>)> = pass
+            .rules
+            .iter()
+            .map(|l| Ok((l.id.clone(), serde_json::to_vec(&l.to_json())?)))
             .collect::<Result<_, serde_json::Error>>()?;
         let written = if *truncate {
             let mut all = Vec::new();
@@ -959,7 +991,7 @@ fn write_rules(
             source,
         })?;
     }
-    sinks.write_findings(report)
+    sinks.write_findings(&pass.findings)
 }
 
 #[cfg(not(feature = "live"))]
@@ -986,8 +1018,7 @@ mod live {
 
     use super::*;
     use pinwatch::capture::live::{LiveCapture, LiveError, LiveOptions};
-    use pinwatch::correlate::stream::RuleStream;
-    use pinwatch::correlate::{Limits, Rule};
+    use pinwatch::correlate::Limits;
     use pinwatch::pipeline::LiveSource;
     use pinwatch::sinks::metrics::MetricsServer;
     use pinwatch::sinks::webhook::{
@@ -1011,23 +1042,40 @@ mod live {
         /// `--report`: its path, the page's data, how often and when it was last written.
         report: Option<(String, pinwatch::report::Builder, Duration, Instant)>,
         min_confidence: f64,
+        /// `--state`: the directory and when it was last saved.
+        state: Option<(std::path::PathBuf, Instant)>,
     }
 
+    /// Wall time between two saves of `--state` in live mode.
+    const STATE_EVERY: Duration = Duration::from_secs(60);
+
     impl LiveOutput<'_> {
-        fn emit(
-            &mut self,
-            rules: Vec<(pinwatch::correlate::stream::Emission, Rule)>,
-        ) -> Result<(), FileSinkError> {
-            for (_, rule) in rules {
+        fn emit(&mut self, pass: Pass) -> Result<(), FileSinkError> {
+            for line in pass.rules {
+                let json = line.to_json();
                 if let Some(out) = self.sinks.rules.as_mut() {
-                    fatal_only(out.write(&rule))?;
+                    fatal_only(out.write(&json))?;
                 }
                 if let Some(hook) = &self.webhook {
-                    hook.send(&rule);
+                    hook.send(&json);
                 }
                 self.stats.add_rules_emitted(1);
             }
-            Ok(())
+            fatal_only(self.sinks.write_findings(&pass.findings))
+        }
+
+        /// `--state` every [`STATE_EVERY`]; a failed save is a warning, the next one retries.
+        fn maybe_save_state(&mut self) {
+            let Some((dir, last)) = self.state.as_mut() else {
+                return;
+            };
+            if last.elapsed() < STATE_EVERY {
+                return;
+            }
+            *last = Instant::now();
+            if let Err(e) = pinwatch::state::save(dir, self.stream.in_force()) {
+                eprintln!("pinwatch: warning: --state {}: {e}", dir.display());
+            }
         }
 
         fn maybe_stats_line(&mut self) {
@@ -1090,6 +1138,7 @@ mod live {
             self.now_ns = self.now_ns.max(ts_ns);
             let changes = self.stream.tick(upto, ts_ns);
             self.emit(changes)?;
+            self.maybe_save_state();
             self.maybe_stats_line();
             self.maybe_report(Some(upto), false);
             Ok(())
@@ -1157,6 +1206,7 @@ mod live {
                 .map_err(|e| Failure(format!("dropping capabilities: {e}"), exit::PRIVILEGES))?;
         }
         let mut sinks = Sinks::open(&args.out, &[], Flush::EveryLine, false)?;
+        let saved = load_state(&args.out)?;
         let signals = Signals::install();
         let threads = args.track.threads();
         let stats = Arc::new(Stats::new(threads));
@@ -1190,7 +1240,7 @@ mod live {
         let mut output = LiveOutput {
             sinks: &mut sinks,
             signals: &signals,
-            stream: RuleStream::new(correlator, settings.min_confidence),
+            stream: RuleStream::resume(correlator, settings.min_confidence, saved),
             webhook,
             stats: Arc::clone(&stats),
             stats_every: (args.stats_interval > 0)
@@ -1211,6 +1261,7 @@ mod live {
                 )
             }),
             min_confidence: settings.min_confidence,
+            state: args.out.state.clone().map(|d| (d, Instant::now())),
         };
         let config = pipeline::Config {
             flow: args.track.flow(),
@@ -1241,8 +1292,8 @@ mod live {
             .webhook
             .take()
             .map(|w| w.shutdown(Duration::from_secs(5)));
-        let findings = sinks.write_findings(&report);
-        let flushed = sinks.flush().and(emitted).and(findings);
+        let saved = save_state(&args.out, &output.stream);
+        let flushed = sinks.flush().and(emitted);
         if let Some(m) = metrics {
             m.stop();
         }
@@ -1250,6 +1301,7 @@ mod live {
             (Ok(s), Ok(())) => s,
             (Err(e), _) | (Ok(_), Err(e)) => return output_failure(e),
         };
+        saved?;
         let capture_stats = source.capture_stats();
         if !args.out.quiet {
             print_summary(&summary);

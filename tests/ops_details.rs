@@ -82,7 +82,7 @@ fn empty_rules_are_an_empty_set_and_tiny_inputs_exit_3() {
     let out = run(&["export", "--format", "domains", &garbage]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("no pinwatch.rule/2 rules"),
+        stderr(&out).contains("no pinwatch.rule/3 rules"),
         "{}",
         stderr(&out)
     );

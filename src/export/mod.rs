@@ -20,10 +20,13 @@ use serde_json::{Map, Value};
 
 use crate::output::counted;
 
+pub mod lifecycle;
+
 /// The record type and version written today; [`RULE_SCHEMAS`] are those read.
-pub const RULE_SCHEMA: &str = "pinwatch.rule/2";
-/// Version 1 has no `client_ips`; its rules read the same.
-pub const RULE_SCHEMAS: [&str; 2] = ["pinwatch.rule/2", "pinwatch.rule/1"];
+pub const RULE_SCHEMA: &str = crate::correlate::stream::RULE_LINE_SCHEMA;
+/// Version 3 adds the lifecycle (`status`, `seq`, see [`lifecycle`]); version 1 has no
+/// `client_ips`. Their rules read the same.
+pub const RULE_SCHEMAS: [&str; 3] = ["pinwatch.rule/3", "pinwatch.rule/2", "pinwatch.rule/1"];
 /// Most client addresses one rule may list (pinwatch writes at most 256).
 const MAX_CLIENT_IPS: usize = 4096;
 
@@ -94,9 +97,11 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
 
-    /// Rules file (NDJSON, pinwatch.rule/2 or /1); `-` reads standard input.
-    #[arg(value_name = "RULES.jsonl|-")]
-    pub rules: String,
+    /// Rules files (NDJSON, pinwatch.rule/3, /2 or /1); `-` reads standard input. Several
+    /// files (a rules file and its rotated copies, in any order) are read as one stream: per
+    /// rule id the latest line (highest `seq`) wins, and withdrawn rules are left out.
+    #[arg(value_name = "RULES.jsonl|-", required = true, num_args = 1..)]
+    pub rules: Vec<String>,
 }
 
 /// What a rule matches, after checking.
@@ -164,7 +169,7 @@ pub fn parse_rule(raw: &str, line: usize) -> Result<Rule, &'static str> {
         .and_then(Value::as_str)
         .is_some_and(|v| RULE_SCHEMAS.contains(&v))
     {
-        return Err("not pinwatch.rule/2 or /1");
+        return Err("not pinwatch.rule/3, /2 or /1");
     }
     if obj.get("action").and_then(Value::as_str) != Some("bypass_inspection") {
         return Err("action is not bypass_inspection");
@@ -829,6 +834,29 @@ fn foreign_file(path: &str, format: Format) -> Option<String> {
     })
 }
 
+/// Reads one input (`-`: standard input); `Err` is the exit code, the reason already printed.
+fn read_input(name: &str, source: &str) -> Result<Parsed, u8> {
+    let read = if name == "-" {
+        read_rules(&mut std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(name) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+                eprintln!("pinwatch: {source}: is a directory");
+                return Err(exit::INPUT);
+            }
+            Ok(f) => read_rules(&mut std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("pinwatch: {source}: {e}");
+                return Err(exit::INPUT);
+            }
+        }
+    };
+    read.map_err(|e| {
+        eprintln!("pinwatch: {source}: read failed: {e}");
+        exit::DAMAGED
+    })
+}
+
 /// `pinwatch export`.
 pub fn run_export(args: ExportArgs) -> ExitCode {
     if !(0.0..=1.0).contains(&args.min_confidence) {
@@ -838,58 +866,56 @@ pub fn run_export(args: ExportArgs) -> ExitCode {
         );
         return ExitCode::from(exit::USAGE);
     }
-    let source = if args.rules == "-" {
-        "<stdin>".to_string()
-    } else {
-        args.rules.clone()
-    };
-    let read = if args.rules == "-" {
-        read_rules(&mut std::io::stdin().lock())
-    } else {
-        match std::fs::File::open(&args.rules) {
-            Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
-                eprintln!("pinwatch: {source}: is a directory");
-                return ExitCode::from(exit::INPUT);
-            }
-            Ok(f) => read_rules(&mut std::io::BufReader::new(f)),
-            Err(e) => {
-                eprintln!("pinwatch: {source}: {e}");
-                return ExitCode::from(exit::INPUT);
-            }
+    let mut lines = Vec::new();
+    for (file, name) in args.rules.iter().enumerate() {
+        let source = if name == "-" {
+            "<stdin>".to_string()
+        } else {
+            name.clone()
+        };
+        let parsed = match read_input(name, &source) {
+            Ok(p) => p,
+            Err(code) => return ExitCode::from(code),
+        };
+        let skipped = parsed.skipped_total();
+        if skipped > 0 {
+            let why: Vec<String> = parsed
+                .skipped
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            eprintln!(
+                "pinwatch: {source}: {} skipped ({})",
+                counted(skipped as u64, "line", "lines"),
+                why.join(", ")
+            );
         }
-    };
-    let parsed = match read {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("pinwatch: {source}: read failed: {e}");
-            return ExitCode::from(exit::DAMAGED);
+        if parsed.rules.is_empty() && skipped > 0 {
+            // Lines, but none a rule: the wrong file was given. An empty file is different: it
+            // is what a replay that found no candidates writes, and exporting it must empty the
+            // proxy's include file, or bypasses that no longer hold would stay in force.
+            eprintln!(
+                "pinwatch: {source}: no {RULE_SCHEMA} rules in it; write them with \
+                 `pinwatch replay CAPTURE --rules FILE`"
+            );
+            return ExitCode::from(exit::INPUT);
         }
-    };
-    let skipped = parsed.skipped_total();
-    if skipped > 0 {
-        let why: Vec<String> = parsed
-            .skipped
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect();
+        lines.extend(parsed.rules.into_iter().map(|rule| lifecycle::Line {
+            lifecycle: lifecycle::Lifecycle::of(&rule.raw),
+            rule,
+            file,
+        }));
+    }
+    let source = args.rules.join(", ");
+    let current = lifecycle::in_force(lines);
+    if current.withdrawn > 0 {
         eprintln!(
-            "pinwatch: {source}: {} skipped ({})",
-            counted(skipped as u64, "line", "lines"),
-            why.join(", ")
+            "pinwatch: {source}: {} withdrawn since, left out",
+            counted(current.withdrawn as u64, "rule", "rules")
         );
     }
-    if parsed.rules.is_empty() && skipped > 0 {
-        // Lines, but none a rule: the wrong file was given. An empty file is different: it is
-        // what a replay that found no candidates writes, and exporting it must empty the
-        // proxy's include file, or bypasses that no longer hold would stay in force.
-        eprintln!(
-            "pinwatch: {source}: no {RULE_SCHEMA} rules in it; write them with \
-             `pinwatch replay CAPTURE --rules FILE`"
-        );
-        return ExitCode::from(exit::INPUT);
-    }
-    if parsed.rules.is_empty() {
-        eprintln!("pinwatch: {source}: no rules; the output bypasses nothing");
+    if current.rules.is_empty() {
+        eprintln!("pinwatch: {source}: no rules in force; the output bypasses nothing");
     }
     if let Some(why) = args
         .output
@@ -899,7 +925,7 @@ pub fn run_export(args: ExportArgs) -> ExitCode {
         eprintln!("pinwatch: {why}");
         return ExitCode::from(exit::OUTPUT);
     }
-    let mut p = plan(parsed.rules, args.min_confidence, &source);
+    let mut p = plan(current.rules, args.min_confidence, &source);
     let text = render(args.format, &mut p);
     if p.below_threshold > 0 {
         p.notes.push(format!(
