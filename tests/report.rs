@@ -364,13 +364,45 @@ fn hostile_rule_files_are_escaped_and_bad_files_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains(&format!("{rules}:2: not a pinwatch.rule/1 record")),
+        err.contains(&format!("{rules}:2: not a pinwatch.rule/3 record")),
         "{err}"
     );
 
     let out = pinwatch(&["report", "-o", &page]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --rules and/or --connections"));
+}
+
+/// The rules file is a log (`pinwatch.rule/3`): the page shows the rules in force, so a rule
+/// withdrawn later in the file is not on it.
+#[test]
+fn withdrawn_rules_are_not_shown() {
+    let dir = TempDir::new("withdrawn");
+    let rules = dir.path("r.jsonl");
+    let rule = |id: &str, host: &str, seq: u64, status: &str| {
+        serde_json::json!({
+            "schema": "pinwatch.rule/3", "id": id, "seq": seq, "status": status,
+            "action": "bypass_inspection", "match": {"host": host},
+            "confidence": 0.9, "reason": "r", "evidence": {"failures": 3},
+            "capped_by": [], "app": null, "registrable_domain": "x.test", "ttl_s": 1
+        })
+    };
+    let text = [
+        rule("pw-1", "kept.x.test", 1, "new"),
+        rule("pw-2", "gone.x.test", 2, "new"),
+        rule("pw-2", "gone.x.test", 3, "withdrawn"),
+    ]
+    .map(|r| format!("{r}\n"))
+    .concat();
+    std::fs::write(&rules, text).unwrap();
+    let page = dir.path("r.html");
+    ok(&["report", "--rules", &rules, "-o", &page]);
+    let html = read(&page);
+    assert!(html.contains("kept.x.test"));
+    assert!(
+        !html.contains("gone.x.test"),
+        "a withdrawn rule is on the page"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! What the report reads: candidate rules (`pinwatch.rule/2` and `/1`), connection records
-//! (`pinwatch.connection/1`) and findings (`pinwatch.finding/1`), either from NDJSON files or
+//! What the report reads: candidate rules (`pinwatch.rule/3`, `/2` and `/1`; the rules in
+//! force), connection records (`pinwatch.connection/1`) and findings (`pinwatch.finding/2` and
+//! `/1`; those in force), either from NDJSON files or
 //! straight from a replay. Only the fields the page shows are kept; unknown fields are ignored
 //! (formats grow within a version). Every string here came off the wire or out of a file and is
 //! hostile: the template escapes it, and nothing here interprets it beyond comparing names.
@@ -82,6 +83,36 @@ pub struct RuleIn {
     pub ttl_s: u64,
     #[serde(default)]
     pub capped_by: Vec<String>,
+    /// Lifecycle (`pinwatch.rule/3`): absent in older lines.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// The lines in force among `lines` of (id, seq, status, value), as the schemas' consumer
+/// contract says: per id the latest line wins (the highest `seq`; lines without one by their
+/// position), and an id whose latest line is `withdrawn` is gone. Order: as first read.
+pub fn in_force<T>(lines: Vec<(String, Option<u64>, Option<String>, T)>) -> Vec<T> {
+    let mut latest: std::collections::HashMap<String, (usize, (bool, u64, usize))> =
+        std::collections::HashMap::new();
+    for (at, (id, seq, _, _)) in lines.iter().enumerate() {
+        let rank = (seq.is_some(), seq.unwrap_or(0), at);
+        let first = latest.get(id).map_or(at, |(first, _)| *first);
+        if latest.get(id).is_none_or(|(_, r)| rank > *r) {
+            latest.insert(id.clone(), (first, rank));
+        }
+    }
+    let mut kept: Vec<(usize, T)> = lines
+        .into_iter()
+        .enumerate()
+        .filter(|(at, (id, _, status, _))| {
+            latest[id].1.2 == *at && status.as_deref() != Some("withdrawn")
+        })
+        .map(|(_, (id, _, _, v))| (latest[&id].0, v))
+        .collect();
+    kept.sort_by_key(|(first, _)| *first);
+    kept.into_iter().map(|(_, v)| v).collect()
 }
 
 impl RuleIn {
@@ -331,9 +362,56 @@ pub fn read_ndjson<T: for<'de> Deserialize<'de>>(
     Ok(())
 }
 
-/// Reads a findings file.
+/// A findings line with its lifecycle (`pinwatch.finding/2`; absent in `/1`).
+#[derive(Deserialize)]
+struct FindingEntry {
+    id: Option<String>,
+    seq: Option<u64>,
+    status: Option<String>,
+    #[serde(flatten)]
+    line: FindingLine,
+}
+
+/// Reads a findings file: the findings in force (withdrawn ones are gone).
 pub fn read_findings(path: &str) -> Result<Findings, InputError> {
+    let mut lines = Vec::new();
+    read_ndjson(path, "pinwatch.finding/2", |f: FindingEntry| {
+        // A `/1` line has no id: each stands alone.
+        let id = f.id.unwrap_or_else(|| format!("line {}", lines.len()));
+        lines.push((id, f.seq, f.status, f.line));
+    })?;
     let mut findings = Findings::default();
-    read_ndjson(path, "pinwatch.finding/1", |f| findings.add(f))?;
+    for line in in_force(lines) {
+        findings.add(line);
+    }
     Ok(findings)
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::in_force;
+
+    fn line(
+        id: &str,
+        seq: Option<u64>,
+        status: &str,
+        v: u32,
+    ) -> (String, Option<u64>, Option<String>, u32) {
+        (id.into(), seq, Some(status.into()), v)
+    }
+
+    #[test]
+    fn latest_line_per_id_wins_and_withdrawn_ids_are_gone() {
+        let lines = vec![
+            line("a", Some(1), "new", 1),
+            line("b", Some(2), "new", 2),
+            line("a", Some(5), "updated", 3),
+            line("b", Some(4), "withdrawn", 4),
+            // An older line read later (a rotated file given second) does not win.
+            line("a", Some(3), "new", 5),
+            line("c", None, "new", 6),
+            line("c", None, "new", 7),
+        ];
+        assert_eq!(in_force(lines), vec![3, 7]);
+    }
 }

@@ -171,14 +171,17 @@ fn report_main(args: &ReportArgs) -> Result<(), (String, u8)> {
         ));
     }
     let bad = |e: input::InputError| (e.to_string(), exit::INPUT);
-    let mut rules = Vec::new();
-    let mut filter = NameFilter::default();
+    let mut lines = Vec::new();
     if let Some(path) = &args.rules {
-        input::read_ndjson(path, "pinwatch.rule/1", |r: RuleIn| {
-            filter.add(r.matcher.host.as_deref(), r.matcher.suffix.as_deref());
-            rules.push(r);
+        input::read_ndjson(path, "pinwatch.rule/3", |r: RuleIn| {
+            lines.push((r.id.clone(), r.seq, r.status.clone(), r));
         })
         .map_err(bad)?;
+    }
+    let rules = input::in_force(lines);
+    let mut filter = NameFilter::default();
+    for r in &rules {
+        filter.add(r.matcher.host.as_deref(), r.matcher.suffix.as_deref());
     }
     let findings = match &args.findings {
         Some(path) => input::read_findings(path).map_err(bad)?,
