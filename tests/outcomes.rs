@@ -136,3 +136,79 @@ fn not_proxy_ca_keeps_an_internal_pki_from_being_learned() {
         "{err}"
     );
 }
+
+/// Class 6: TLS 1.3 records padded to 64-byte blocks (OpenSSL's block padding, both sides).
+/// The client's Finished and its close_notify are both 80 bytes: size alone cannot tell the
+/// close_notify from data, what follows does (the client closed first, nothing after it).
+#[test]
+fn a_padded_tls13_close_notify_after_a_failed_pin_check_is_not_data() {
+    let r = only("captures/wire-tls13-padded-pinned.pcap");
+    assert_eq!(r["tls_version"], "TLS 1.3");
+    assert_eq!(r["outcome"], "client_closed_after_handshake", "{r}");
+    // The client's kernel resets the server's late session ticket.
+    assert_eq!(r["outcome_detail"], "close_notify+fin+rst", "{r}");
+    assert!(r["abort_delay_ms"].as_f64().is_some(), "{r}");
+}
+
+/// Class 6: the same padded stacks, a successful client whose request (80 bytes) is as long
+/// as its Finished and whose close_notify comes after the server's answer.
+#[test]
+fn a_padded_tls13_client_with_a_short_request_is_established() {
+    let r = only("captures/wire-tls13-padded-success.pcap");
+    assert_eq!(r["tls_version"], "TLS 1.3");
+    assert_eq!(r["outcome"], "established", "{r}");
+    assert!(r["client_app_bytes"].as_u64().unwrap() > 0, "{r}");
+}
+
+/// The padded-pinned capture cut back to the client's first encrypted record (80 bytes, as
+/// long as a padded alert) and its FIN; `keep_ticket` keeps the server's session ticket that
+/// answered it.
+fn padded_first_record_then_fin(keep_ticket: bool) -> Vec<Value> {
+    let packets = read_pcap(&repo_file("captures/wire-tls13-padded-pinned.pcap"));
+    let frames: Vec<TcpFrame> = packets.iter().map(|p| parse_tcp(p).unwrap()).collect();
+    let client_port = frames[0].src_port();
+    // The client's packet carrying close_notify and FIN, and the server's ticket after it.
+    let close = frames
+        .iter()
+        .position(|f| f.src_port() == client_port && f.has(0x01))
+        .expect("the client's FIN");
+    let ticket = frames
+        .iter()
+        .skip(close)
+        .position(|f| f.src_port() != client_port && !f.payload.is_empty())
+        .map(|i| i + close)
+        .expect("the server's ticket");
+    let mut out = Vec::new();
+    for (i, (f, p)) in frames.iter().zip(&packets).enumerate() {
+        if i == close {
+            let fin = f.with(f.seq(), f.flags(), &[]);
+            if keep_ticket {
+                // The ticket answers the Finished before the client leaves.
+                out.push(frames[ticket].to_packet(p.ts_ns - 1000));
+            }
+            out.push(fin.to_packet(p.ts_ns));
+        } else if i != ticket && !f.has(0x04) {
+            out.push(p.clone());
+        }
+    }
+    let dir = temp_dir("outcomes-padded-first");
+    run_packets(&dir, "cut.pcap", &out)
+}
+
+/// Class 6 edge case beside the real captures: the client's only encrypted record, padded to
+/// a Finished's size, unanswered, then its close: an encrypted alert sent instead of the
+/// Finished. Answered by the server (its session ticket), the same record was the Finished.
+#[test]
+fn a_lone_padded_tls13_record_then_close_is_an_alert_unless_the_server_answered_it() {
+    let alone = padded_first_record_then_fin(false);
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    assert_eq!(alone[0]["outcome"], "client_alert", "{}", alone[0]);
+    assert_eq!(alone[0]["outcome_detail"], "encrypted");
+    let answered = padded_first_record_then_fin(true);
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(
+        answered[0]["outcome"], "client_closed_after_handshake",
+        "{}",
+        answered[0]
+    );
+}

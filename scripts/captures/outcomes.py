@@ -14,10 +14,20 @@ certificate bytes (not the outcomes) differ between rebuilds.
   wire-server-only      the same exchange, only the server's direction kept
   wire-issuer-locality  a private CA whose issuer has L=San Francisco (not Cisco), two names
   wire-internal-pki     an enterprise PKI serving four registrable domains without SCTs
+  wire-tls13-padded-pinned   TLS 1.3, records padded to 64-byte blocks (SSL_CTX_set_block_padding)
+                        on both sides; the client's pin check fails after the handshake: it
+                        sends close_notify and closes (Finished and close_notify both 80 bytes)
+  wire-tls13-padded-success  the same padded stacks; the pin matches, a short request (80 bytes,
+                        as long as the Finished), the server answers and closes, the client's
+                        close_notify comes late
+
+Usage with names (e.g. `outcomes.py captures wire-tls13-padded-pinned`) rebuilds only those,
+so the other captures (and their goldens) stay as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import ssl
@@ -29,8 +39,10 @@ import time
 from pathlib import Path
 
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "captures")
+# Capture names to rebuild (all when none is given).
+ONLY = set(sys.argv[2:])
 HOST = "127.0.0.1"
-NETNS = "oc-outcomes"
+NETNS = "oc2-outcomes"
 
 
 def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -236,6 +248,79 @@ def serve_names(d: Path, ca, hosts: list[str], name: str, base_port: int) -> Non
         s.wait()
 
 
+def block_padding(ctx: ssl.SSLContext, block: int) -> ssl.SSLContext:
+    """OpenSSL's SSL_CTX_set_block_padding on a Python context (Python has no API for it):
+    the SSL_CTX pointer is the first field after the object header of CPython's context."""
+    import ctypes
+    libssl = ctypes.CDLL("libssl.so.3")
+    libssl.SSL_CTX_set_block_padding.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    ptr = ctypes.c_void_p.from_address(id(ctx) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+    if libssl.SSL_CTX_set_block_padding(ptr, block) != 1:
+        sys.exit("outcomes.py: SSL_CTX_set_block_padding failed")
+    return ctx
+
+
+def padded_server(leaf, port: int) -> subprocess.Popen:
+    """openssl s_server answering one page (-www) with TLS 1.3 records padded to 64 bytes."""
+    proc = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"{HOST}:{port}", "-cert", str(leaf[1]),
+         "-key", str(leaf[0]), "-tls1_3", "-www", "-quiet", "-record_padding", "64"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    return proc
+
+
+def padded_client(host: str, port: int) -> ssl.SSLSocket:
+    ctx = block_padding(client_ctx(), 64)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx.wrap_socket(socket.create_connection((HOST, port)), server_hostname=host)
+
+
+def padded_pinned(d: Path, leaf) -> None:
+    """A pin check after a padded TLS 1.3 handshake fails: close_notify, then close at once
+    (as curl --pinnedpubkey does: no waiting for the server's close_notify)."""
+    port = 47130
+    srv = padded_server(leaf, port)
+    cap = Capture("wire-tls13-padded-pinned")
+    c = padded_client("pinned.example", port)
+    pin = hashlib.sha256(b"the key the app expects").digest()
+    if hashlib.sha256(c.getpeercert(binary_form=True)).digest() != pin:
+        c.settimeout(0)
+        try:
+            c.unwrap()  # sends close_notify; the server's is not awaited
+        except (ssl.SSLWantReadError, ssl.SSLError, OSError):
+            pass
+        c.close()
+    cap.stop()
+    srv.terminate()
+    srv.wait()
+
+
+def padded_success(d: Path, leaf) -> None:
+    """The same padded stacks, the pin matches: a short request, the answer, the server closes
+    first, and the client's close_notify comes after."""
+    port = 47131
+    srv = padded_server(leaf, port)
+    cap = Capture("wire-tls13-padded-success")
+    c = padded_client("padded.example", port)
+    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    while True:
+        try:
+            if not c.recv(65536):
+                break
+        except (ssl.SSLError, OSError):
+            break
+    time.sleep(0.1)
+    try:
+        c.unwrap()
+    except (ssl.SSLError, OSError):
+        pass
+    c.close()
+    cap.stop()
+    srv.terminate()
+    srv.wait()
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("outcomes.py: run as root (tcpdump on lo): sudo scripts/captures/outcomes.py")
@@ -247,8 +332,8 @@ def main() -> None:
         try:
             sh("ip", "-n", NETNS, "link", "set", "lo", "up")
             env = dict(os.environ, OC_IN_NETNS="1")
-            subprocess.run(["ip", "netns", "exec", NETNS, sys.executable, __file__, str(OUT)],
-                           check=True, env=env)
+            subprocess.run(["ip", "netns", "exec", NETNS, sys.executable, __file__, str(OUT),
+                            *sorted(ONLY)], check=True, env=env)
         finally:
             subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
         return
@@ -256,19 +341,32 @@ def main() -> None:
         d = Path(tmp)
         ca = make_ca(d, "ca", "/CN=Outcome Test CA")
         leaf = make_leaf(d, ca, "outcome.example")
-        early_close(d, leaf)
-        tls12_data_close(d, leaf)
-        one_sided(d, leaf)
-        sf = make_ca(d, "sf", "/C=US/ST=California/L=San Francisco/O=Example Widgets Inc/CN=Example Widgets Issuing CA")
-        serve_names(d, sf, ["a.widgets-one.test", "b.widgets-two.test"],
-                    "wire-issuer-locality", 47110)
-        corp = make_ca(d, "corp", "/O=Example Corp/OU=Corporate PKI/CN=Example Corp Internal Issuing CA")
-        serve_names(d, corp, ["intranet.corp-one.test", "wiki.corp-two.test",
-                              "hr.corp-three.test", "git.corp-four.test"],
-                    "wire-internal-pki", 47120)
-        # The internal PKI's CA is what `--not-proxy-ca` is given in the tests.
-        (OUT / "certs").mkdir(exist_ok=True)
-        (OUT / "certs" / "internal-pki-ca.pem").write_bytes(corp[1].read_bytes())
+
+        def want(*names: str) -> bool:
+            return not ONLY or bool(ONLY.intersection(names))
+
+        if want("wire-early-close"):
+            early_close(d, leaf)
+        if want("wire-tls12-data-close"):
+            tls12_data_close(d, leaf)
+        if want("wire-client-only", "wire-server-only"):
+            one_sided(d, leaf)
+        if want("wire-issuer-locality"):
+            sf = make_ca(d, "sf", "/C=US/ST=California/L=San Francisco/O=Example Widgets Inc/CN=Example Widgets Issuing CA")
+            serve_names(d, sf, ["a.widgets-one.test", "b.widgets-two.test"],
+                        "wire-issuer-locality", 47110)
+        if want("wire-internal-pki"):
+            corp = make_ca(d, "corp", "/O=Example Corp/OU=Corporate PKI/CN=Example Corp Internal Issuing CA")
+            serve_names(d, corp, ["intranet.corp-one.test", "wiki.corp-two.test",
+                                  "hr.corp-three.test", "git.corp-four.test"],
+                        "wire-internal-pki", 47120)
+            # The internal PKI's CA is what `--not-proxy-ca` is given in the tests.
+            (OUT / "certs").mkdir(exist_ok=True)
+            (OUT / "certs" / "internal-pki-ca.pem").write_bytes(corp[1].read_bytes())
+        if want("wire-tls13-padded-pinned"):
+            padded_pinned(d, leaf)
+        if want("wire-tls13-padded-success"):
+            padded_success(d, leaf)
     print("wrote", ", ".join(sorted(p.name for p in OUT.glob("wire-*.pcap"))))
 
 

@@ -374,6 +374,10 @@ impl Connection {
         self.server
             .reasm
             .finish(cap, &mut |c| deliver(session, Dir::Server, c, at));
+        // What a record meant can depend on who closed first (padded TLS 1.3 records).
+        let close = |e: DirEnds| [e.fin, e.rst].into_iter().flatten().min();
+        let (client, server) = (close(self.ends(Dir::Client)), close(self.ends(Dir::Server)));
+        self.session.conclude(client, server);
     }
 }
 
