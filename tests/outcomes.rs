@@ -212,3 +212,48 @@ fn a_lone_padded_tls13_record_then_close_is_an_alert_unless_the_server_answered_
         answered[0]
     );
 }
+
+/// Class 9: leaves without embedded SCTs whose SCTs come in the TLS 1.2 ServerHello's
+/// signed_certificate_timestamp extension (`openssl s_server -serverinfo`, `s_client -ct`) or
+/// in a stapled OCSP response (`-status_file`, `s_client -status`): publicly logged, so the CA
+/// minting for four registrable domains is not learned as interception. The internal PKI of
+/// the same shape without SCTs is (class 10's capture).
+#[test]
+fn scts_in_the_tls_extension_or_a_stapled_ocsp_response_count_as_logged() {
+    for (capture, source) in [
+        ("captures/wire-sct-extension.pcap", "tls_extension"),
+        ("captures/wire-sct-ocsp.pcap", "ocsp_response"),
+    ] {
+        let records = run(&[repo_file(capture)]);
+        assert_eq!(records.len(), 4, "{capture}: {records:?}");
+        for r in &records {
+            assert_eq!(r["outcome"], "established", "{r}");
+            assert_eq!(r["cert"]["has_sct"], true, "{r}");
+            assert_eq!(
+                r["cert"]["sct_delivered_in"],
+                serde_json::json!([source]),
+                "{r}"
+            );
+        }
+        let f = findings(capture, &[]);
+        assert!(
+            f.iter().all(|f| f["kind"] != "proxy_ca"),
+            "{capture}: a logged CA learned as a proxy CA: {f:?}"
+        );
+    }
+    let unlogged = findings("captures/wire-internal-pki.pcap", &[]);
+    assert!(
+        unlogged.iter().any(|f| f["kind"] == "proxy_ca"),
+        "{unlogged:?}"
+    );
+    let plain = only_first("captures/wire-internal-pki.pcap");
+    assert_eq!(plain["cert"]["has_sct"], false);
+    assert!(plain["cert"].get("sct_delivered_in").is_none(), "{plain}");
+}
+
+fn only_first(capture: &str) -> Value {
+    run(&[repo_file(capture)])
+        .into_iter()
+        .next()
+        .expect("a record")
+}

@@ -20,6 +20,11 @@ certificate bytes (not the outcomes) differ between rebuilds.
   wire-tls13-padded-success  the same padded stacks; the pin matches, a short request (80 bytes,
                         as long as the Finished), the server answers and closes, the client's
                         close_notify comes late
+  wire-sct-extension    a private CA without embedded SCTs serving four registrable domains;
+                        `openssl s_server -serverinfo` answers `s_client -ct` with an SCT list in
+                        the TLS 1.2 ServerHello's signed_certificate_timestamp extension
+  wire-sct-ocsp         the same, the SCT list in a stapled OCSP response (`-status_file`, a
+                        BasicOCSPResponse signed by the CA with the SCT singleExtension)
 
 Usage with names (e.g. `outcomes.py captures wire-tls13-padded-pinned`) rebuilds only those,
 so the other captures (and their goldens) stay as they are.
@@ -321,6 +326,128 @@ def padded_success(d: Path, leaf) -> None:
     srv.wait()
 
 
+def der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(raw)]) + raw
+    return bytes([tag]) + length + content
+
+
+def der_oid(dotted: str) -> bytes:
+    parts = [int(x) for x in dotted.split(".")]
+    body = bytes([40 * parts[0] + parts[1]])
+    for p in parts[2:]:
+        chunk = [p & 0x7F]
+        p >>= 7
+        while p:
+            chunk.append(0x80 | (p & 0x7F))
+            p >>= 7
+        body += bytes(reversed(chunk))
+    return der(0x06, body)
+
+
+def der_int(v: int) -> bytes:
+    return der(0x02, v.to_bytes(v.bit_length() // 8 + 1, "big", signed=False))
+
+
+def der_time(t: float) -> bytes:
+    return der(0x18, time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t)).encode())
+
+
+def sct_list() -> bytes:
+    """A SignedCertificateTimestampList (RFC 6962, 3.2) with one v1 SCT: log id, time, an
+    ECDSA-SHA256 signature's worth of bytes (nothing here checks it, a passive sensor cannot)."""
+    sig = os.urandom(70)
+    sct = (bytes([0]) + hashlib.sha256(b"example log key").digest()
+           + int(time.time() * 1000).to_bytes(8, "big") + (0).to_bytes(2, "big")
+           + bytes([4, 3]) + len(sig).to_bytes(2, "big") + sig)
+    serialized = len(sct).to_bytes(2, "big") + sct
+    return len(serialized).to_bytes(2, "big") + serialized
+
+
+def serverinfo_file(d: Path) -> Path:
+    """`-serverinfo` input: extension 18 (signed_certificate_timestamp) with an SCT list."""
+    import base64
+    body = sct_list()
+    ext = (18).to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
+    path = d / "sct.serverinfo"
+    b64 = base64.encodebytes(ext).decode()
+    path.write_text(f"-----BEGIN SERVERINFO FOR signed_certificate_timestamp-----\n{b64}"
+                    "-----END SERVERINFO FOR signed_certificate_timestamp-----\n")
+    return path
+
+
+def ct_log_list(d: Path) -> Path:
+    """`s_client -ct` insists on a CT log list; one made-up log (validation is permissive, so
+    the client only asks for SCTs and reads them)."""
+    import base64
+    key = d / "ctlog.key"
+    sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+       "-out", str(key))
+    spki = sh("openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER").stdout
+    path = d / "ctlogs.cnf"
+    path.write_text("enabled_logs = example\n[example]\ndescription = Example log\n"
+                    f"key = {base64.b64encode(spki).decode()}\n")
+    return path
+
+
+def ocsp_with_scts(d: Path, ca, leaf_pem: Path, name: str) -> Path:
+    """A DER OCSPResponse (RFC 6960) for the leaf, status good, signed by the CA, whose
+    SingleResponse carries the SCT list extension 1.3.6.1.4.1.11129.2.4.5 (RFC 6962, 3.3)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    ca_cert = x509.load_pem_x509_certificate(ca[1].read_bytes())
+    ca_key = serialization.load_pem_private_key(ca[0].read_bytes(), None)
+    leaf = x509.load_pem_x509_certificate(leaf_pem.read_bytes())
+    key_bits = ca_cert.public_key().public_bytes(serialization.Encoding.X962,
+                                                 serialization.PublicFormat.UncompressedPoint)
+    sha1 = lambda b: hashlib.sha1(b).digest()  # noqa: E731 (CertID's hash, RFC 6960)
+    cert_id = der(0x30, der(0x30, der_oid("1.3.14.3.2.26") + der(0x05, b""))
+                  + der(0x04, sha1(ca_cert.subject.public_bytes())) + der(0x04, sha1(key_bits))
+                  + der_int(leaf.serial_number))
+    now = time.time()
+    sct_ext = der(0x30, der_oid("1.3.6.1.4.1.11129.2.4.5") + der(0x04, der(0x04, sct_list())))
+    single = der(0x30, cert_id + der(0x80, b"") + der_time(now - 60)
+                 + der(0xA0, der_time(now + 86400)) + der(0xA1, der(0x30, sct_ext)))
+    tbs = der(0x30, der(0xA2, der(0x04, sha1(key_bits))) + der_time(now) + der(0x30, single))
+    sig = ca_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    basic = der(0x30, tbs + der(0x30, der_oid("1.2.840.10045.4.3.2")) + der(0x03, b"\0" + sig))
+    resp = der(0x30, der(0x0A, b"\0") + der(0xA0, der(0x30, der_oid("1.3.6.1.5.5.7.48.1.1")
+                                                         + der(0x04, basic))))
+    path = d / f"{name}.ocsp.der"
+    path.write_bytes(resp)
+    return path
+
+
+def serve_names_s_client(d: Path, ca, hosts: list[str], name: str, base_port: int,
+                         server_args, client_args: list[str]) -> None:
+    """One `openssl s_server -www` per name (TLS 1.2), `server_args(host, leaf)` adding its
+    options, and one `openssl s_client` each asking for the page."""
+    leaves = [make_leaf(d, ca, h) for h in hosts]
+    servers = []
+    for i, (h, leaf) in enumerate(zip(hosts, leaves)):
+        servers.append(subprocess.Popen(
+            ["openssl", "s_server", "-accept", f"{HOST}:{base_port + i}", "-cert", str(leaf[1]),
+             "-key", str(leaf[0]), "-tls1_2", "-www", "-quiet", *server_args(h, leaf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)
+    cap = Capture(name)
+    for i, h in enumerate(hosts):
+        subprocess.run(
+            ["openssl", "s_client", "-connect", f"{HOST}:{base_port + i}", "-servername", h,
+             "-tls1_2", "-ign_eof", *client_args],
+            input=b"GET / HTTP/1.0\r\n\r\n", stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, timeout=10)
+    cap.stop()
+    for s in servers:
+        s.terminate()
+        s.wait()
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("outcomes.py: run as root (tcpdump on lo): sudo scripts/captures/outcomes.py")
@@ -363,6 +490,20 @@ def main() -> None:
             # The internal PKI's CA is what `--not-proxy-ca` is given in the tests.
             (OUT / "certs").mkdir(exist_ok=True)
             (OUT / "certs" / "internal-pki-ca.pem").write_bytes(corp[1].read_bytes())
+        logged_hosts = ["www.logged-one.test", "api.logged-two.test", "cdn.logged-three.test",
+                        "mail.logged-four.test"]
+        if want("wire-sct-extension"):
+            ct = make_ca(d, "ct", "/O=Example Public Trust/CN=Example Public Trust TLS CA")
+            info = serverinfo_file(d)
+            serve_names_s_client(d, ct, logged_hosts, "wire-sct-extension", 47140,
+                                 lambda h, leaf: ["-serverinfo", str(info)],
+                                 ["-ct", "-ctlogfile", str(ct_log_list(d))])
+        if want("wire-sct-ocsp"):
+            ct = make_ca(d, "ct2", "/O=Example Public Trust/CN=Example Public Trust OCSP CA")
+            serve_names_s_client(
+                d, ct, logged_hosts, "wire-sct-ocsp", 47145,
+                lambda h, leaf: ["-status_file", str(ocsp_with_scts(d, ct, leaf[1], h))],
+                ["-status"])
         if want("wire-tls13-padded-pinned"):
             padded_pinned(d, leaf)
         if want("wire-tls13-padded-success"):

@@ -135,6 +135,8 @@ pub enum Message<'a> {
     ServerHello(Arc<ServerHello>),
     Certificate(Vec<&'a [u8]>),
     ServerHelloDone,
+    /// A stapled OCSP response; true when it carries the leaf's SCTs.
+    CertificateStatus(bool),
     Other(u8),
     Malformed(u8),
 }
@@ -178,6 +180,10 @@ pub fn parse(msg: &[u8]) -> Message<'_> {
             Message::Certificate(c.cert_chain.iter().map(|c| c.data).collect())
         }
         TlsMessageHandshake::ServerDone(_) => Message::ServerHelloDone,
+        // status_type 1 is OCSP (RFC 6066, 8).
+        TlsMessageHandshake::CertificateStatus(s) => {
+            Message::CertificateStatus(s.status_type == 1 && super::ocsp::has_sct(s.blob))
+        }
         _ => Message::Other(kind),
     }
 }

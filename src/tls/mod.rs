@@ -10,6 +10,7 @@ pub mod cert;
 pub mod fingerprint;
 pub mod handshake;
 pub mod intern;
+pub mod ocsp;
 
 use compact_str::CompactString;
 
@@ -305,6 +306,9 @@ const MAX_HTTP_HEAD: usize = 8192;
 /// plaintext plus the largest AEAD expansion TLS allows). A longer lone record is a Finished
 /// (with a client certificate flight, say), never an alert.
 const MAX_PADDED_ALERT_RECORD: usize = 1024 + 256;
+
+/// RFC 6962: the SCT list as a TLS extension.
+const EXT_SIGNED_CERTIFICATE_TIMESTAMP: u16 = 18;
 
 const CONTENT_CCS: u8 = 20;
 const CONTENT_ALERT: u8 = 21;
@@ -889,6 +893,15 @@ impl Session {
             }
             (Dir::Server, Message::Certificate(chain)) if self.obs.cert.is_none() => {
                 self.obs.cert = cert::summarize_shared(msg, &chain);
+                let sct_extension = self.obs.server_hello.as_ref().is_some_and(|sh| {
+                    !sh.is_tls13() && sh.extensions.contains(&EXT_SIGNED_CERTIFICATE_TIMESTAMP)
+                });
+                if sct_extension {
+                    self.sct_delivered_in("tls_extension");
+                }
+            }
+            (Dir::Server, Message::CertificateStatus(true)) => {
+                self.sct_delivered_in("ocsp_response");
             }
             (Dir::Server, Message::ServerHelloDone) => {
                 self.obs.timeline_mut().server_hello_done = Some(at)
@@ -902,6 +915,21 @@ impl Session {
             }
             _ => {}
         }
+    }
+
+    /// The leaf's SCTs came beside it (`source`): this connection's summary says so. The shared
+    /// summary is of the certificate alone, so the connection takes its own copy.
+    fn sct_delivered_in(&mut self, source: &'static str) {
+        let Some(shared) = self.obs.cert.as_ref() else {
+            return;
+        };
+        if shared.sct_delivered_in.contains(&source) {
+            return;
+        }
+        let mut own = CertSummary::clone(shared);
+        own.has_sct = true;
+        own.sct_delivered_in.push(source);
+        self.obs.cert = Some(Arc::new(own));
     }
 
     /// A whole record has been read; note what it means for the handshake.
