@@ -257,3 +257,40 @@ fn only_first(capture: &str) -> Value {
         .next()
         .expect("a record")
 }
+
+/// Class 4: a RST answering a stale ACK (real kernels: Linux answers a SYN on a 4-tuple it
+/// still holds with a challenge ACK, the client resets at that ACK's number) is outside the
+/// new connection's window: RFC 5961 receivers drop it, the retransmitted SYN completes and
+/// TLS goes on. One connection, established, not reset by the client.
+#[test]
+fn a_rst_outside_the_window_does_not_end_the_connection() {
+    let r = only("captures/wire-stale-ack-rst.pcap");
+    assert_eq!(r["outcome"], "established", "{r}");
+    assert_eq!(r["sni"], "stale.example");
+    assert_eq!(r["client_close"], serde_json::json!(["fin"]), "{r}");
+    assert_eq!(r["closed_by"], "server", "{r}");
+    let anomalies = r["anomalies"].as_array().unwrap();
+    assert!(
+        anomalies.iter().any(|a| a == "client_rst_not_accepted"),
+        "{r}"
+    );
+}
+
+/// Class 4 edge case beside the real capture: the retransmitted SYN 6 s after the stale RST,
+/// past the 5 s a closed connection lingers. Taken as a close, the RST finished the connection
+/// and the SYN started a second one.
+#[test]
+fn a_late_retransmitted_syn_after_a_stale_rst_keeps_one_connection() {
+    let mut packets = read_pcap(&repo_file("captures/wire-stale-ack-rst.pcap"));
+    let rst = packets
+        .iter()
+        .position(|p| parse_tcp(p).unwrap().has(0x04))
+        .expect("the stale RST");
+    for p in &mut packets[rst + 1..] {
+        p.ts_ns += 6_000_000_000;
+    }
+    let dir = temp_dir("outcomes-stale-rst");
+    let records = run_packets(&dir, "late-syn.pcap", &packets);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["outcome"], "established", "{}", records[0]);
+}

@@ -25,6 +25,11 @@ certificate bytes (not the outcomes) differ between rebuilds.
                         the TLS 1.2 ServerHello's signed_certificate_timestamp extension
   wire-sct-ocsp         the same, the SCT list in a stapled OCSP response (`-status_file`, a
                         BasicOCSPResponse signed by the CA with the SCT singleExtension)
+  wire-stale-ack-rst     curl reuses the source port of a connection the client forgot (its RST
+                        dropped by iptables); the server answers the new SYN with a challenge ACK
+                        of the old connection, the client's kernel resets at that stale number
+                        (outside the new connection's window), the retransmitted SYN completes
+                        and TLS goes on with `openssl s_server`
 
 Usage with names (e.g. `outcomes.py captures wire-tls13-padded-pinned`) rebuilds only those,
 so the other captures (and their goldens) stay as they are.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import socket
 import ssl
 import subprocess
@@ -448,6 +454,40 @@ def serve_names_s_client(d: Path, ca, hosts: list[str], name: str, base_port: in
         s.wait()
 
 
+def stale_ack_rst(d: Path, leaf) -> None:
+    """A RST answering a stale ACK, from real kernels: Linux answers a SYN on a 4-tuple it still
+    holds open with a challenge ACK (RFC 5961, 4), and the connecting side resets at that ACK's
+    number, which is no sequence number of its new connection."""
+    port, client_port = 47160, 47161
+    srv = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"{HOST}:{port}", "-cert", str(leaf[1]),
+         "-key", str(leaf[0]), "-www", "-quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    # An earlier connection from the same port, forgotten by the client without telling the
+    # server: its RST (SO_LINGER 0) is dropped on the way out.
+    old = socket.socket()
+    old.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    old.bind((HOST, client_port))
+    old.connect((HOST, port))
+    time.sleep(0.2)
+    rule = ["OUTPUT", "-p", "tcp", "-s", HOST, "--sport", str(client_port),
+            "--tcp-flags", "RST,FIN", "RST", "-j", "DROP"]
+    sh("iptables", "-A", *rule)
+    old.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    old.close()
+    time.sleep(0.2)
+    sh("iptables", "-D", *rule)
+    cap = Capture("wire-stale-ack-rst")
+    subprocess.run(
+        ["curl", "-sk", "--local-port", str(client_port), "--resolve",
+         f"stale.example:{port}:{HOST}", f"https://stale.example:{port}/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20, check=True)
+    cap.stop()
+    srv.terminate()
+    srv.wait()
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("outcomes.py: run as root (tcpdump on lo): sudo scripts/captures/outcomes.py")
@@ -504,6 +544,8 @@ def main() -> None:
                 d, ct, logged_hosts, "wire-sct-ocsp", 47145,
                 lambda h, leaf: ["-status_file", str(ocsp_with_scts(d, ct, leaf[1], h))],
                 ["-status"])
+        if want("wire-stale-ack-rst"):
+            stale_ack_rst(d, leaf)
         if want("wire-tls13-padded-pinned"):
             padded_pinned(d, leaf)
         if want("wire-tls13-padded-success"):

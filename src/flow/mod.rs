@@ -319,6 +319,14 @@ impl Connection {
             (Dir::Server, &mut self.server, &mut self.client)
         };
         let session = &mut self.session;
+        // Judged before the segment's own bytes move the next sequence number on.
+        let rst_accepted = seg.has(flags::RST) && this.reasm.rst_acceptable(seg.seq);
+        if seg.has(flags::RST) && !rst_accepted {
+            session.obs.flag(match dir {
+                Dir::Client => "client_rst_not_accepted",
+                Dir::Server => "server_rst_not_accepted",
+            });
+        }
         this.packets += 1;
         this.payload_bytes += seg.wire_len as u64;
         if seg.has(flags::SYN) {
@@ -342,7 +350,7 @@ impl Connection {
                     deliver(session, dir, c, at)
                 });
         }
-        if seg.has(flags::FIN) || seg.has(flags::RST) {
+        if seg.has(flags::FIN) || rst_accepted {
             let ends = self.ends.get_or_insert_with(Box::default);
             let ends = match dir {
                 Dir::Client => &mut ends.client,
@@ -352,7 +360,7 @@ impl Connection {
                 ends.fin.get_or_insert(at);
                 this.reasm.fin(seg.seq, seg.wire_len);
             }
-            if seg.has(flags::RST) {
+            if rst_accepted {
                 ends.rst.get_or_insert(at);
             }
         }
