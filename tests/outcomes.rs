@@ -294,3 +294,22 @@ fn a_late_retransmitted_syn_after_a_stale_rst_keeps_one_connection() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["outcome"], "established", "{}", records[0]);
 }
+
+/// Class 7: TCP Fast Open (curl --tcp-fastopen against a TFO server on a namespace's
+/// loopback). The first connection fetches the cookie; the second's SYN carries the
+/// ClientHello, which is read like any other: same SNI and JA4 as the first.
+#[test]
+fn a_client_hello_in_a_fast_open_syn_is_followed() {
+    let records = run(&[repo_file("captures/wire-tcp-fast-open.pcap")]);
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        assert_eq!(r["outcome"], "established", "{r}");
+        assert_eq!(r["sni"], "tfo.example", "{r}");
+    }
+    assert_eq!(records[0]["ja4"], records[1]["ja4"]);
+    let syn_with_data = read_pcap(&repo_file("captures/wire-tcp-fast-open.pcap"))
+        .iter()
+        .filter_map(parse_tcp)
+        .any(|f| f.has(0x02) && !f.has(0x10) && !f.payload.is_empty());
+    assert!(syn_with_data, "the capture has a SYN with data");
+}

@@ -30,6 +30,9 @@ certificate bytes (not the outcomes) differ between rebuilds.
                         of the old connection, the client's kernel resets at that stale number
                         (outside the new connection's window), the retransmitted SYN completes
                         and TLS goes on with `openssl s_server`
+  wire-tcp-fast-open    TCP Fast Open on the namespace (net.ipv4.tcp_fastopen=3), a Python TLS
+                        server with TCP_FASTOPEN, `curl --tcp-fastopen` twice: the first SYN asks
+                        for a cookie, the second carries the ClientHello
 
 Usage with names (e.g. `outcomes.py captures wire-tls13-padded-pinned`) rebuilds only those,
 so the other captures (and their goldens) stay as they are.
@@ -488,6 +491,40 @@ def stale_ack_rst(d: Path, leaf) -> None:
     srv.wait()
 
 
+def fast_open(d: Path, leaf) -> None:
+    """TCP Fast Open (RFC 7413): the second connection's SYN carries curl's ClientHello."""
+    port = 47170
+    sh("sysctl", "-qw", "net.ipv4.tcp_fastopen=3")  # this namespace only
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 8)
+    srv.bind((HOST, port))
+    srv.listen(8)
+
+    def serve():
+        for _ in range(2):
+            conn, _ = srv.accept()
+            try:
+                tls = server_ctx(leaf).wrap_socket(conn, server_side=True)
+                tls.recv(4096)
+                tls.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                tls.close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    cap = Capture("wire-tcp-fast-open")
+    for _ in range(2):
+        subprocess.run(
+            ["curl", "-sk", "--tcp-fastopen", "--resolve", f"tfo.example:{port}:{HOST}",
+             f"https://tfo.example:{port}/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=True)
+    t.join()
+    srv.close()
+    cap.stop()
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("outcomes.py: run as root (tcpdump on lo): sudo scripts/captures/outcomes.py")
@@ -546,6 +583,8 @@ def main() -> None:
                 ["-status"])
         if want("wire-stale-ack-rst"):
             stale_ack_rst(d, leaf)
+        if want("wire-tcp-fast-open"):
+            fast_open(d, leaf)
         if want("wire-tls13-padded-pinned"):
             padded_pinned(d, leaf)
         if want("wire-tls13-padded-success"):

@@ -344,9 +344,16 @@ impl Connection {
                 .reasm
                 .peer_acked(seg.ack, cap, &mut |c| deliver(session, other_dir, c, at));
         }
+        // The SYN takes one sequence number; bytes it carries (TCP Fast Open, RFC 7413: a
+        // ClientHello in the SYN) start after it.
+        let data_seq = if seg.has(flags::SYN) {
+            seg.seq.wrapping_add(1)
+        } else {
+            seg.seq
+        };
         if seg.wire_len > 0 {
             this.reasm
-                .segment(seg.seq, seg.payload, seg.wire_len, cap, &mut |c| {
+                .segment(data_seq, seg.payload, seg.wire_len, cap, &mut |c| {
                     deliver(session, dir, c, at)
                 });
         }
@@ -358,7 +365,7 @@ impl Connection {
             };
             if seg.has(flags::FIN) {
                 ends.fin.get_or_insert(at);
-                this.reasm.fin(seg.seq, seg.wire_len);
+                this.reasm.fin(data_seq, seg.wire_len);
             }
             if rst_accepted {
                 ends.rst.get_or_insert(at);
