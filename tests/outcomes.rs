@@ -313,3 +313,27 @@ fn a_client_hello_in_a_fast_open_syn_is_followed() {
         .any(|f| f.has(0x02) && !f.has(0x10) && !f.payload.is_empty());
     assert!(syn_with_data, "the capture has a SYN with data");
 }
+
+/// Class 8: an SSLv2-format ClientHello offering TLS 1.0 (RFC 5246 E.2), answered by a real
+/// `openssl s_server -tls1` with its TLS 1.0 flight. The hello is read (version, TLS suites,
+/// JA3/JA4 without extensions) and the handshake followed: the server's hello and certificate
+/// are read, and the client's close after the flight is judged like any other.
+#[test]
+fn an_sslv2_format_hello_is_followed_into_tls() {
+    let r = only("captures/wire-sslv2-hello.pcap");
+    assert_eq!(r["client_version"], "TLS 1.0", "{r}");
+    assert_eq!(r["tls_version"], "TLS 1.0", "{r}");
+    assert_eq!(r["outcome"], "client_closed_in_handshake", "{r}");
+    assert_eq!(r["cert"]["subject"], "CN=legacy.example", "{r}");
+    // Only the TLS suites of the cipher specs (00 xx yy), in order; no extensions.
+    assert_eq!(r["ja3_string"], "769,47-53-10-255,,,", "{r}");
+    let ja4 = r["ja4"].as_str().unwrap();
+    assert!(ja4.starts_with("t10i040000_"), "{ja4}");
+    assert!(
+        r["anomalies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "sslv2_hello")
+    );
+}

@@ -33,6 +33,10 @@ certificate bytes (not the outcomes) differ between rebuilds.
   wire-tcp-fast-open    TCP Fast Open on the namespace (net.ipv4.tcp_fastopen=3), a Python TLS
                         server with TCP_FASTOPEN, `curl --tcp-fastopen` twice: the first SYN asks
                         for a cookie, the second carries the ClientHello
+  wire-sslv2-hello      an SSLv2-format ClientHello offering TLS 1.0 (written by this script: no
+                        client here still sends one) to a real `openssl s_server -tls1`, which
+                        answers with its TLS 1.0 ServerHello, Certificate and ServerHelloDone; the
+                        client then closes (it has no key exchange of its own)
 
 Usage with names (e.g. `outcomes.py captures wire-tls13-padded-pinned`) rebuilds only those,
 so the other captures (and their goldens) stay as they are.
@@ -525,6 +529,45 @@ def fast_open(d: Path, leaf) -> None:
     cap.stop()
 
 
+def sslv2_hello(d: Path) -> None:
+    """RFC 5246 E.2: a client that can speak SSL 2.0 sends its hello in SSL 2.0's format while
+    offering TLS. OpenSSL 3 servers still answer it."""
+    port = 47180
+    key, crt = d / "legacy.key", d / "legacy.pem"
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+       "-out", str(crt), "-days", "30", "-subj", "/CN=legacy.example")
+    srv = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"{HOST}:{port}", "-cert", str(crt), "-key", str(key),
+         "-tls1", "-cipher", "DEFAULT@SECLEVEL=0", "-www", "-quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    cap = Capture("wire-sslv2-hello")
+    # Cipher specs: TLS suites as 00 xx yy (AES128-SHA, AES256-SHA, DES-CBC3-SHA, the
+    # renegotiation SCSV) and two SSL 2.0 kinds (RC4_128_WITH_MD5, DES_192_EDE3_CBC_WITH_MD5).
+    specs = bytes.fromhex("00002f" "000035" "00000a" "010080" "0700c0" "0000ff")
+    challenge = os.urandom(32)
+    body = (bytes([1, 3, 1]) + len(specs).to_bytes(2, "big") + (0).to_bytes(2, "big")
+            + len(challenge).to_bytes(2, "big") + specs + challenge)
+    c = socket.create_connection((HOST, port))
+    c.sendall((0x8000 | len(body)).to_bytes(2, "big") + body)
+    c.settimeout(3)
+    got = b""
+    while b"\x0e\x00\x00\x00" not in got:  # ServerHelloDone
+        try:
+            more = c.recv(65536)
+        except OSError:
+            break
+        if not more:
+            break
+        got += more
+    if not got.startswith(b"\x16\x03\x01"):
+        sys.exit("outcomes.py: openssl s_server did not answer the SSLv2-format hello with TLS 1.0")
+    c.close()
+    cap.stop()
+    srv.terminate()
+    srv.wait()
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("outcomes.py: run as root (tcpdump on lo): sudo scripts/captures/outcomes.py")
@@ -585,6 +628,8 @@ def main() -> None:
             stale_ack_rst(d, leaf)
         if want("wire-tcp-fast-open"):
             fast_open(d, leaf)
+        if want("wire-sslv2-hello"):
+            sslv2_hello(d)
         if want("wire-tls13-padded-pinned"):
             padded_pinned(d, leaf)
         if want("wire-tls13-padded-success"):

@@ -325,6 +325,8 @@ enum Mode {
     Socks(Vec<u8>),
     /// A PROXY protocol header held until complete.
     ProxyHeader(Vec<u8>),
+    /// An SSLv2-format ClientHello record held until complete (at most 2 + 32767 bytes).
+    Sslv2Hello(Vec<u8>),
     Tls,
     /// Not TLS (or lost beyond recovery): bytes are only counted.
     Opaque,
@@ -492,6 +494,7 @@ impl Session {
             | Mode::HttpHead(_)
             | Mode::Socks(_)
             | Mode::ProxyHeader(_)
+            | Mode::Sslv2Hello(_)
             | Mode::Opaque => Mode::Opaque,
         };
         self.drop_framing_if_settled();
@@ -531,13 +534,18 @@ impl Session {
                 self.state_mut(dir).mode = Mode::Tls;
                 return self.records(dir, offset, bytes, at);
             }
-            Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) | Mode::ProxyHeader(_) => {}
+            Mode::Start(_)
+            | Mode::HttpHead(_)
+            | Mode::Socks(_)
+            | Mode::ProxyHeader(_)
+            | Mode::Sslv2Hello(_) => {}
         }
         let (mode, used) = match std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque) {
             Mode::Start(held) => self.start(dir, held, offset, bytes, at),
             Mode::HttpHead(head) => self.http_head(dir, head, bytes),
             Mode::Socks(held) => self.socks(dir, held, bytes),
             Mode::ProxyHeader(held) => self.proxy_header(held, bytes),
+            Mode::Sslv2Hello(held) => self.sslv2_hello(held, bytes),
             other => (other, 0),
         };
         self.state_mut(dir).mode = mode;
@@ -591,7 +599,7 @@ impl Session {
             StartVerdict::Sslv2 => {
                 self.obs.sslv2_hello = true;
                 self.obs.flag("sslv2_hello");
-                Mode::Opaque
+                Mode::Sslv2Hello(Vec::new())
             }
             StartVerdict::Opaque => {
                 match dir {
@@ -608,6 +616,36 @@ impl Session {
         self.feed(dir, start_offset, &held, at);
         let mode = std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque);
         (mode, take)
+    }
+
+    /// The client's SSLv2-format ClientHello (a client that can speak SSL 2.0 offering SSL 3.0
+    /// or TLS): held until its record is whole, read into a ClientHello, then the stream goes
+    /// on as TLS records (the server answers with an SSL 3.0/TLS ServerHello).
+    fn sslv2_hello(&mut self, mut held: Vec<u8>, bytes: &[u8]) -> (Mode, usize) {
+        let mut take = 2usize.saturating_sub(held.len()).min(bytes.len());
+        held.extend_from_slice(&bytes[..take]);
+        let [high, low, ..] = held[..] else {
+            return (Mode::Sslv2Hello(held), take);
+        };
+        let total = 2 + ((usize::from(high & 0x7f) << 8) | usize::from(low));
+        let more = (total - held.len().min(total)).min(bytes.len() - take);
+        held.extend_from_slice(&bytes[take..take + more]);
+        take += more;
+        if held.len() < total {
+            return (Mode::Sslv2Hello(held), take);
+        }
+        match handshake::parse_sslv2_hello(&held[2..]) {
+            Some(hello) => {
+                self.obs.client_hello = Some(hello);
+                self.obs.client_tls = true;
+                (Mode::Tls, take)
+            }
+            None => {
+                self.obs.flag("malformed_hello");
+                self.obs.client_opaque = true;
+                (Mode::Opaque, take)
+            }
+        }
     }
 
     fn http_head(&mut self, dir: Dir, mut head: Vec<u8>, bytes: &[u8]) -> (Mode, usize) {
