@@ -36,7 +36,7 @@ certificate bytes (not the outcomes) differ between rebuilds.
   wire-sslv2-hello      an SSLv2-format ClientHello offering TLS 1.0 (written by this script: no
                         client here still sends one) to a real `openssl s_server -tls1`, which
                         answers with its TLS 1.0 ServerHello, Certificate and ServerHelloDone; the
-                        client then closes (it has no key exchange of its own)
+                        client then resets (it has no key exchange of its own)
 
 Usage with names (e.g. `outcomes.py captures wire-tls13-padded-pinned`) rebuilds only those,
 so the other captures (and their goldens) stay as they are.
@@ -562,6 +562,9 @@ def sslv2_hello(d: Path) -> None:
         got += more
     if not got.startswith(b"\x16\x03\x01"):
         sys.exit("outcomes.py: openssl s_server did not answer the SSLv2-format hello with TLS 1.0")
+    # Reset rather than FIN: on a FIN the server reports the early end as a decode_error alert,
+    # which says nothing about SSLv2 hellos.
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
     cap.stop()
     srv.terminate()
