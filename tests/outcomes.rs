@@ -136,3 +136,204 @@ fn not_proxy_ca_keeps_an_internal_pki_from_being_learned() {
         "{err}"
     );
 }
+
+/// Class 6: TLS 1.3 records padded to 64-byte blocks (OpenSSL's block padding, both sides).
+/// The client's Finished and its close_notify are both 80 bytes: size alone cannot tell the
+/// close_notify from data, what follows does (the client closed first, nothing after it).
+#[test]
+fn a_padded_tls13_close_notify_after_a_failed_pin_check_is_not_data() {
+    let r = only("captures/wire-tls13-padded-pinned.pcap");
+    assert_eq!(r["tls_version"], "TLS 1.3");
+    assert_eq!(r["outcome"], "client_closed_after_handshake", "{r}");
+    // The client's kernel resets the server's late session ticket.
+    assert_eq!(r["outcome_detail"], "close_notify+fin+rst", "{r}");
+    assert!(r["abort_delay_ms"].as_f64().is_some(), "{r}");
+}
+
+/// Class 6: the same padded stacks, a successful client whose request (80 bytes) is as long
+/// as its Finished and whose close_notify comes after the server's answer.
+#[test]
+fn a_padded_tls13_client_with_a_short_request_is_established() {
+    let r = only("captures/wire-tls13-padded-success.pcap");
+    assert_eq!(r["tls_version"], "TLS 1.3");
+    assert_eq!(r["outcome"], "established", "{r}");
+    assert!(r["client_app_bytes"].as_u64().unwrap() > 0, "{r}");
+}
+
+/// The padded-pinned capture cut back to the client's first encrypted record (80 bytes, as
+/// long as a padded alert) and its FIN; `keep_ticket` keeps the server's session ticket that
+/// answered it.
+fn padded_first_record_then_fin(keep_ticket: bool) -> Vec<Value> {
+    let packets = read_pcap(&repo_file("captures/wire-tls13-padded-pinned.pcap"));
+    let frames: Vec<TcpFrame> = packets.iter().map(|p| parse_tcp(p).unwrap()).collect();
+    let client_port = frames[0].src_port();
+    // The client's packet carrying close_notify and FIN, and the server's ticket after it.
+    let close = frames
+        .iter()
+        .position(|f| f.src_port() == client_port && f.has(0x01))
+        .expect("the client's FIN");
+    let ticket = frames
+        .iter()
+        .skip(close)
+        .position(|f| f.src_port() != client_port && !f.payload.is_empty())
+        .map(|i| i + close)
+        .expect("the server's ticket");
+    let mut out = Vec::new();
+    for (i, (f, p)) in frames.iter().zip(&packets).enumerate() {
+        if i == close {
+            let fin = f.with(f.seq(), f.flags(), &[]);
+            if keep_ticket {
+                // The ticket answers the Finished before the client leaves.
+                out.push(frames[ticket].to_packet(p.ts_ns - 1000));
+            }
+            out.push(fin.to_packet(p.ts_ns));
+        } else if i != ticket && !f.has(0x04) {
+            out.push(p.clone());
+        }
+    }
+    let dir = temp_dir("outcomes-padded-first");
+    run_packets(&dir, "cut.pcap", &out)
+}
+
+/// Class 6 edge case beside the real captures: the client's only encrypted record, padded to
+/// a Finished's size, unanswered, then its close: an encrypted alert sent instead of the
+/// Finished. Answered by the server (its session ticket), the same record was the Finished.
+#[test]
+fn a_lone_padded_tls13_record_then_close_is_an_alert_unless_the_server_answered_it() {
+    let alone = padded_first_record_then_fin(false);
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    assert_eq!(alone[0]["outcome"], "client_alert", "{}", alone[0]);
+    assert_eq!(alone[0]["outcome_detail"], "encrypted");
+    let answered = padded_first_record_then_fin(true);
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(
+        answered[0]["outcome"], "client_closed_after_handshake",
+        "{}",
+        answered[0]
+    );
+}
+
+/// Class 9: leaves without embedded SCTs whose SCTs come in the TLS 1.2 ServerHello's
+/// signed_certificate_timestamp extension (`openssl s_server -serverinfo`, `s_client -ct`) or
+/// in a stapled OCSP response (`-status_file`, `s_client -status`): publicly logged, so the CA
+/// minting for four registrable domains is not learned as interception. The internal PKI of
+/// the same shape without SCTs is (class 10's capture).
+#[test]
+fn scts_in_the_tls_extension_or_a_stapled_ocsp_response_count_as_logged() {
+    for (capture, source) in [
+        ("captures/wire-sct-extension.pcap", "tls_extension"),
+        ("captures/wire-sct-ocsp.pcap", "ocsp_response"),
+    ] {
+        let records = run(&[repo_file(capture)]);
+        assert_eq!(records.len(), 4, "{capture}: {records:?}");
+        for r in &records {
+            assert_eq!(r["outcome"], "established", "{r}");
+            assert_eq!(r["cert"]["has_sct"], true, "{r}");
+            assert_eq!(
+                r["cert"]["sct_delivered_in"],
+                serde_json::json!([source]),
+                "{r}"
+            );
+        }
+        let f = findings(capture, &[]);
+        assert!(
+            f.iter().all(|f| f["kind"] != "proxy_ca"),
+            "{capture}: a logged CA learned as a proxy CA: {f:?}"
+        );
+    }
+    let unlogged = findings("captures/wire-internal-pki.pcap", &[]);
+    assert!(
+        unlogged.iter().any(|f| f["kind"] == "proxy_ca"),
+        "{unlogged:?}"
+    );
+    let plain = only_first("captures/wire-internal-pki.pcap");
+    assert_eq!(plain["cert"]["has_sct"], false);
+    assert!(plain["cert"].get("sct_delivered_in").is_none(), "{plain}");
+}
+
+fn only_first(capture: &str) -> Value {
+    run(&[repo_file(capture)])
+        .into_iter()
+        .next()
+        .expect("a record")
+}
+
+/// Class 4: a RST answering a stale ACK (real kernels: Linux answers a SYN on a 4-tuple it
+/// still holds with a challenge ACK, the client resets at that ACK's number) is outside the
+/// new connection's window: RFC 5961 receivers drop it, the retransmitted SYN completes and
+/// TLS goes on. One connection, established, not reset by the client.
+#[test]
+fn a_rst_outside_the_window_does_not_end_the_connection() {
+    let r = only("captures/wire-stale-ack-rst.pcap");
+    assert_eq!(r["outcome"], "established", "{r}");
+    assert_eq!(r["sni"], "stale.example");
+    assert_eq!(r["client_close"], serde_json::json!(["fin"]), "{r}");
+    assert_eq!(r["closed_by"], "server", "{r}");
+    let anomalies = r["anomalies"].as_array().unwrap();
+    assert!(
+        anomalies.iter().any(|a| a == "client_rst_not_accepted"),
+        "{r}"
+    );
+}
+
+/// Class 4 edge case beside the real capture: the retransmitted SYN 6 s after the stale RST,
+/// past the 5 s a closed connection lingers. Taken as a close, the RST finished the connection
+/// and the SYN started a second one.
+#[test]
+fn a_late_retransmitted_syn_after_a_stale_rst_keeps_one_connection() {
+    let mut packets = read_pcap(&repo_file("captures/wire-stale-ack-rst.pcap"));
+    let rst = packets
+        .iter()
+        .position(|p| parse_tcp(p).unwrap().has(0x04))
+        .expect("the stale RST");
+    for p in &mut packets[rst + 1..] {
+        p.ts_ns += 6_000_000_000;
+    }
+    let dir = temp_dir("outcomes-stale-rst");
+    let records = run_packets(&dir, "late-syn.pcap", &packets);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["outcome"], "established", "{}", records[0]);
+}
+
+/// Class 7: TCP Fast Open (curl --tcp-fastopen against a TFO server on a namespace's
+/// loopback). The first connection fetches the cookie; the second's SYN carries the
+/// ClientHello, which is read like any other: same SNI and JA4 as the first.
+#[test]
+fn a_client_hello_in_a_fast_open_syn_is_followed() {
+    let records = run(&[repo_file("captures/wire-tcp-fast-open.pcap")]);
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        assert_eq!(r["outcome"], "established", "{r}");
+        assert_eq!(r["sni"], "tfo.example", "{r}");
+    }
+    assert_eq!(records[0]["ja4"], records[1]["ja4"]);
+    let syn_with_data = read_pcap(&repo_file("captures/wire-tcp-fast-open.pcap"))
+        .iter()
+        .filter_map(parse_tcp)
+        .any(|f| f.has(0x02) && !f.has(0x10) && !f.payload.is_empty());
+    assert!(syn_with_data, "the capture has a SYN with data");
+}
+
+/// Class 8: an SSLv2-format ClientHello offering TLS 1.0 (RFC 5246 E.2), answered by a real
+/// `openssl s_server -tls1` with its TLS 1.0 flight. The hello is read (version, TLS suites,
+/// JA3/JA4 without extensions) and the handshake followed: the server's hello and certificate
+/// are read, and the client's close after the flight is judged like any other.
+#[test]
+fn an_sslv2_format_hello_is_followed_into_tls() {
+    let r = only("captures/wire-sslv2-hello.pcap");
+    assert_eq!(r["client_version"], "TLS 1.0", "{r}");
+    assert_eq!(r["tls_version"], "TLS 1.0", "{r}");
+    assert_eq!(r["outcome"], "client_closed_in_handshake", "{r}");
+    assert_eq!(r["cert"]["subject"], "CN=legacy.example", "{r}");
+    // Only the TLS suites of the cipher specs (00 xx yy), in order; no extensions.
+    assert_eq!(r["ja3_string"], "769,47-53-10-255,,,", "{r}");
+    let ja4 = r["ja4"].as_str().unwrap();
+    assert!(ja4.starts_with("t10i040000_"), "{ja4}");
+    assert!(
+        r["anomalies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "sslv2_hello")
+    );
+}

@@ -35,6 +35,11 @@ fuzz_target!(|data: &[u8]| {
                 serde_json::to_string(&summary).expect("a summary serialises");
             }
         }
+        Message::CertificateStatus(has_sct) => {
+            // Only a status_type 1 (OCSP) message can carry SCTs; the OCSP walk is its own
+            // target (ocsp.rs).
+            assert!(!has_sct || data.get(4) == Some(&1));
+        }
         Message::ServerHelloDone | Message::Other(_) | Message::Malformed(_) => {}
     }
 });

@@ -903,6 +903,7 @@ mod learning {
             sha256: String::new(),
             spki_sha256: String::new(),
             has_sct,
+            sct_delivered_in: Vec::new(),
             authority_key_id: None,
             self_signed: false,
             chain_len: 1,

@@ -319,6 +319,14 @@ impl Connection {
             (Dir::Server, &mut self.server, &mut self.client)
         };
         let session = &mut self.session;
+        // Judged before the segment's own bytes move the next sequence number on.
+        let rst_accepted = seg.has(flags::RST) && this.reasm.rst_acceptable(seg.seq);
+        if seg.has(flags::RST) && !rst_accepted {
+            session.obs.flag(match dir {
+                Dir::Client => "client_rst_not_accepted",
+                Dir::Server => "server_rst_not_accepted",
+            });
+        }
         this.packets += 1;
         this.payload_bytes += seg.wire_len as u64;
         if seg.has(flags::SYN) {
@@ -336,13 +344,20 @@ impl Connection {
                 .reasm
                 .peer_acked(seg.ack, cap, &mut |c| deliver(session, other_dir, c, at));
         }
+        // The SYN takes one sequence number; bytes it carries (TCP Fast Open, RFC 7413: a
+        // ClientHello in the SYN) start after it.
+        let data_seq = if seg.has(flags::SYN) {
+            seg.seq.wrapping_add(1)
+        } else {
+            seg.seq
+        };
         if seg.wire_len > 0 {
             this.reasm
-                .segment(seg.seq, seg.payload, seg.wire_len, cap, &mut |c| {
+                .segment(data_seq, seg.payload, seg.wire_len, cap, &mut |c| {
                     deliver(session, dir, c, at)
                 });
         }
-        if seg.has(flags::FIN) || seg.has(flags::RST) {
+        if seg.has(flags::FIN) || rst_accepted {
             let ends = self.ends.get_or_insert_with(Box::default);
             let ends = match dir {
                 Dir::Client => &mut ends.client,
@@ -350,9 +365,9 @@ impl Connection {
             };
             if seg.has(flags::FIN) {
                 ends.fin.get_or_insert(at);
-                this.reasm.fin(seg.seq, seg.wire_len);
+                this.reasm.fin(data_seq, seg.wire_len);
             }
-            if seg.has(flags::RST) {
+            if rst_accepted {
                 ends.rst.get_or_insert(at);
             }
         }
@@ -374,6 +389,10 @@ impl Connection {
         self.server
             .reasm
             .finish(cap, &mut |c| deliver(session, Dir::Server, c, at));
+        // What a record meant can depend on who closed first (padded TLS 1.3 records).
+        let close = |e: DirEnds| [e.fin, e.rst].into_iter().flatten().min();
+        let (client, server) = (close(self.ends(Dir::Client)), close(self.ends(Dir::Server)));
+        self.session.conclude(client, server);
     }
 }
 

@@ -475,6 +475,28 @@ impl Reassembler {
         }
     }
 
+    /// Whether a RST from this direction at `seq` ends it, as RFC 5961 (3.2) has a receiver
+    /// decide: only a sequence number exactly at the next one this direction would send (after
+    /// its furthest byte, and its FIN) resets. One elsewhere in the window only draws a
+    /// challenge ACK, one outside it (answering a stale ACK) is dropped: the connection goes on
+    /// at the receiver, so it goes on here. A direction whose sequence numbers are unknown (no
+    /// SYN or segment seen: a RST refusing a SYN) cannot be judged, and its RST is taken.
+    /// After a FIN, a RST at the FIN's own sequence number is taken too, as Linux takes it
+    /// (`tcp_reset_check`): a closed socket answering data resets at the peer's acknowledgement,
+    /// which does not cover the FIN yet, and macOS sends its FIN and RST that way.
+    pub fn rst_acceptable(&self, seq: u32) -> bool {
+        if !self.started {
+            return true;
+        }
+        let Some(at) = self.offset_of(seq) else {
+            return false;
+        };
+        match self.fin_offset() {
+            NO_FIN => at == self.highest,
+            fin => at == fin || at == fin + 1,
+        }
+    }
+
     /// This direction sent a FIN after `wire_len` bytes at `seq`.
     pub fn fin(&mut self, seq: u32, wire_len: u32) {
         if !self.started {

@@ -29,8 +29,14 @@ pub struct CertSummary {
     pub sha256: String,
     /// Base64 SHA-256 of the SubjectPublicKeyInfo: the form HPKP and `--pinnedpubkey` use.
     pub spki_sha256: String,
-    /// Whether the leaf embeds Signed Certificate Timestamps (public CAs do; proxies do not).
+    /// Whether the leaf comes with Signed Certificate Timestamps (public CAs log theirs;
+    /// proxies do not): embedded in it, or delivered as `sct_delivered_in` says.
     pub has_sct: bool,
+    /// SCTs delivered beside the leaf rather than in it, in the order seen: `tls_extension`
+    /// (the TLS 1.2 ServerHello's signed_certificate_timestamp extension), `ocsp_response` (a
+    /// stapled OCSP response's SCT extension). Per connection; omitted when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sct_delivered_in: Vec<&'static str>,
     /// Authority key identifier (hex), to tie the leaf to its issuing CA.
     pub authority_key_id: Option<String>,
     pub self_signed: bool,
@@ -105,6 +111,7 @@ fn summarize_leaf_first(leaf_der: &[u8], after_leaf: &[&[u8]]) -> CertSummary {
         sha256: sha256_hex(leaf_der),
         spki_sha256: String::new(),
         has_sct: false,
+        sct_delivered_in: Vec::new(),
         authority_key_id: None,
         self_signed: false,
         chain_len: after_leaf.len() + 1,

@@ -135,6 +135,8 @@ pub enum Message<'a> {
     ServerHello(Arc<ServerHello>),
     Certificate(Vec<&'a [u8]>),
     ServerHelloDone,
+    /// A stapled OCSP response; true when it carries the leaf's SCTs.
+    CertificateStatus(bool),
     Other(u8),
     Malformed(u8),
 }
@@ -178,8 +180,50 @@ pub fn parse(msg: &[u8]) -> Message<'_> {
             Message::Certificate(c.cert_chain.iter().map(|c| c.data).collect())
         }
         TlsMessageHandshake::ServerDone(_) => Message::ServerHelloDone,
+        // status_type 1 is OCSP (RFC 6066, 8).
+        TlsMessageHandshake::CertificateStatus(s) => {
+            Message::CertificateStatus(s.status_type == 1 && super::ocsp::has_sct(s.blob))
+        }
         _ => Message::Other(kind),
     }
+}
+
+/// An SSLv2-format CLIENT-HELLO (the body after its 2-byte record header; draft-hickman SSL
+/// 2.0, kept by RFC 6101 appendix E and RFC 5246 appendix E.2 for clients that also speak SSL
+/// 2.0): message type 1, the highest version offered, three lengths, 3-byte cipher specs, the
+/// session id and the challenge. Its fields become a ClientHello without extensions: the
+/// cipher specs whose first byte is 0 are the TLS suites (the others are SSL 2.0 kinds, which
+/// no later version negotiates). JA3 and JA4 are taken from those fields as from any hello:
+/// FoxIO's JA4 specification has no rule of its own for this format, so JA4 reads `t`, the
+/// offered version (`10` for TLS 1.0, `s3`, `s2`), `i` (no SNI can be sent), the TLS suite
+/// count, `00` extensions and ALPN, and the hashes of those lists.
+pub fn parse_sslv2_hello(body: &[u8]) -> Option<ClientHello> {
+    let [1, v0, v1, c0, c1, s0, s1, h0, h1, rest @ ..] = body else {
+        return None;
+    };
+    let specs_len = usize::from(u16::from_be_bytes([*c0, *c1]));
+    let session_len = usize::from(u16::from_be_bytes([*s0, *s1]));
+    let challenge_len = usize::from(u16::from_be_bytes([*h0, *h1]));
+    // SSL 2.0's own rules: whole cipher specs, a session id of 0 or 16 bytes, a challenge of
+    // 16 to 32 bytes, and nothing else in the record.
+    let well_formed = specs_len % 3 == 0
+        && specs_len > 0
+        && (session_len == 0 || session_len == 16)
+        && (16..=32).contains(&challenge_len)
+        && rest.len() == specs_len + session_len + challenge_len;
+    if !well_formed {
+        return None;
+    }
+    let ciphers = rest[..specs_len]
+        .chunks_exact(3)
+        .filter(|spec| spec[0] == 0)
+        .map(|spec| u16::from_be_bytes([spec[1], spec[2]]))
+        .collect();
+    Some(client_hello(HelloFields {
+        legacy_version: u16::from_be_bytes([*v0, *v1]),
+        ciphers,
+        ..HelloFields::default()
+    }))
 }
 
 /// A ServerHello's fields before its fingerprint strings: the key under which servers share one.

@@ -10,6 +10,7 @@ pub mod cert;
 pub mod fingerprint;
 pub mod handshake;
 pub mod intern;
+pub mod ocsp;
 
 use compact_str::CompactString;
 
@@ -115,6 +116,17 @@ pub struct Timeline {
     pub server_hello_done: Option<At>,
     pub server_finished: Option<At>,
     pub client_finished: Option<At>,
+    /// TLS 1.3: the encrypted record taken for the client's Finished is so far its only one,
+    /// short enough to be a padded alert, and the server has not answered it. Padding makes a
+    /// Finished and an alert the same size, so only what follows tells them apart (`conclude`).
+    pub finished_unconfirmed: bool,
+    /// TLS 1.3: length of the record taken for the client's Finished. An alert padded by the
+    /// same rule is never longer.
+    finished_len: u16,
+    /// TLS 1.3: a client record after its Finished no longer than the Finished (data, or a
+    /// padded close_notify/alert) and the stream offset of its header, held until what follows
+    /// says which (`conclude`).
+    pending_client_record: Option<(At, u64)>,
 }
 
 /// The stream offset of a direction's first application data record, if any, in 4 bytes: every
@@ -160,6 +172,9 @@ static NO_TIMELINE: Timeline = Timeline {
     server_hello_done: None,
     server_finished: None,
     client_finished: None,
+    finished_unconfirmed: false,
+    finished_len: 0,
+    pending_client_record: None,
 };
 
 impl Observations {
@@ -245,10 +260,23 @@ impl Observations {
     }
     /// Size of an encrypted alert record body in TLS 1.3: 2 bytes + content type + AEAD tag.
     fn tls13_alert_len(&self) -> usize {
+        2 + 1 + self.tls13_tag_len()
+    }
+    /// AEAD tag length of the negotiated TLS 1.3 suite.
+    fn tls13_tag_len(&self) -> usize {
         match self.server_hello.as_ref().map(|s| s.cipher) {
-            Some(0x1305) => 2 + 1 + 8, // TLS_AES_128_CCM_8_SHA256
-            _ => 2 + 1 + 16,
+            Some(0x1305) => 8, // TLS_AES_128_CCM_8_SHA256
+            _ => 16,
         }
+    }
+    /// Smallest record a TLS 1.3 Finished fits in: message header, verify data (the suite's
+    /// hash length), content type, AEAD tag. A shorter encrypted record cannot be a Finished.
+    fn tls13_min_finished_len(&self) -> usize {
+        let hash = match self.server_hello.as_ref().map(|s| s.cipher) {
+            Some(0x1302) => 48, // TLS_AES_256_GCM_SHA384
+            _ => 32,
+        };
+        4 + hash + 1 + self.tls13_tag_len()
     }
 }
 
@@ -274,6 +302,13 @@ const MAX_RECORD_BODY: usize = (1 << 14) + 2048;
 const KEEP_EMPTY_BUFFER: usize = 1024;
 /// A CONNECT request or reply head longer than this is not a proxy handshake.
 const MAX_HTTP_HEAD: usize = 8192;
+/// TLS 1.3: the longest record still taken for a possibly padded alert (1 KiB of padded
+/// plaintext plus the largest AEAD expansion TLS allows). A longer lone record is a Finished
+/// (with a client certificate flight, say), never an alert.
+const MAX_PADDED_ALERT_RECORD: usize = 1024 + 256;
+
+/// RFC 6962: the SCT list as a TLS extension.
+const EXT_SIGNED_CERTIFICATE_TIMESTAMP: u16 = 18;
 
 const CONTENT_CCS: u8 = 20;
 const CONTENT_ALERT: u8 = 21;
@@ -290,6 +325,8 @@ enum Mode {
     Socks(Vec<u8>),
     /// A PROXY protocol header held until complete.
     ProxyHeader(Vec<u8>),
+    /// An SSLv2-format ClientHello record held until complete (at most 2 + 32767 bytes).
+    Sslv2Hello(Vec<u8>),
     Tls,
     /// Not TLS (or lost beyond recovery): bytes are only counted.
     Opaque,
@@ -460,6 +497,7 @@ impl Session {
             | Mode::HttpHead(_)
             | Mode::Socks(_)
             | Mode::ProxyHeader(_)
+            | Mode::Sslv2Hello(_)
             | Mode::Opaque => Mode::Opaque,
         };
         self.drop_framing_if_settled();
@@ -499,13 +537,18 @@ impl Session {
                 self.state_mut(dir).mode = Mode::Tls;
                 return self.records(dir, offset, bytes, at);
             }
-            Mode::Start(_) | Mode::HttpHead(_) | Mode::Socks(_) | Mode::ProxyHeader(_) => {}
+            Mode::Start(_)
+            | Mode::HttpHead(_)
+            | Mode::Socks(_)
+            | Mode::ProxyHeader(_)
+            | Mode::Sslv2Hello(_) => {}
         }
         let (mode, used) = match std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque) {
             Mode::Start(held) => self.start(dir, held, offset, bytes, at),
             Mode::HttpHead(head) => self.http_head(dir, head, bytes),
             Mode::Socks(held) => self.socks(dir, held, bytes),
             Mode::ProxyHeader(held) => self.proxy_header(held, bytes),
+            Mode::Sslv2Hello(held) => self.sslv2_hello(held, bytes),
             other => (other, 0),
         };
         self.state_mut(dir).mode = mode;
@@ -559,7 +602,7 @@ impl Session {
             StartVerdict::Sslv2 => {
                 self.obs.sslv2_hello = true;
                 self.obs.flag("sslv2_hello");
-                Mode::Opaque
+                Mode::Sslv2Hello(Vec::new())
             }
             StartVerdict::Opaque => {
                 match dir {
@@ -576,6 +619,36 @@ impl Session {
         self.feed(dir, start_offset, &held, at);
         let mode = std::mem::replace(&mut self.state_mut(dir).mode, Mode::Opaque);
         (mode, take)
+    }
+
+    /// The client's SSLv2-format ClientHello (a client that can speak SSL 2.0 offering SSL 3.0
+    /// or TLS): held until its record is whole, read into a ClientHello, then the stream goes
+    /// on as TLS records (the server answers with an SSL 3.0/TLS ServerHello).
+    fn sslv2_hello(&mut self, mut held: Vec<u8>, bytes: &[u8]) -> (Mode, usize) {
+        let mut take = 2usize.saturating_sub(held.len()).min(bytes.len());
+        held.extend_from_slice(&bytes[..take]);
+        let [high, low, ..] = held[..] else {
+            return (Mode::Sslv2Hello(held), take);
+        };
+        let total = 2 + ((usize::from(high & 0x7f) << 8) | usize::from(low));
+        let more = (total - held.len().min(total)).min(bytes.len() - take);
+        held.extend_from_slice(&bytes[take..take + more]);
+        take += more;
+        if held.len() < total {
+            return (Mode::Sslv2Hello(held), take);
+        }
+        match handshake::parse_sslv2_hello(&held[2..]) {
+            Some(hello) => {
+                self.obs.client_hello = Some(hello);
+                self.obs.client_tls = true;
+                (Mode::Tls, take)
+            }
+            None => {
+                self.obs.flag("malformed_hello");
+                self.obs.client_opaque = true;
+                (Mode::Opaque, take)
+            }
+        }
     }
 
     fn http_head(&mut self, dir: Dir, mut head: Vec<u8>, bytes: &[u8]) -> (Mode, usize) {
@@ -861,6 +934,15 @@ impl Session {
             }
             (Dir::Server, Message::Certificate(chain)) if self.obs.cert.is_none() => {
                 self.obs.cert = cert::summarize_shared(msg, &chain);
+                let sct_extension = self.obs.server_hello.as_ref().is_some_and(|sh| {
+                    !sh.is_tls13() && sh.extensions.contains(&EXT_SIGNED_CERTIFICATE_TIMESTAMP)
+                });
+                if sct_extension {
+                    self.sct_delivered_in("tls_extension");
+                }
+            }
+            (Dir::Server, Message::CertificateStatus(true)) => {
+                self.sct_delivered_in("ocsp_response");
             }
             (Dir::Server, Message::ServerHelloDone) => {
                 self.obs.timeline_mut().server_hello_done = Some(at)
@@ -874,6 +956,21 @@ impl Session {
             }
             _ => {}
         }
+    }
+
+    /// The leaf's SCTs came beside it (`source`): this connection's summary says so. The shared
+    /// summary is of the certificate alone, so the connection takes its own copy.
+    fn sct_delivered_in(&mut self, source: &'static str) {
+        let Some(shared) = self.obs.cert.as_ref() else {
+            return;
+        };
+        if shared.sct_delivered_in.contains(&source) {
+            return;
+        }
+        let mut own = CertSummary::clone(shared);
+        own.has_sct = true;
+        own.sct_delivered_in.push(source);
+        self.obs.cert = Some(Arc::new(own));
     }
 
     /// A whole record has been read; note what it means for the handshake.
@@ -909,7 +1006,17 @@ impl Session {
                     // The server's encrypted handshake flight.
                     self.obs.timeline_mut().last_server_handshake = Some(at);
                 } else {
-                    self.obs.server_app_offset.set_once(offset);
+                    if tls13 && self.obs.timeline().finished_unconfirmed {
+                        // The server answered the record taken for the Finished (its session
+                        // tickets, its data): it was one, whatever its padded size.
+                        self.obs.timeline_mut().finished_unconfirmed = false;
+                    }
+                    // Counted as it was before a held client record deferred the settling:
+                    // from the server's first record after the client's Finished, up to the
+                    // client's first data, not past it.
+                    if self.obs.timeline().pending_client_record.is_none() {
+                        self.obs.server_app_offset.set_once(offset);
+                    }
                 }
             }
             (_, CONTENT_HEARTBEAT) => self.obs.flag("heartbeat"),
@@ -958,30 +1065,40 @@ impl Session {
         if self.obs.tls13() {
             let alert_len = self.obs.tls13_alert_len();
             if self.obs.timeline().client_finished.is_none() && self.obs.client_alert().is_none() {
-                if len == alert_len {
-                    self.obs.trouble_mut().client = Some(AlertEvent {
-                        level: None,
-                        description: None,
-                        encrypted: true,
-                        inferred: true,
-                        at,
-                    });
+                // Where the client's Finished would be: a record too short for one is an
+                // alert, padded or not. A longer one may still be a padded alert: it stays
+                // unconfirmed until a second record or the server's answer shows a Finished.
+                if len == alert_len || len < self.obs.tls13_min_finished_len() {
+                    self.set_inferred_client_alert(at);
                 } else {
-                    self.obs.timeline_mut().client_finished = Some(at);
+                    let t = self.obs.timeline_mut();
+                    t.client_finished = Some(at);
+                    t.finished_len = u16::try_from(len).unwrap_or(u16::MAX);
+                    t.finished_unconfirmed = len <= MAX_PADDED_ALERT_RECORD;
                 }
+                return;
+            }
+            // A second record: the first was the Finished. A held short record followed by
+            // another one was data (an alert ends the stream).
+            self.obs.timeline_mut().finished_unconfirmed = false;
+            if let Some((held, held_offset)) = self.obs.timeline_mut().pending_client_record.take()
+            {
+                self.set_client_app(held_offset, held);
                 return;
             }
             if self.obs.client_app.is_none()
                 && len == alert_len
                 && self.obs.client_post_handshake_alert().is_none()
             {
-                self.obs.trouble_mut().client_post_handshake = Some(AlertEvent {
-                    level: None,
-                    description: None,
-                    encrypted: true,
-                    inferred: true,
-                    at,
-                });
+                self.obs.trouble_mut().client_post_handshake = Some(inferred_alert(at));
+                return;
+            }
+            let finished_len = usize::from(self.obs.timeline().finished_len);
+            if self.obs.client_app.is_none()
+                && self.obs.client_post_handshake_alert().is_none()
+                && len <= finished_len
+            {
+                self.obs.timeline_mut().pending_client_record = Some((at, offset));
                 return;
             }
         } else if self.obs.server_hello.is_none() {
@@ -998,10 +1115,65 @@ impl Session {
                 return;
             }
         }
+        self.set_client_app(offset, at);
+    }
+
+    fn set_client_app(&mut self, offset: u64, at: At) {
         if self.obs.client_app.is_none() {
             self.obs.client_app = Some(at.pkt);
             self.obs.client_app_offset.set_once(offset);
         }
+    }
+
+    fn set_inferred_client_alert(&mut self, at: At) {
+        self.obs.trouble_mut().client = Some(inferred_alert(at));
+    }
+
+    /// The connection is over: settles what only the rest of the connection could tell, given
+    /// when each side first sent FIN or RST. TLS 1.3 with padded records:
+    /// - the client's only encrypted record, unanswered by the server, then the client's close:
+    ///   an encrypted alert sent instead of the Finished;
+    /// - a held short record after the Finished, then the client's close before the server's:
+    ///   a close_notify or alert (a pin check after the handshake). Had the server closed first,
+    ///   it was data the server answered, and a late close_notify would be a record after it.
+    pub fn conclude(&mut self, client_close: Option<At>, server_close: Option<At>) {
+        let Some(client_close) = client_close else {
+            self.confirm_pending_as_data();
+            return;
+        };
+        if self.obs.timeline().finished_unconfirmed && self.obs.client_app.is_none() {
+            let t = self.obs.timeline_mut();
+            t.finished_unconfirmed = false;
+            if let Some(at) = t.client_finished.take() {
+                self.set_inferred_client_alert(at);
+            }
+            return;
+        }
+        let client_first = server_close.is_none_or(|s| client_close < s);
+        if client_first && let Some((at, _)) = self.obs.timeline().pending_client_record {
+            self.obs.timeline_mut().pending_client_record = None;
+            self.obs.trouble_mut().client_post_handshake = Some(inferred_alert(at));
+            return;
+        }
+        self.confirm_pending_as_data();
+    }
+
+    fn confirm_pending_as_data(&mut self) {
+        if let Some((at, offset)) = self.obs.timeline().pending_client_record {
+            self.obs.timeline_mut().pending_client_record = None;
+            self.set_client_app(offset, at);
+        }
+    }
+}
+
+/// An encrypted alert inferred from a TLS 1.3 record's place and size, not read.
+fn inferred_alert(at: At) -> AlertEvent {
+    AlertEvent {
+        level: None,
+        description: None,
+        encrypted: true,
+        inferred: true,
+        at,
     }
 }
 
