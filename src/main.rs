@@ -768,6 +768,9 @@ impl Output for ReplayOutput<'_> {
     fn wants_lines(&self) -> bool {
         self.sinks.connections.is_some() && self.report.is_none()
     }
+    fn wants_records(&self) -> bool {
+        self.sinks.connections.is_some() || self.report.is_some()
+    }
     fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
         if let Some(r) = self.report.as_mut() {
             r.record(rec);
@@ -1115,6 +1118,9 @@ mod live {
         type Error = FileSinkError;
         fn wants_lines(&self) -> bool {
             self.sinks.connections.is_some() && self.report.is_none()
+        }
+        fn wants_records(&self) -> bool {
+            self.sinks.connections.is_some() || self.report.is_some()
         }
         fn record(&mut self, rec: &ConnectionRecord, _: &Verdict) -> Result<(), FileSinkError> {
             if let Some((_, builder, ..)) = self.report.as_mut() {

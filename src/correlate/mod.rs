@@ -1,10 +1,11 @@
-//! Correlate stage: reads connection records, works out which connections went through the
+//! Correlate stage: reads typed observations of finished connections, works out which connections went through the
 //! intercepting proxy (proxy-minted certificate, or a TLS 1.3 connection to an address where the
 //! proxy's certificate was seen), which were the proxy's own upstream legs, and which clients
 //! lack the proxy CA altogether; then aggregates pinning evidence per (name, client fingerprint)
 //! and scores it. The scoring model is documented in the README ("Scoring").
 
 mod legs;
+pub mod observation;
 pub mod proxy;
 pub mod scope;
 pub mod score;
@@ -18,8 +19,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use dashmap::DashMap;
 
 use crate::classify::Outcome;
-use crate::output::record::ConnectionRecord;
 use crate::tls::cert::CertSummary;
+use observation::{FailureSignal, Observation};
 use proxy::{CaVerdict, ProxyCas};
 pub use score::{Evidence, Rule, RuleMatch};
 
@@ -90,7 +91,7 @@ struct Obs {
     client_port: u16,
     server: (IpAddr, u16),
     outcome: Outcome,
-    detail: Option<Box<str>>,
+    signal: FailureSignal,
     delay_ms: DelayMs,
     cert: Option<Arc<CertSummary>>,
     connect: bool,
@@ -202,8 +203,8 @@ impl EvidenceTable {
     }
 
     /// Takes one finished connection (anything without a ClientHello is ignored).
-    pub fn observe(&self, rec: &ConnectionRecord, order: Order) {
-        let Some((name, mut obs)) = Obs::of(rec, order) else {
+    pub fn observe(&self, observation: &Observation, order: Order) {
+        let Some((name, mut obs)) = Obs::of(observation, order) else {
             return;
         };
         let key = name.as_deref().unwrap_or_default();
@@ -290,40 +291,29 @@ impl EvidenceTable {
 }
 
 impl Obs {
-    /// The observation of a record, and its name (lowercase, no trailing dot), which the table
-    /// turns into the shared key.
-    fn of(rec: &ConnectionRecord, order: Order) -> Option<(Option<String>, Obs)> {
-        let ja4 = rec.ja4.clone()?;
-        // Behind a load balancer that relays with a PROXY protocol header, the client host is
-        // the one the header names: the balancer's own address would make every client one host.
-        let client_ip = rec
-            .proxy_protocol
-            .as_ref()
-            .and_then(|p| p.src_ip.as_deref())
-            .unwrap_or(&rec.client_ip)
-            .parse()
-            .ok()?;
-        let server_ip = rec.server_ip.parse().ok()?;
-        let name = rec
-            .sni
+    /// The table's form of an observation, and its name (lowercase, no trailing dot), which
+    /// the table turns into the shared key.
+    fn of(o: &Observation, order: Order) -> Option<(Option<String>, Obs)> {
+        let ja4 = o.ja4.clone()?;
+        let name = o
+            .name
             .as_deref()
-            .or_else(|| rec.connect.as_ref().map(|c| c.host.as_str()))
             .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
         let ip_literal = name.as_deref().is_none_or(|n| n.parse::<IpAddr>().is_ok());
         let obs = Obs {
             order,
-            ts_ns: rec.ts_start_ns,
+            ts_ns: o.ts_start_ns,
             name: None,
             ip_literal,
             ja4,
-            client_ip,
-            client_port: rec.client_port,
-            server: (server_ip, rec.server_port),
-            outcome: rec.outcome,
-            detail: rec.outcome_detail.as_deref().map(Box::from),
-            delay_ms: DelayMs::new(rec.abort_delay_ms),
-            cert: rec.cert.clone(),
-            connect: rec.connect.is_some(),
+            client_ip: o.client_ip,
+            client_port: o.client_port,
+            server: (o.server_ip, o.server_port),
+            outcome: o.outcome,
+            signal: o.signal,
+            delay_ms: DelayMs::new(o.abort_delay_ms),
+            cert: o.cert.clone(),
+            connect: o.connect,
         };
         Some((name, obs))
     }
@@ -454,8 +444,7 @@ impl Analysis<'_> {
             }
             let path = paths[i];
             if path == Path::Origin
-                && score::failure_weight(o.outcome.as_str(), o.detail.as_deref(), o.delay_ms.get())
-                    > 0.0
+                && score::failure_weight(o.outcome, o.signal, o.delay_ms.get()) > 0.0
             {
                 report.ordinary_cert_failures += 1;
             }
@@ -517,8 +506,8 @@ impl Analysis<'_> {
             client_ip: o.client_ip,
             flow: ((o.client_ip, o.client_port), o.server),
             ip_literal: o.ip_literal,
-            outcome: o.outcome.as_str(),
-            detail: o.detail.as_deref(),
+            outcome: o.outcome,
+            signal: o.signal,
             delay_ms: o.delay_ms.get(),
         }
     }
@@ -801,12 +790,7 @@ impl Analysis<'_> {
             let e = per.entry(o.client_ip).or_default();
             if o.outcome == Outcome::Established {
                 e.3 += 1;
-            } else if score::failure_weight(
-                o.outcome.as_str(),
-                o.detail.as_deref(),
-                o.delay_ms.get(),
-            ) > 0.0
-            {
+            } else if score::failure_weight(o.outcome, o.signal, o.delay_ms.get()) > 0.0 {
                 if let Some(domain) = o.name.as_deref().and_then(|n| domains.get(n)) {
                     e.0.insert(domain);
                 }
@@ -920,7 +904,7 @@ mod learning {
             client_port: 40000,
             server: ("192.0.2.1".parse().expect("address"), 443),
             outcome: Outcome::ClientAlert,
-            detail: Some("unknown_ca".into()),
+            signal: FailureSignal::Alert(observation::AlertDescription::UNKNOWN_CA),
             delay_ms: DelayMs::new(Some(2.0)),
             cert: Some(Arc::new(cert)),
             connect: false,

@@ -236,6 +236,8 @@ mod tests {
     //! Edge cases of the scoping rules on hand-made connections; the captures in `tests/`
     //! show the same on real traffic.
     use super::*;
+    use crate::classify::Outcome;
+    use crate::correlate::observation::{AlertDescription, FailureSignal};
 
     const APP_A: &str = "t13d1910h1_9dc949149365_97f8aa674fd9";
     const APP_B: &str = "t12d1609h1_8cdfa2d4673b_ac0d2f4ec206";
@@ -267,8 +269,16 @@ mod tests {
                         ja4,
                         client_ip: IpAddr::from(host),
                         ip_literal: false,
-                        outcome: if fail { "client_alert" } else { "established" },
-                        detail: fail.then_some("unknown_ca"),
+                        outcome: if fail {
+                            Outcome::ClientAlert
+                        } else {
+                            Outcome::Established
+                        },
+                        signal: if fail {
+                            FailureSignal::Alert(AlertDescription::UNKNOWN_CA)
+                        } else {
+                            FailureSignal::None
+                        },
                         delay_ms: fail.then_some(2.0),
                         flow: (
                             (IpAddr::from(host), 40_000 + i as u16),
@@ -410,9 +420,14 @@ mod tests {
     #[test]
     fn a_failure_whose_delay_is_unknown_weighs_less_than_a_measured_fast_one() {
         use super::super::score::failure_weight;
-        let fast = failure_weight("client_closed_after_handshake", Some("fin"), Some(3.0));
-        let unknown = failure_weight("client_closed_after_handshake", Some("fin"), None);
-        let slow = failure_weight("client_closed_after_handshake", Some("fin"), Some(3000.0));
+        let weight = |delay| {
+            failure_weight(
+                Outcome::ClientClosedAfterHandshake,
+                FailureSignal::None,
+                delay,
+            )
+        };
+        let (fast, unknown, slow) = (weight(Some(3.0)), weight(None), weight(Some(3000.0)));
         assert!(fast > unknown && unknown > slow, "{fast} {unknown} {slow}");
     }
 }

@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::observation::FailureSignal;
 use super::{Path, registrable};
+use crate::classify::Outcome;
 use crate::output::community_id::{IPPROTO_TCP, community_id_v1};
 use crate::output::counted;
 use crate::output::time::rfc3339_micros;
@@ -42,36 +44,39 @@ const BURST_NS: i64 = 10 * 60 * 1_000_000_000;
 /// How much one failed connection says about pinning. A delay that could not be measured is
 /// neither fast nor slow: the failure weighs half what a measured fast one does, because an
 /// idle close and a pinning abort look the same without it.
-pub fn failure_weight(outcome: &str, detail: Option<&str>, delay_ms: Option<f64>) -> f64 {
+pub fn failure_weight(outcome: Outcome, signal: FailureSignal, delay_ms: Option<f64>) -> f64 {
     let speed = match delay_ms {
         Some(d) if d <= FAST_MS => 1.0,
         Some(_) => 0.0,
         None => 0.5,
     };
     match outcome {
-        "client_alert" if speed == 0.0 => 0.2,
-        "client_alert" => {
+        Outcome::ClientAlert if speed == 0.0 => 0.2,
+        Outcome::ClientAlert => {
             speed
-                * match detail {
-                    Some(
-                        "unknown_ca"
-                        | "bad_certificate"
-                        | "certificate_unknown"
-                        | "unsupported_certificate"
-                        | "access_denied"
-                        | "certificate_expired"
-                        | "certificate_revoked",
-                    ) => 1.0,
-                    Some("encrypted") => 0.8,
+                * match signal {
+                    FailureSignal::Alert(d) if d.rejects_certificate() => 1.0,
+                    FailureSignal::EncryptedAlert => 0.8,
                     _ => 0.3,
                 }
         }
-        "client_closed_after_handshake" => speed * 0.6,
-        "client_closed_in_handshake" if speed == 0.0 => 0.1,
-        "client_closed_in_handshake" => speed * 0.45,
-        "incomplete" if detail == Some("client_silent_after_server_flight") => 0.2,
+        Outcome::ClientClosedAfterHandshake => speed * 0.6,
+        Outcome::ClientClosedInHandshake if speed == 0.0 => 0.1,
+        Outcome::ClientClosedInHandshake => speed * 0.45,
+        Outcome::Incomplete if signal == FailureSignal::SilentAfterServerFlight => 0.2,
         _ => 0.0,
     }
+}
+
+/// [`failure_weight`] of a record read back from JSON (its `outcome` and `outcome_detail`
+/// words); 0 for an outcome this build does not know.
+pub fn record_failure_weight(outcome: &str, detail: Option<&str>, delay_ms: Option<f64>) -> f64 {
+    Outcome::ALL
+        .into_iter()
+        .find(|o| o.as_str() == outcome)
+        .map_or(0.0, |o| {
+            failure_weight(o, FailureSignal::of_record(o, detail), delay_ms)
+        })
 }
 
 /// What the rule matches. Exactly one of `host` and `suffix`; `client_ja4` and `client_ips`
@@ -197,7 +202,7 @@ impl Evidence {
         self.connections += 1;
         self.saw(c.ts_ns, c.ts_ns);
         let through_proxy = matches!(path, Path::Proxy | Path::ProxyInferred);
-        if c.outcome == "established" {
+        if c.outcome == Outcome::Established {
             match path {
                 Path::Origin => self.successes_outside_proxy += 1,
                 _ if through_proxy => self.successes_same_fingerprint += 1,
@@ -208,10 +213,12 @@ impl Evidence {
         if !through_proxy {
             return;
         }
-        if c.outcome == "client_closed_after_handshake" && c.delay_ms.is_some_and(|d| d > FAST_MS) {
+        if c.outcome == Outcome::ClientClosedAfterHandshake
+            && c.delay_ms.is_some_and(|d| d > FAST_MS)
+        {
             self.idle_closes += 1;
         }
-        let w = failure_weight(c.outcome, c.detail, c.delay_ms);
+        let w = failure_weight(c.outcome, c.signal, c.delay_ms);
         if w <= 0.0 {
             return;
         }
@@ -221,11 +228,11 @@ impl Evidence {
             self.first_ns = c.ts_ns;
         }
         self.last_ns = self.last_ns.max(c.ts_ns);
-        count(&mut self.failure_kinds, c.outcome);
-        if c.outcome == "client_alert"
-            && let Some(d) = c.detail
+        count(&mut self.failure_kinds, c.outcome.as_str());
+        if c.outcome == Outcome::ClientAlert
+            && let Some(d) = c.signal.alert_name()
         {
-            count(&mut self.alerts, d);
+            count(&mut self.alerts, &d);
         }
         if let Some(d) = c.delay_ms {
             self.delays.push(d);
@@ -302,8 +309,8 @@ pub struct ConnView<'a> {
     pub ja4: &'a str,
     pub client_ip: IpAddr,
     pub ip_literal: bool,
-    pub outcome: &'a str,
-    pub detail: Option<&'a str>,
+    pub outcome: Outcome,
+    pub signal: FailureSignal,
     pub delay_ms: Option<f64>,
     /// Client and server endpoints, for the rule's sample Community IDs.
     pub flow: ((IpAddr, u16), (IpAddr, u16)),
@@ -643,27 +650,52 @@ pub fn shared_platform(domain: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlate::observation::AlertDescription;
 
     #[test]
     fn weights_order_the_failure_kinds() {
-        let alert = failure_weight("client_alert", Some("unknown_ca"), Some(1.0));
-        let encrypted = failure_weight("client_alert", Some("encrypted"), Some(1.0));
-        let after = failure_weight("client_closed_after_handshake", Some("fin"), Some(1.0));
-        let silent = failure_weight("client_closed_in_handshake", Some("fin"), Some(1.0));
+        let alert = failure_weight(
+            Outcome::ClientAlert,
+            FailureSignal::Alert(AlertDescription::UNKNOWN_CA),
+            Some(1.0),
+        );
+        let encrypted = failure_weight(
+            Outcome::ClientAlert,
+            FailureSignal::EncryptedAlert,
+            Some(1.0),
+        );
+        let after = failure_weight(
+            Outcome::ClientClosedAfterHandshake,
+            FailureSignal::None,
+            Some(1.0),
+        );
+        let silent = failure_weight(
+            Outcome::ClientClosedInHandshake,
+            FailureSignal::None,
+            Some(1.0),
+        );
         let hang = failure_weight(
-            "incomplete",
-            Some("client_silent_after_server_flight"),
+            Outcome::Incomplete,
+            FailureSignal::SilentAfterServerFlight,
             None,
         );
         assert!(
             alert > encrypted && encrypted > after && after > silent && silent > hang && hang > 0.0
         );
         assert_eq!(
-            failure_weight("client_closed_after_handshake", Some("fin"), Some(1800.0)),
+            failure_weight(
+                Outcome::ClientClosedAfterHandshake,
+                FailureSignal::None,
+                Some(1800.0)
+            ),
             0.0
         );
         assert_eq!(
-            failure_weight("server_abort", Some("handshake_failure"), None),
+            failure_weight(
+                Outcome::ServerAbort,
+                FailureSignal::Alert(AlertDescription(40)),
+                None
+            ),
             0.0
         );
     }

@@ -218,16 +218,16 @@ fn alert_record(dir: Dir, a: &AlertEvent) -> AlertRecord {
     }
 }
 
-/// Builds the record of a finished connection.
+/// Classifies a finished connection and builds its record.
 pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
     let verdict = classify(conn);
-    let o = &conn.session.obs;
-    let ch = o.client_hello.as_ref().map(|c| &*c.print);
-    let sh = o.server_hello.as_deref();
-    let app_bytes = |dir: &crate::flow::DirTcp, offset: Option<u64>| {
-        offset.map_or(0, |off| dir.stream_bytes().saturating_sub(off))
-    };
+    (of(conn, &verdict), verdict)
+}
 
+/// The anomaly names of a finished connection: the TLS stage's, then reassembly's and the
+/// role guess, as the record's `anomalies` lists them.
+pub fn anomalies(conn: &Connection) -> Vec<String> {
+    let o = &conn.session.obs;
     let mut anomalies: Vec<String> = o.anomalies().iter().map(|s| s.to_string()).collect();
     for (name, dir) in [("client", &conn.client), ("server", &conn.server)] {
         let r = dir.reassembly();
@@ -248,6 +248,19 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
     if !conn.roles_certain {
         anomalies.push("roles_guessed".into());
     }
+    anomalies
+}
+
+/// The record of a finished connection classified as `verdict`.
+pub fn of(conn: &Connection, verdict: &Verdict) -> ConnectionRecord {
+    let o = &conn.session.obs;
+    let ch = o.client_hello.as_ref().map(|c| &*c.print);
+    let sh = o.server_hello.as_deref();
+    let app_bytes = |dir: &crate::flow::DirTcp, offset: Option<u64>| {
+        offset.map_or(0, |off| dir.stream_bytes().saturating_sub(off))
+    };
+
+    let anomalies = anomalies(conn);
 
     let proxy_protocol = o.proxy_protocol().map(|h| ProxyProtocolRecord {
         version: h.version,
@@ -285,7 +298,7 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         }
         hex::encode(&h.finalize()[..8])
     };
-    let record = ConnectionRecord {
+    ConnectionRecord {
         schema: CONNECTION_SCHEMA,
         ts_start_ns: conn.first.ts_ns,
         ts_start: rfc3339_micros(conn.first.ts_ns),
@@ -349,6 +362,5 @@ pub fn build(conn: &Connection) -> (ConnectionRecord, Verdict) {
         },
         ended_by: conn.ended_by.as_str(),
         anomalies,
-    };
-    (record, verdict)
+    }
 }

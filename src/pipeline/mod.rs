@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::capture::{CaptureError, Frame};
-use crate::classify::{Outcome, Verdict};
+use crate::classify::{Outcome, Verdict, classify};
+use crate::correlate::observation::Observation;
 use crate::correlate::{EvidenceTable, Order};
 use crate::decode::{self, Segment};
 use crate::flow::{Connection, FlowConfig, FlowTable};
@@ -96,6 +97,11 @@ pub trait Output {
     /// in their cache, and drop the record there; the collector only puts lines in order.
     fn wants_lines(&self) -> bool {
         false
+    }
+    /// Whether this output uses connections at all. When it does not (only rules are written),
+    /// no record is built: the evidence table takes the typed observation alone.
+    fn wants_records(&self) -> bool {
+        true
     }
     /// One finished connection, in run order.
     fn record(&mut self, rec: &ConnectionRecord, verdict: &Verdict) -> Result<(), Self::Error>;
@@ -161,6 +167,8 @@ enum Body {
         verdict: Verdict,
     },
     Line(Box<[u8]>),
+    /// The output takes no connections ([`Output::wants_records`]).
+    Nothing,
 }
 
 /// The order key of an event: ticks sort before the packet they precede.
@@ -283,6 +291,8 @@ struct Finisher {
     evidence: Arc<EvidenceTable>,
     /// Serialise records here (the output wants lines).
     lines: bool,
+    /// Build records at all (the output uses them).
+    records: bool,
     /// Where a line is serialised before it is copied out at its exact size: grown a few
     /// times at the start, not a few times for every line.
     scratch: Vec<u8>,
@@ -291,17 +301,31 @@ struct Finisher {
 }
 
 impl Finisher {
-    /// Builds the record of a finished connection and adds its evidence to the shared table.
+    /// Classifies a finished connection, adds its observation to the shared table and builds
+    /// its record if the output takes records.
     fn finish(&mut self, conn: Connection, event: u64, out: &mut Vec<Finished>) {
         let order = (event, conn.seq());
-        let (mut record, verdict) = record::build(&conn);
+        let verdict = classify(&conn);
+        self.evidence
+            .observe(&Observation::of(&conn, &verdict), order);
+        let outcome = verdict.outcome;
+        if !self.records {
+            let anomalies = record::anomalies(&conn);
+            out.push(Finished {
+                order,
+                outcome,
+                anomalies,
+                body: Body::Nothing,
+            });
+            return;
+        }
+        let mut record = record::of(&conn, &verdict);
         if let Some(origin) = &self.origin {
             origin.stamp(&mut record, conn.seq());
         }
         // Its buffers go back to the allocator before the line takes new ones.
         drop(conn);
-        self.evidence.observe(&record, order);
-        let (outcome, anomalies) = (verdict.outcome, record.anomalies.clone());
+        let anomalies = record.anomalies.clone();
         self.scratch.clear();
         // A record that cannot be serialised (none can today) goes on whole, for the output
         // to report the error.
@@ -373,6 +397,7 @@ impl<'o, O: Output> Collector<'o, O> {
             match &f.body {
                 Body::Record { record, verdict } => self.output.record(record, verdict)?,
                 Body::Line(json) => self.output.line(json)?,
+                Body::Nothing => {}
             }
         }
         if (upto, ts) > self.released {
@@ -509,6 +534,7 @@ pub fn run<S: Source + Send, O: Output>(
     let finisher = Finisher {
         evidence: Arc::clone(evidence),
         lines: output.wants_lines(),
+        records: output.wants_records() || output.wants_lines(),
         scratch: Vec::new(),
         origin: source.origin(),
     };
@@ -1173,6 +1199,49 @@ fn work(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes no connections (a rules-only run): any record it is handed is a wasted one.
+    #[derive(Default)]
+    struct RulesOnly {
+        records: usize,
+    }
+
+    impl Output for RulesOnly {
+        type Error = ();
+        fn wants_records(&self) -> bool {
+            false
+        }
+        fn record(&mut self, _: &ConnectionRecord, _: &Verdict) -> Result<(), ()> {
+            self.records += 1;
+            Ok(())
+        }
+    }
+
+    /// A run that writes only rules builds no record, yet the evidence table and the summary
+    /// see every connection (the rules come from the table).
+    #[test]
+    fn a_rules_only_run_builds_no_record_and_still_gathers_the_evidence() {
+        let capture = concat!(env!("CARGO_MANIFEST_DIR"), "/captures/both-legs.pcap").to_string();
+        for threads in [1, 2] {
+            let evidence = Arc::new(EvidenceTable::default());
+            let mut output = RulesOnly::default();
+            let summary = run(
+                &mut FileSource::new(std::slice::from_ref(&capture), false),
+                Config {
+                    threads,
+                    ..Config::default()
+                },
+                &evidence,
+                &Arc::new(Stats::new(threads)),
+                &AtomicBool::new(false),
+                &mut output,
+            )
+            .expect("replay");
+            assert_eq!(output.records, 0, "{threads} threads");
+            assert!(summary.connections > 0, "{threads} threads");
+            assert!(!evidence.is_empty(), "{threads} threads");
+        }
+    }
 
     /// Keeps the lines it is given, in the order it is given them.
     #[derive(Default)]

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use super::input::ConnIn;
-use crate::correlate::score::{FAST_MS, failure_weight};
+use crate::correlate::score::{FAST_MS, record_failure_weight};
 
 /// How much the collector keeps.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +71,9 @@ impl Class {
     fn of(c: &ConnIn) -> Class {
         if c.outcome == "established" {
             Class::Success
-        } else if failure_weight(&c.outcome, c.outcome_detail.as_deref(), c.abort_delay_ms) > 0.0 {
+        } else if record_failure_weight(&c.outcome, c.outcome_detail.as_deref(), c.abort_delay_ms)
+            > 0.0
+        {
             Class::Failure
         } else {
             Class::Other
