@@ -54,6 +54,7 @@ fn bundled_observations() -> Vec<Observation> {
             outcome: verdict.outcome,
             signal: FailureSignal::of(verdict),
             abort_delay_ms: verdict.abort_delay_ms,
+            client_rtt_ms: rec.client_rtt_ms,
             cert: rec.cert.clone(),
             connect: rec.connect.is_some(),
         });

@@ -577,7 +577,13 @@ fn pcapng_binary_timestamp_resolution() {
         &ifaces,
         |i| i % 2,
         // flow_id hashes the first packet's time, so it moves with it.
-        &["abort_delay_ms", "ts_start", "ts_end", "flow_id"],
+        &[
+            "abort_delay_ms",
+            "client_rtt_ms",
+            "ts_start",
+            "ts_end",
+            "flow_id",
+        ],
     );
 }
 

@@ -306,3 +306,67 @@ fn tls13_through_an_explicit_proxy_gets_its_rules() {
         assert!(!rules.is_empty(), "{name}");
     }
 }
+
+/// gen-far-clients: hosts 700 ms from the sensor run a pinned app that takes half a second to
+/// reject the proxy's certificate, so its aborts reach the sensor 1.2 s after the server's
+/// flight, past the 1 s line between aborts and idle closes. Judged net of each client's round
+/// trip (measured at the sensor from the TCP handshake) they are half-second aborts and get
+/// their rule; the far host's 1 s idle preconnect stays an idle close, as the near host's does.
+#[test]
+fn a_far_client_is_judged_by_its_own_time_not_by_its_distance() {
+    let dir = common::temp_dir("far-clients");
+    let conns = dir.join("c.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .args(["replay", &format!("{}/gen-far-clients.pcap", capture_dir())])
+        .arg("--connections")
+        .arg(&conns)
+        .output()
+        .expect("run pinwatch");
+    assert!(out.status.success());
+    let records: Vec<Value> = std::fs::read_to_string(&conns)
+        .expect("records")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    for r in &records {
+        let rtt = r["client_rtt_ms"]
+            .as_f64()
+            .expect("every connection's handshake was seen");
+        let far =
+            ["10.78.3.31", "10.78.3.32", "10.78.3.33"].contains(&r["client_ip"].as_str().unwrap());
+        assert!(
+            if far {
+                (690.0..720.0).contains(&rtt)
+            } else {
+                rtt < 5.0
+            },
+            "{r}"
+        );
+    }
+    let aborts: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "client_alert")
+        .collect();
+    assert_eq!(aborts.len(), 3);
+    assert!(
+        aborts
+            .iter()
+            .all(|r| r["abort_delay_ms"].as_f64().unwrap() > 1000.0),
+        "the aborts arrive late"
+    );
+
+    let rules: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("rule"))
+        .collect();
+    let api: Vec<&Value> = rules
+        .iter()
+        .filter(|r| r["match"]["host"] == "api.far.test")
+        .collect();
+    assert_eq!(api.len(), 1, "{rules:?}");
+    assert_eq!(api[0]["evidence"]["failures"], 3);
+    assert!(
+        rules.iter().all(|r| r["match"]["host"] != "www.far.test"),
+        "idle preconnects are not pinning: {rules:?}"
+    );
+}

@@ -65,6 +65,7 @@ ORIGINS = {
     "popular": ("10.78.2.18", ["popular.test"], ["www", "api"]),
     "cloudplat": ("10.78.2.19", ["cloudplat.test"], [f"t{i}" for i in range(1, 9)]),
     "remote": ("10.78.2.21", ["remote.test"], ["api", "push", "www"]),
+    "far": ("10.78.2.22", ["far.test"], ["api", "www"]),
     "mixed": ("10.78.2.20", ["shopk.test", "dailyk.test", "weatherk.test", "mediak.test", "corpk.test", "bankk.test"],
               ["www", "news", "api", "static", "mail"]),
 }
@@ -301,7 +302,11 @@ def client_cmd(s, proxy):
                 f"openssl s_client (OpenSSL 3.0) trusts {cad}, tls={tls}")
     if kind == "go":
         cmd = [ENV["go"], name, cafile(ca), tls, alpn, pin or "-"] + ([proxy] if proxy else [])
-        return cmd, f"Go 1.19 crypto/tls trusts {cad}" + (" + VerifyPeerCertificate pin" if pin else "") + f", tls={tls}, alpn={alpn}"
+        slow = s.get("check_ms")
+        if slow:
+            cmd = ["env", f"PIN_CHECK_MS={slow}"] + cmd
+        return cmd, (f"Go 1.19 crypto/tls trusts {cad}" + (" + VerifyPeerCertificate pin" if pin else "")
+                     + (f" taking {slow} ms" if slow else "") + f", tls={tls}, alpn={alpn}")
     if kind == "nodetls":
         cmd = ["node", str(HERE / "tlsclient.js"), name, "443", cafile(ca), tls] + ([proxy] if proxy else [])
         return cmd, f"Node 20 tls.connect trusts {cad}, tls={tls}"
@@ -703,6 +708,26 @@ def remote_clients():
 
 
 REMOTE_MS = 250  # client -> sensor delay of the far hosts in gen-remote-clients
+FAR_MS = 700  # client -> sensor delay of the far hosts in gen-far-clients
+
+
+def far_clients():
+    """Far hosts whose pinned app is slow to decide: its abort reaches the sensor after the
+    delay plus the check, beyond a second, although the app itself took half of one."""
+    s = warmup("www.far.test")
+    sw = "FarApp (Go VerifyPeerCertificate pin that takes 0.5 s)"
+    for n in (31, 32, 33):
+        s.append(dict(n=n, kind="go", name="api.far.test", ca="both", tls="any", alpn="h2,http/1.1", pin=True, pins=True,
+                      check_ms=500, software=sw,
+                      note=f"pinned; {FAR_MS} ms from the sensor and 0.5 s to check its pin, so its abort arrives about 1.2 s after the server's flight"))
+    for n in (31, 32, 34):
+        s.append(browser(n, "www.far.test"))
+        s.append(browser(n, "api.far.test"))
+    for n in (32, 34):
+        s.append(dict(n=n, kind="python", name="www.far.test", ca="both", action="idle:1.0",
+                      software="browser preconnect (Python ssl, trusts the proxy CA)",
+                      note=f"preconnect: idle 1.0 s then close without data; not pinning (from the far host the close arrives 1.0 s + {FAR_MS} ms late)"))
+    return s
 
 
 def missing_ca():
@@ -741,6 +766,8 @@ def build():
     m.append(scenario("gen-faker", EXPLICIT, faker(), DESCRIPTIONS["gen-faker"], ["5", "poisoning"]))
     m.append(scenario("gen-remote-clients", dict(EXPLICIT, delayed_clients=[31, 32, 33], client_delay_ms=REMOTE_MS), remote_clients(),
                       DESCRIPTIONS["gen-remote-clients"], ["timing"]))
+    m.append(scenario("gen-far-clients", dict(EXPLICIT, delayed_clients=[31, 32, 33], client_delay_ms=FAR_MS), far_clients(),
+                      DESCRIPTIONS["gen-far-clients"], ["timing"]))
     m.append(scenario("gen-missing-ca", TRANSPARENT, missing_ca(), DESCRIPTIONS["gen-missing-ca"], ["missing_ca"]))
     return [x for x in m if x]
 
@@ -757,6 +784,7 @@ DESCRIPTIONS = {
     "gen-tenants": "Shared-platform tenants t1..t8.cloudplat.test: t3 and t5 pinned by two different apps, browsers succeed on the other tenants",
     "gen-faker": "Cause 5 / poisoning: host .18 fakes unknown_ca aborts 16 times on www.popular.test right after browsers; a real pinned app retries on api.popular.test right after browser requests",
     "gen-remote-clients": "Timing: hosts .31-.33 send through a 250 ms delay (a sensor far from its clients: aborts and closes arrive late); pinned Python and Node, browsers, 1 s idle preconnects from a far and a near host",
+    "gen-far-clients": f"Timing: hosts .31-.33 send through a {FAR_MS} ms delay and their pinned Go app takes 0.5 s to reject the proxy's certificate (aborts arrive ~1.2 s after the server's flight); browsers succeed; 1 s idle preconnects from a far and a near host",
     "gen-missing-ca": "Host .17 lacks the proxy CA and fails on 6 registrable domains (curl, Python, even the pinned app); a Go app pins api.bankk.test from 3 hosts (transparent)",
 }
 

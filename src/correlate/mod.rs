@@ -93,6 +93,8 @@ struct Obs {
     outcome: Outcome,
     signal: FailureSignal,
     delay_ms: DelayMs,
+    /// The delay less the client's round trip: what fast and slow are judged on.
+    client_delay_ms: DelayMs,
     cert: Option<Arc<CertSummary>>,
     connect: bool,
 }
@@ -312,6 +314,10 @@ impl Obs {
             outcome: o.outcome,
             signal: o.signal,
             delay_ms: DelayMs::new(o.abort_delay_ms),
+            client_delay_ms: DelayMs::new(observation::client_delay_ms(
+                o.abort_delay_ms,
+                o.client_rtt_ms,
+            )),
             cert: o.cert.clone(),
             connect: o.connect,
         };
@@ -444,7 +450,7 @@ impl Analysis<'_> {
             }
             let path = paths[i];
             if path == Path::Origin
-                && score::failure_weight(o.outcome, o.signal, o.delay_ms.get()) > 0.0
+                && score::failure_weight(o.outcome, o.signal, o.client_delay_ms.get()) > 0.0
             {
                 report.ordinary_cert_failures += 1;
             }
@@ -509,6 +515,7 @@ impl Analysis<'_> {
             outcome: o.outcome,
             signal: o.signal,
             delay_ms: o.delay_ms.get(),
+            client_delay_ms: o.client_delay_ms.get(),
         }
     }
 
@@ -790,7 +797,7 @@ impl Analysis<'_> {
             let e = per.entry(o.client_ip).or_default();
             if o.outcome == Outcome::Established {
                 e.3 += 1;
-            } else if score::failure_weight(o.outcome, o.signal, o.delay_ms.get()) > 0.0 {
+            } else if score::failure_weight(o.outcome, o.signal, o.client_delay_ms.get()) > 0.0 {
                 if let Some(domain) = o.name.as_deref().and_then(|n| domains.get(n)) {
                     e.0.insert(domain);
                 }
@@ -906,6 +913,7 @@ mod learning {
             outcome: Outcome::ClientAlert,
             signal: FailureSignal::Alert(observation::AlertDescription::UNKNOWN_CA),
             delay_ms: DelayMs::new(Some(2.0)),
+            client_delay_ms: DelayMs::new(Some(2.0)),
             cert: Some(Arc::new(cert)),
             connect: false,
         }

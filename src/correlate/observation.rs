@@ -135,6 +135,8 @@ pub struct Observation {
     pub signal: FailureSignal,
     /// Milliseconds from the server's last handshake packet to the client's abort.
     pub abort_delay_ms: Option<f64>,
+    /// The client's round trip at the sensor (SYN-ACK to the client's answer), milliseconds.
+    pub client_rtt_ms: Option<f64>,
     /// The certificate the client was shown (shared with the TLS stage's cache).
     pub cert: Option<Arc<CertSummary>>,
     /// The connection went through an explicit proxy (HTTP CONNECT or SOCKS).
@@ -163,10 +165,18 @@ impl Observation {
             outcome: verdict.outcome,
             signal: FailureSignal::of(verdict),
             abort_delay_ms: verdict.abort_delay_ms,
+            client_rtt_ms: conn.client_rtt_ns().map(crate::output::time::millis),
             cert: o.cert.clone(),
             connect: o.connect_request().is_some(),
         }
     }
+}
+
+/// How long the client itself took to abort: the delay seen at the sensor less the client's
+/// round trip, which the abort travelled on top (a sensor far from its clients sees every
+/// abort that much later). Without a measured round trip, the delay as seen.
+pub fn client_delay_ms(abort_delay_ms: Option<f64>, client_rtt_ms: Option<f64>) -> Option<f64> {
+    abort_delay_ms.map(|d| (d - client_rtt_ms.unwrap_or(0.0)).max(0.0))
 }
 
 #[cfg(test)]

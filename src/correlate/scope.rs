@@ -280,6 +280,7 @@ mod tests {
                             FailureSignal::None
                         },
                         delay_ms: fail.then_some(2.0),
+                        client_delay_ms: fail.then_some(2.0),
                         flow: (
                             (IpAddr::from(host), 40_000 + i as u16),
                             (IpAddr::from([192, 0, 2, 1]), 443),

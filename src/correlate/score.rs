@@ -22,8 +22,10 @@ pub const SAMPLE_COMMUNITY_IDS: usize = 5;
 pub const RULE_SCHEMA: &str = "pinwatch.rule/2";
 /// Default emission threshold (`--min-confidence`).
 pub const DEFAULT_MIN_CONFIDENCE: f64 = 0.6;
-/// A close within this many milliseconds of the server's last handshake packet is an abort;
-/// later closes are idle closes (preconnects, pools).
+/// A client that closes within this many milliseconds of receiving the server's last
+/// handshake packet aborts; later closes are idle closes (preconnects, pools). Measured net of
+/// the client's round trip at the sensor, so the distance between sensor and client does not
+/// move a close from one side to the other.
 pub const FAST_MS: f64 = 1000.0;
 /// Evidence scale: confidence = 1 - exp(-weighted failures / SCALE).
 const SCALE: f64 = 1.2;
@@ -41,8 +43,9 @@ const CAP_BURST: f64 = 0.5;
 /// (a lab capture) nothing tells the two apart and the cap does not apply.
 const BURST_NS: i64 = 10 * 60 * 1_000_000_000;
 
-/// How much one failed connection says about pinning. A delay that could not be measured is
-/// neither fast nor slow: the failure weighs half what a measured fast one does, because an
+/// How much one failed connection says about pinning. `delay_ms` is the client's own delay
+/// (the delay at the sensor less its round trip), so a far client's abort is as fast as a
+/// near one's. A delay that could not be measured is neither fast nor slow: the failure weighs half what a measured fast one does, because an
 /// idle close and a pinning abort look the same without it.
 pub fn failure_weight(outcome: Outcome, signal: FailureSignal, delay_ms: Option<f64>) -> f64 {
     let speed = match delay_ms {
@@ -214,11 +217,11 @@ impl Evidence {
             return;
         }
         if c.outcome == Outcome::ClientClosedAfterHandshake
-            && c.delay_ms.is_some_and(|d| d > FAST_MS)
+            && c.client_delay_ms.is_some_and(|d| d > FAST_MS)
         {
             self.idle_closes += 1;
         }
-        let w = failure_weight(c.outcome, c.signal, c.delay_ms);
+        let w = failure_weight(c.outcome, c.signal, c.client_delay_ms);
         if w <= 0.0 {
             return;
         }
@@ -311,7 +314,10 @@ pub struct ConnView<'a> {
     pub ip_literal: bool,
     pub outcome: Outcome,
     pub signal: FailureSignal,
+    /// The abort delay as seen at the sensor (what the rule's delay figures show).
     pub delay_ms: Option<f64>,
+    /// The delay less the client's round trip (what fast and slow are judged on).
+    pub client_delay_ms: Option<f64>,
     /// Client and server endpoints, for the rule's sample Community IDs.
     pub flow: ((IpAddr, u16), (IpAddr, u16)),
 }

@@ -160,7 +160,8 @@ impl EndedBy {
 #[derive(Debug)]
 pub struct Connection {
     vlans: [u16; crate::decode::MAX_VLANS],
-    vlan_count: u8,
+    /// How many of `vlans` are tags, and how sure the roles are, in one byte.
+    shape: Shape,
     /// The tunnel of the connection's first packet (outer endpoints as that packet had them).
     /// Boxed: few connections have one.
     pub tunnel: Option<Box<Tunnel>>,
@@ -169,13 +170,128 @@ pub struct Connection {
     pub client: DirTcp,
     pub server: DirTcp,
     ends: Option<Box<Ends>>,
-    /// Roles were decided by a SYN, a ClientHello or CONNECT rather than guessed.
-    pub roles_certain: bool,
-    /// Payload was fed before roles were settled by evidence; roles stay as guessed.
-    roles_frozen: bool,
     /// Why the connection was finished.
     pub ended_by: EndedBy,
+    rtt: ClientRtt,
     pub session: Session,
+}
+
+/// How sure the flow stage is of who the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Roles {
+    /// Not decided by evidence yet; a later SYN or ClientHello may swap them.
+    Guessed = 0,
+    /// Payload was fed before roles were settled by evidence; they stay as guessed.
+    Frozen = 1,
+    /// Decided by a SYN, a ClientHello or CONNECT.
+    Certain = 2,
+}
+
+/// A connection's VLAN tag count and [`Roles`] packed into one byte: a connection must stay
+/// in its allocator size class (tests/footprint.rs), and these two need four bits between them.
+#[derive(Debug, Clone, Copy)]
+struct Shape(u8);
+
+impl Shape {
+    fn new(vlan_count: u8, roles: Roles) -> Self {
+        Shape((vlan_count & 0x0f) | (roles as u8) << 4)
+    }
+    fn vlan_count(self) -> u8 {
+        self.0 & 0x0f
+    }
+    fn roles(self) -> Roles {
+        match self.0 >> 4 {
+            0 => Roles::Guessed,
+            1 => Roles::Frozen,
+            _ => Roles::Certain,
+        }
+    }
+    fn set_roles(&mut self, roles: Roles) {
+        *self = Shape::new(self.vlan_count(), roles);
+    }
+}
+
+/// The client's round trip as the sensor sees it: from the server's SYN-ACK to the client's
+/// next packet (its handshake ACK, or a ClientHello that carries the ACK). A client's abort
+/// reaches the sensor that much after the server's flight passed it, so the correlator judges
+/// abort delays net of it. Two bytes: [`ClientRtt::AFTER_SYN_ACK`] while the connection's
+/// latest packet is the server's SYN-ACK (whose time is then the connection's `last`), 0 when
+/// not measured, else the round trip: microseconds below [`ClientRtt::FINE`], then steps of
+/// [`ClientRtt::COARSE_NS`] up to about 6.6 s (a longer one is not measured). A LAN keeps its
+/// microseconds; a far client is judged to a fifth of a millisecond.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClientRtt(u16);
+
+impl ClientRtt {
+    const AFTER_SYN_ACK: u16 = u16::MAX;
+    const FINE: u16 = 1 << 15;
+    const COARSE_NS: i64 = 200_000;
+
+    fn encode(ns: i64) -> Option<u16> {
+        let us = (ns + 500) / 1000;
+        if us < i64::from(Self::FINE) {
+            return u16::try_from(us.max(1)).ok();
+        }
+        let steps = (ns - i64::from(Self::FINE) * 1000 + Self::COARSE_NS / 2) / Self::COARSE_NS;
+        u16::try_from(i64::from(Self::FINE) + steps)
+            .ok()
+            .filter(|&v| v != Self::AFTER_SYN_ACK)
+    }
+
+    fn measured_ns(self) -> Option<i64> {
+        match self.0 {
+            0 | Self::AFTER_SYN_ACK => None,
+            v if v < Self::FINE => Some(i64::from(v) * 1000),
+            v => Some(i64::from(Self::FINE) * 1000 + i64::from(v - Self::FINE) * Self::COARSE_NS),
+        }
+    }
+
+    /// Takes one packet; `previous` is the time of the connection's packet before it.
+    fn observe(&mut self, previous: At, at: At, dir: Dir, syn: bool, ack: bool) {
+        if self.measured_ns().is_some() {
+            return;
+        }
+        let after_syn_ack = self.0 == Self::AFTER_SYN_ACK;
+        self.0 = match dir {
+            // A retransmitted SYN-ACK restarts the wait: the client's answer follows the
+            // latest one it got.
+            Dir::Server if syn && ack => Self::AFTER_SYN_ACK,
+            // Packet order is not time order in a damaged capture: no round trip rather than a
+            // negative one.
+            Dir::Client if ack && !syn && after_syn_ack => at
+                .ts_ns
+                .checked_sub(previous.ts_ns)
+                .filter(|&ns| ns >= 0)
+                .and_then(Self::encode)
+                .unwrap_or(0),
+            _ => 0,
+        };
+    }
+}
+
+#[cfg(test)]
+mod rtt_tests {
+    use super::ClientRtt;
+
+    #[test]
+    fn round_trips_keep_microseconds_on_a_lan_and_a_fifth_of_a_millisecond_far_away() {
+        let back = |ns: i64| ClientRtt(ClientRtt::encode(ns).expect("in range")).measured_ns();
+        assert_eq!(back(15_400), Some(15_000));
+        assert_eq!(
+            back(0),
+            Some(1_000),
+            "a measured zero still reads as measured"
+        );
+        assert_eq!(back(32_767_000), Some(32_767_000));
+        assert_eq!(back(250_442_000), Some(250_368_000));
+        assert!((back(6_000_000_000).unwrap() - 6_000_000_000).abs() <= 100_000);
+        assert_eq!(
+            ClientRtt::encode(7_000_000_000),
+            None,
+            "past the range: not measured"
+        );
+        assert_eq!(ClientRtt(ClientRtt::AFTER_SYN_ACK).measured_ns(), None);
+    }
 }
 
 impl Connection {
@@ -204,18 +320,29 @@ impl Connection {
         };
         Connection {
             vlans: seg.vlans,
-            vlan_count: seg.vlan_count,
+            shape: Shape::new(
+                seg.vlan_count,
+                if certain {
+                    Roles::Certain
+                } else {
+                    Roles::Guessed
+                },
+            ),
             tunnel: seg.tunnel.map(Box::new),
             first: at,
             last: at,
             client: DirTcp::new(client),
             server: DirTcp::new(server),
             ends: None,
-            roles_certain: certain,
-            roles_frozen: false,
             ended_by: EndedBy::EndOfCapture,
+            rtt: ClientRtt::default(),
             session: Session::new(cap),
         }
+    }
+
+    /// Roles were decided by a SYN, a ClientHello or CONNECT rather than guessed.
+    pub fn roles_certain(&self) -> bool {
+        self.shape.roles() == Roles::Certain
     }
 
     /// Index of the packet that created it: unique in a run and the same whichever worker
@@ -226,7 +353,7 @@ impl Connection {
 
     /// The VLAN tags of the connection's first packet, outermost first.
     pub fn vlans(&self) -> &[u16] {
-        let count = usize::from(self.vlan_count).min(self.vlans.len());
+        let count = usize::from(self.shape.vlan_count()).min(self.vlans.len());
         &self.vlans[..count]
     }
 
@@ -238,7 +365,7 @@ impl Connection {
             low,
             high,
             vlans: self.vlans,
-            vlan_count: self.vlan_count,
+            vlan_count: self.shape.vlan_count(),
             tunnel: self.tunnel.as_ref().map(|t| t.key()),
         }
     }
@@ -248,9 +375,15 @@ impl Connection {
     fn matches(&self, key: &FlowKey) -> bool {
         let (a, b) = (&self.client.endpoint, &self.server.endpoint);
         ((*a == key.low && *b == key.high) || (*a == key.high && *b == key.low))
-            && self.vlan_count == key.vlan_count
+            && self.shape.vlan_count() == key.vlan_count
             && self.vlans == key.vlans
             && self.tunnel.as_ref().map(|t| t.key()) == key.tunnel
+    }
+
+    /// The client's round trip measured at the sensor (server SYN-ACK to the client's
+    /// answer), in nanoseconds (to the microsecond on a LAN, 0.2 ms beyond 33 ms); `None` when the TCP handshake was not seen.
+    pub fn client_rtt_ns(&self) -> Option<i64> {
+        self.rtt.measured_ns()
     }
 
     /// When `dir` first sent a FIN and a RST.
@@ -292,10 +425,10 @@ impl Connection {
 
     /// Takes one segment; `cap` is the flow table's handshake cap.
     fn process(&mut self, seg: &Segment<'_>, at: At, cap: usize) {
-        self.last = at;
+        let previous = std::mem::replace(&mut self.last, at);
         let from_client =
             seg.src == self.client.endpoint.ip && seg.sport == self.client.endpoint.port;
-        if !self.roles_certain && !self.roles_frozen {
+        if self.shape.roles() == Roles::Guessed {
             let evidence_client = (seg.has(flags::SYN) && !seg.has(flags::ACK))
                 || looks_like_client_start(seg.payload);
             let evidence_server = seg.has(flags::SYN) && seg.has(flags::ACK);
@@ -306,9 +439,9 @@ impl Connection {
                 }
             }
             if evidence_client || evidence_server {
-                self.roles_certain = true;
+                self.shape.set_roles(Roles::Certain);
             } else if !seg.payload.is_empty() {
-                self.roles_frozen = true;
+                self.shape.set_roles(Roles::Frozen);
             }
         }
         let from_client =
@@ -329,6 +462,8 @@ impl Connection {
         }
         this.packets += 1;
         this.payload_bytes += seg.wire_len as u64;
+        self.rtt
+            .observe(previous, at, dir, seg.has(flags::SYN), seg.has(flags::ACK));
         if seg.has(flags::SYN) {
             if !this.syn() {
                 this.syn_seq = seg.seq;

@@ -158,6 +158,10 @@ pub struct ConnectionRecord {
     pub outcome_detail: Option<String>,
     pub alert: Option<AlertRecord>,
     pub abort_delay_ms: Option<f64>,
+    /// The client's round trip at the sensor, from the server's SYN-ACK to the client's answer,
+    /// in milliseconds; null when the TCP handshake was not seen. Abort delays are judged net
+    /// of it.
+    pub client_rtt_ms: Option<f64>,
     /// Why a client failure has no `abort_delay_ms` (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_missing: Option<crate::classify::DelayMissing>,
@@ -245,7 +249,7 @@ pub fn anomalies(conn: &Connection) -> Vec<String> {
             anomalies.push(format!("{name}_reassembly_queue_full"));
         }
     }
-    if !conn.roles_certain {
+    if !conn.roles_certain() {
         anomalies.push("roles_guessed".into());
     }
     anomalies
@@ -328,6 +332,7 @@ pub fn of(conn: &Connection, verdict: &Verdict) -> ConnectionRecord {
         outcome_detail: verdict.detail.clone(),
         alert: verdict.alert.as_ref().map(|(d, a)| alert_record(*d, a)),
         abort_delay_ms: verdict.abort_delay_ms,
+        client_rtt_ms: conn.client_rtt_ns().map(super::time::millis),
         delay_missing: verdict.delay_missing,
         closed_by: verdict.closed_by.map(side),
         client_close: verdict.client_close.clone(),
@@ -355,7 +360,7 @@ pub fn of(conn: &Connection, verdict: &Verdict) -> ConnectionRecord {
         server_packets: conn.server.packets,
         client_bytes: conn.client.payload_bytes,
         server_bytes: conn.server.payload_bytes,
-        roles: if conn.roles_certain {
+        roles: if conn.roles_certain() {
             "observed"
         } else {
             "guessed"

@@ -1,4 +1,10 @@
-//! RFC 3339 UTC timestamps without a date-time dependency.
+//! RFC 3339 UTC timestamps without a date-time dependency, and durations as records write them.
+
+/// A duration in nanoseconds as milliseconds to the microsecond, the precision of every
+/// `*_ms` field.
+pub fn millis(ns: i64) -> f64 {
+    (ns as f64 / 1000.0).round() / 1000.0
+}
 
 /// Days since 1970-01-01 to a civil (year, month, day), proleptic Gregorian.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

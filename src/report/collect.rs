@@ -71,8 +71,11 @@ impl Class {
     fn of(c: &ConnIn) -> Class {
         if c.outcome == "established" {
             Class::Success
-        } else if record_failure_weight(&c.outcome, c.outcome_detail.as_deref(), c.abort_delay_ms)
-            > 0.0
+        } else if record_failure_weight(
+            &c.outcome,
+            c.outcome_detail.as_deref(),
+            c.client_delay_ms(),
+        ) > 0.0
         {
             Class::Failure
         } else {
@@ -226,7 +229,7 @@ impl Collector {
             t.last_ns = Some(t.last_ns.map_or(e, |l| l.max(e)));
         }
         if c.outcome == "client_closed_after_handshake"
-            && c.abort_delay_ms.is_some_and(|d| d > FAST_MS)
+            && c.client_delay_ms().is_some_and(|d| d > FAST_MS)
         {
             t.idle_closes += 1;
         }

@@ -166,6 +166,9 @@ pub struct ConnIn {
     pub outcome_detail: Option<String>,
     pub alert: Option<AlertIn>,
     pub abort_delay_ms: Option<f64>,
+    /// Absent from records written before it existed: the delay is then judged as seen.
+    #[serde(default)]
+    pub client_rtt_ms: Option<f64>,
     pub ja4: Option<String>,
     pub cert: Option<CertIn>,
     #[serde(default)]
@@ -175,6 +178,11 @@ pub struct ConnIn {
 }
 
 impl ConnIn {
+    /// The client's own abort delay, as scoring judges it.
+    pub fn client_delay_ms(&self) -> Option<f64> {
+        crate::correlate::observation::client_delay_ms(self.abort_delay_ms, self.client_rtt_ms)
+    }
+
     /// The name the connection asked for: the SNI, else the CONNECT target's host.
     pub fn name(&self) -> Option<&str> {
         self.sni
@@ -211,6 +219,7 @@ impl ConnIn {
                 encrypted: a.encrypted,
             }),
             abort_delay_ms: r.abort_delay_ms,
+            client_rtt_ms: r.client_rtt_ms,
             ja4: r.ja4.as_deref().map(str::to_string),
             cert: r.cert.as_deref().map(|c| CertIn {
                 subject: c.subject.clone(),

@@ -2,6 +2,8 @@
 // usage: goclient HOST CAFILE TLS(1.2|1.3|any) ALPN(comma list) PIN(base64 SHA-256 of the leaf SPKI, or "-") [PROXYHOST:PORT]
 // With a PIN, tls.Config.VerifyPeerCertificate rejects any leaf whose key differs, after the
 // chain checked out against CAFILE: the way Go apps pin behind a trusted proxy CA.
+// PIN_CHECK_MS in the environment makes the pin check take that long (an app on a slow device,
+// or one that reads its pins from a keystore), so its abort leaves the client that much later.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -34,8 +37,13 @@ func main() {
 	case "1.3":
 		cfg.MinVersion = tls.VersionTLS13
 	}
+	checkTime := time.Duration(0)
+	if ms, err := strconv.Atoi(os.Getenv("PIN_CHECK_MS")); err == nil {
+		checkTime = time.Duration(ms) * time.Millisecond
+	}
 	if pin != "-" {
 		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			time.Sleep(checkTime)
 			leaf, err := x509.ParseCertificate(raw[0])
 			if err != nil {
 				return err
