@@ -697,11 +697,18 @@ def remote_clients():
     for n in (31, 33):
         s.append(dict(n=n, kind="nodetls", name="push.remote.test", ca="origin", tls="1.2", pins=True,
                       software="RemotePush (Node tls, trusts only the origin CA)", note="pinned, silent close after the handshake, far away"))
+    return s + far_and_near_browsers("remote.test")
+
+
+def far_and_near_browsers(domain):
+    """Browsers on www and api from far hosts .31/.32 and near host .34, and a 1 s idle
+    preconnect from far .32 and near .34: the same close, seen later from the far host."""
+    s = []
     for n in (31, 32, 34):
-        s.append(browser(n, "www.remote.test"))
-        s.append(browser(n, "api.remote.test"))
+        s.append(browser(n, f"www.{domain}"))
+        s.append(browser(n, f"api.{domain}"))
     for n in (32, 34):
-        s.append(dict(n=n, kind="python", name="www.remote.test", ca="both", action="idle:1.0",
+        s.append(dict(n=n, kind="python", name=f"www.{domain}", ca="both", action="idle:1.0",
                       software="browser preconnect (Python ssl, trusts the proxy CA)",
                       note="preconnect: idle 1.0 s then close without data; not pinning (from a far host the close comes 1.0 s + the delay late)"))
     return s
@@ -720,14 +727,7 @@ def far_clients():
         s.append(dict(n=n, kind="go", name="api.far.test", ca="both", tls="any", alpn="h2,http/1.1", pin=True, pins=True,
                       check_ms=500, software=sw,
                       note=f"pinned; {FAR_MS} ms from the sensor and 0.5 s to check its pin, so its abort arrives about 1.2 s after the server's flight"))
-    for n in (31, 32, 34):
-        s.append(browser(n, "www.far.test"))
-        s.append(browser(n, "api.far.test"))
-    for n in (32, 34):
-        s.append(dict(n=n, kind="python", name="www.far.test", ca="both", action="idle:1.0",
-                      software="browser preconnect (Python ssl, trusts the proxy CA)",
-                      note=f"preconnect: idle 1.0 s then close without data; not pinning (from the far host the close arrives 1.0 s + {FAR_MS} ms late)"))
-    return s
+    return s + far_and_near_browsers("far.test")
 
 
 def missing_ca():
