@@ -45,7 +45,7 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct FlowKey {
     low: Endpoint,
     high: Endpoint,
@@ -54,6 +54,41 @@ struct FlowKey {
     /// Keeps apart connections of different tunnels (VNI, GRE key, ERSPAN session) whose inner
     /// addresses overlap.
     tunnel: Option<TunnelKey>,
+}
+
+/// By hand rather than derived: the derived hash fed every field separately (the address
+/// enums' tags, each address as a length-prefixed byte slice, all the VLAN slots), which was
+/// about a fifth of the flow table's own work per packet. Equal keys still hash alike: every
+/// part hashed is a function of fields `Eq` compares.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn bits(ip: IpAddr) -> u128 {
+            match ip {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            }
+        }
+        match (self.low.ip, self.high.ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                state.write_u64((u64::from(u32::from(a)) << 32) | u64::from(u32::from(b)))
+            }
+            (a, b) => {
+                state.write_u128(bits(a));
+                state.write_u128(bits(b));
+            }
+        }
+        state.write_u64(
+            (u64::from(self.low.port) << 32)
+                | (u64::from(self.high.port) << 16)
+                | u64::from(self.vlan_count),
+        );
+        for vlan in self.vlans.iter().take(usize::from(self.vlan_count)) {
+            state.write_u16(*vlan);
+        }
+        if let Some(tunnel) = &self.tunnel {
+            std::hash::Hash::hash(tunnel, state);
+        }
+    }
 }
 
 impl FlowKey {

@@ -15,33 +15,42 @@ use sha1::{Digest, Sha1};
 /// IANA protocol number of TCP, the only protocol pinwatch makes records for.
 pub const IPPROTO_TCP: u8 = 6;
 
-fn octets(ip: &IpAddr) -> Vec<u8> {
+/// The address's bytes in a fixed buffer, and how many of them there are (4 or 16): no
+/// allocation for the two addresses of every record.
+fn octets(ip: &IpAddr) -> ([u8; 16], usize) {
+    let mut out = [0u8; 16];
     match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+        IpAddr::V4(a) => {
+            out[..4].copy_from_slice(&a.octets());
+            (out, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 16),
     }
 }
 
 /// The Community ID of a flow between `a` and `b` (either order), with the default seed 0
 /// unless the deployment's other sensors use another.
 pub fn community_id_v1(seed: u16, proto: u8, a: (IpAddr, u16), b: (IpAddr, u16)) -> String {
-    let (a_ip, b_ip) = (octets(&a.0), octets(&b.0));
-    let ((lo_ip, lo_port), (hi_ip, hi_port)) = if (&a_ip, a.1) <= (&b_ip, b.1) {
+    let (a_buf, a_len) = octets(&a.0);
+    let (b_buf, b_len) = octets(&b.0);
+    let (a_ip, b_ip) = (&a_buf[..a_len], &b_buf[..b_len]);
+    let ((lo_ip, lo_port), (hi_ip, hi_port)) = if (a_ip, a.1) <= (b_ip, b.1) {
         ((a_ip, a.1), (b_ip, b.1))
     } else {
         ((b_ip, b.1), (a_ip, a.1))
     };
     let mut h = Sha1::new();
     h.update(seed.to_be_bytes());
-    h.update(&lo_ip);
-    h.update(&hi_ip);
+    h.update(lo_ip);
+    h.update(hi_ip);
     h.update([proto, 0]);
     h.update(lo_port.to_be_bytes());
     h.update(hi_port.to_be_bytes());
-    format!(
-        "1:{}",
-        base64::engine::general_purpose::STANDARD.encode(h.finalize())
-    )
+    // "1:" and 28 base64 characters.
+    let mut out = String::with_capacity(30);
+    out.push_str("1:");
+    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), &mut out);
+    out
 }
 
 #[cfg(test)]
