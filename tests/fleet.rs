@@ -385,3 +385,54 @@ fn publishing_to_an_absent_server_fails_and_says_how_many_were_not_delivered() {
         "{said}"
     );
 }
+
+/// Every observation the bundled captures give, in its wire form, follows
+/// schema/observation.schema.json and reads back as it was written.
+#[test]
+fn observations_of_the_bundled_captures_follow_the_schema() {
+    use pinwatch::correlate::{EvidenceTable, Limits, Tap};
+    use pinwatch::fleet::wire::WireObservation;
+    use std::sync::{Arc, Mutex};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("schema/observation.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let wires: Arc<Mutex<Vec<WireObservation>>> = Arc::default();
+    let sink = Arc::clone(&wires);
+    let tap = Tap(Arc::new(move |o| {
+        if let Some(w) = WireObservation::of("schema-test", o) {
+            sink.lock().unwrap().push(w);
+        }
+    }));
+    let evidence = Arc::new(EvidenceTable::with_tap(Limits::default(), tap));
+    let mut files: Vec<String> = std::fs::read_dir(repo.join("captures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    for file in &files {
+        pinwatch::replay::replay_into::<std::convert::Infallible>(
+            std::slice::from_ref(file),
+            pinwatch::replay::ReplayConfig::default(),
+            &evidence,
+            &mut |_, _| Ok(()),
+        )
+        .unwrap();
+    }
+    let wires = wires.lock().unwrap();
+    assert!(wires.len() > 100, "{} observations", wires.len());
+    assert!(wires.iter().any(|w| w.cert.is_some()));
+    assert!(wires.iter().any(|w| w.alert.is_some()));
+    for w in wires.iter() {
+        let json = w.to_json();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        if let Some(e) = validator.iter_errors(&v).next() {
+            panic!("observation violates the schema: {e}\n{v}");
+        }
+        assert_eq!(&WireObservation::decode(&json).unwrap(), w);
+    }
+}
