@@ -235,6 +235,8 @@ struct LiveArgs {
     out: OutputArgs,
     #[command(flatten)]
     track: TrackArgs,
+    #[command(flatten)]
+    publish: PublishArgs,
 }
 
 /// Where results go and how rules are made.
@@ -1409,6 +1411,25 @@ mod live {
             .as_deref()
             .map(|url| webhook_config(url, args))
             .transpose()?;
+        // The NATS credentials too: read now, the publishing thread starts after the drop.
+        let publisher = args
+            .publish
+            .publish
+            .as_deref()
+            .map(|url| {
+                Publisher::prepare(PublishConfig {
+                    server: Server::new(
+                        url,
+                        args.publish.nats_creds.clone(),
+                        args.publish.nats_ca.clone(),
+                    ),
+                    sensor: sensor_name(&args.out),
+                    spool: args.publish.publish_spool as usize,
+                    when_full: WhenFull::Drop,
+                })
+            })
+            .transpose()
+            .map_err(fleet_failure)?;
         let capture = LiveCapture::open(&options).map_err(capture_failure)?;
         // Everything after this runs without privileges: only the capture handle was opened
         // as root, so output files belong to the user and can be reopened after rotation. No
@@ -1440,7 +1461,14 @@ mod live {
             ),
             None => None,
         };
-        let evidence = Arc::new(EvidenceTable::new(Limits::default()));
+        let publisher = publisher
+            .map(|p| p.start(Arc::clone(&signals.stop)))
+            .transpose()
+            .map_err(fleet_failure)?;
+        let evidence = Arc::new(match &publisher {
+            Some(p) => EvidenceTable::with_tap(Limits::default(), p.tap()),
+            None => EvidenceTable::new(Limits::default()),
+        });
         let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
         if !args.out.quiet {
             eprintln!(
@@ -1508,6 +1536,17 @@ mod live {
             .webhook
             .take()
             .map(|w| w.shutdown(Duration::from_secs(5)));
+        if let Some(p) = publisher {
+            let s = p.finish(Duration::from_secs(args.publish.publish_wait));
+            eprintln!(
+                "pinwatch: published {} to {} ({} already there), {} dropped, {} unsent",
+                counted(s.published, "observation", "observations"),
+                args.publish.publish.as_deref().unwrap_or_default(),
+                s.duplicates,
+                s.dropped,
+                s.unsent
+            );
+        }
         let saved = save_state(&args.out, &output.stream);
         let flushed = sinks.flush().and(emitted);
         if let Some(m) = metrics {

@@ -436,3 +436,141 @@ fn observations_of_the_bundled_captures_follow_the_schema() {
         assert_eq!(&WireObservation::decode(&json).unwrap(), w);
     }
 }
+
+/// A free loopback port.
+#[cfg(feature = "live")]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `live --publish` on the loopback interface, with real TLS handshakes (openssl s_server and
+/// s_client), while the NATS server is stopped and started again on its
+/// storage 30 s later: every observation reaches the stream (the spool holds them and resends them), and
+/// the aggregator takes each once.
+#[cfg(feature = "live")]
+#[test]
+#[ignore = "needs root, nats-server and openssl; .ci/run runs it"]
+fn a_live_sensor_publishes_through_a_server_outage_and_loses_nothing() {
+    let dir = Scratch::new("live");
+    let store = dir.path("js");
+    let mut nats = Nats::start(&store);
+    let url = nats.url();
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=live.fleet.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed");
+    assert!(made.success());
+    let port = free_port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let filter = format!("tcp port {port}");
+    let sensor = Command::new(BIN)
+        .args(["live", "-i", "lo", "--bpf", &filter, "--publish", &url])
+        .args([
+            "--sensor",
+            "live-1",
+            "--rules",
+            "/dev/null",
+            "--stats-interval",
+            "0",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pinwatch live starts");
+    std::thread::sleep(Duration::from_secs(2));
+    let handshake = || {
+        let ok = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", "live.fleet.test"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl s_client");
+        assert!(ok.success());
+    };
+    handshake();
+    handshake();
+    // The server goes away; the sensor keeps observing into its spool.
+    drop(nats);
+    handshake();
+    handshake();
+    // Issue 23: the server stopped for 30 s while the sensor publishes.
+    std::thread::sleep(Duration::from_secs(30));
+    nats = Nats::start_on(&store, port_of(&url));
+    handshake();
+    std::thread::sleep(Duration::from_secs(1));
+    let term = Command::new("kill")
+        .args(["-TERM", &sensor.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let out = sensor.wait_with_output().expect("the sensor ends");
+    let _ = server.kill();
+    let _ = server.wait();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("published 5 observations") && said.contains(", 0 dropped, 0 unsent"),
+        "{said}"
+    );
+    let out = pinwatch(&[
+        "aggregate",
+        "--nats",
+        &url,
+        "--rules",
+        "/dev/null",
+        "--once",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("aggregated 5 observations"), "{said}");
+    drop(nats);
+}
+
+#[cfg(feature = "live")]
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[cfg(feature = "live")]
+impl Nats {
+    /// A server on a given port (a restart of one that was stopped, on its storage).
+    fn start_on(store: &Path, port: u16) -> Nats {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not restart");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats { child, port }
+    }
+}

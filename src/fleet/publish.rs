@@ -94,6 +94,12 @@ impl Publisher {
     /// retried until the server answers (a sensor may start before its server). `stop` is the
     /// run's stop flag: a replay waiting for room in the spool gives up when it is set.
     pub fn start(config: Config, stop: Arc<AtomicBool>) -> Result<Publisher, FleetError> {
+        Publisher::prepare(config)?.start(stop)
+    }
+
+    /// Checks the settings and reads the credentials, starting no thread (a live sensor does
+    /// this before it drops its privileges, and [`Prepared::start`] after).
+    pub fn prepare(config: Config) -> Result<Prepared, FleetError> {
         let options = config
             .server
             .options("--publish")?
@@ -109,6 +115,19 @@ impl Publisher {
                     _ => {}
                 }
             });
+        Ok(Prepared { config, options })
+    }
+}
+
+/// A publisher whose settings and credentials are read, not started yet.
+pub struct Prepared {
+    config: Config,
+    options: async_nats::ConnectOptions,
+}
+
+impl Prepared {
+    pub fn start(self, stop: Arc<AtomicBool>) -> Result<Publisher, FleetError> {
+        let Prepared { config, options } = self;
         let rt = runtime()?;
         let (tx, rx) = mpsc::channel(config.spool.max(1));
         let counters = Arc::new(Counters::default());
@@ -140,7 +159,9 @@ impl Publisher {
             stop,
         })
     }
+}
 
+impl Publisher {
     /// The evidence table's tap that feeds this publisher.
     pub fn tap(&self) -> Tap {
         let tx = self.tx.clone();
