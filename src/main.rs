@@ -21,6 +21,7 @@ use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
 use pinwatch::correlate::stream::{InForce, Pass, RuleStream};
 use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
 use pinwatch::fleet::publish::{Config as PublishConfig, Publisher, WhenFull};
+use pinwatch::fleet::rules::RulesBucket;
 use pinwatch::fleet::{FleetError, Server};
 use pinwatch::flow::FlowConfig;
 use pinwatch::memory::{configure_allocator, release_freed_memory};
@@ -1033,6 +1034,7 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
     let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
     let mut stream = RuleStream::resume(correlator, settings.min_confidence, saved);
     let server = Server::new(&args.nats, args.nats_creds.clone(), args.nats_ca.clone());
+    let bucket = RulesBucket::open(&server).map_err(fleet_failure)?;
     let mut taken: u64 = 0;
     let mut now_ns = i64::MIN;
     let mut failed: Option<Failure> = None;
@@ -1051,6 +1053,7 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
                 sinks.reopen();
             }
             let pass = stream.tick((taken, 0), now_ns);
+            bucket.apply(bucket_changes(&pass));
             let written = write_rules(&pass, &mut sinks).and_then(|()| sinks.flush());
             let saved = save_state(&args.out, &stream);
             match (written, saved) {
@@ -1071,12 +1074,15 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
     }
     release_freed_memory();
     let (report, pass) = stream.finish(now_ns);
+    bucket.apply(bucket_changes(&pass));
     let written = write_rules(&pass, &mut sinks);
     let flushed = sinks.flush().and(written);
+    let kv = bucket.close();
     save_state(&args.out, &stream)?;
     if let Err(e) = flushed {
         return output_failure(e);
     }
+    kv.map_err(|e| Failure(format!("--nats {}: {e}", args.nats), exit::OUTPUT))?;
     if !args.out.quiet {
         eprintln!(
             "pinwatch: aggregated {} from {} ({} resent, {} unreadable, {} of a newer version)",
@@ -1089,6 +1095,19 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
         print_table(&report, settings.min_confidence);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bucket's changes for a pass: each rule line put under its id, a withdrawal deleted.
+fn bucket_changes(pass: &Pass) -> Vec<pinwatch::fleet::rules::Change> {
+    use pinwatch::correlate::stream::Status;
+    pass.rules
+        .iter()
+        .map(|l| {
+            let value = (l.status != Status::Withdrawn)
+                .then(|| serde_json::to_vec(&l.to_json()).unwrap_or_default());
+            (l.id.clone(), value)
+        })
+        .collect()
 }
 
 /// `--sensor`, or the host name.

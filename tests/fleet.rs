@@ -182,6 +182,29 @@ fn publish_raw(url: &str, payloads: &[&[u8]]) {
     });
 }
 
+/// The rules in force in the aggregator's key-value bucket: id to confidence.
+fn bucket(url: &str) -> BTreeMap<String, f64> {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let store = js.get_key_value("pinwatch_rules").await.expect("bucket");
+        let mut keys = store.keys().await.expect("keys");
+        let mut out = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.expect("key");
+            let value = store.get(&key).await.expect("get").expect("value");
+            let v: serde_json::Value = serde_json::from_slice(&value).expect("a rule line");
+            out.insert(key, v["confidence"].as_f64().expect("confidence"));
+        }
+        out
+    })
+}
+
 fn publish_part(url: &str, part: &Path, sensor: &str) -> String {
     let part = part.to_str().unwrap();
     let out = pinwatch(&[
@@ -254,6 +277,7 @@ fn three_sensors_then_aggregate_once_give_the_rules_of_one_replay() {
             "{said}"
         );
         assert_eq!(in_force(&agg), expected, "{name}: aggregate vs one replay");
+        assert_eq!(bucket(&url), expected, "{name}: the key-value bucket");
 
         if name == "gen-span-wan" {
             // No sensor alone sees what the fleet sees.
@@ -336,6 +360,7 @@ fn an_aggregator_killed_mid_stream_and_restarted_gives_the_same_rules() {
         "-q",
     ]);
     assert_eq!(in_force(&rules), expected);
+    assert_eq!(bucket(&url), expected);
 
     // Restarted once more with nothing new: every rule is in force already, none is re-sent.
     let before = std::fs::read_to_string(&rules).unwrap();

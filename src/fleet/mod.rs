@@ -11,6 +11,8 @@
 //!   id it has already taken, puts the observations in capture-time order (start time, then id)
 //!   and hands them to the same evidence table and scoring that replay uses; so its rules do not
 //!   depend on which sensor saw which connection, or in which order the sensors published.
+//! - The aggregator keeps the rules in force in the key-value bucket [`rules::BUCKET`] (key =
+//!   rule id, withdrawal = delete), besides its files ([`rules`]).
 //! - The stream, not the aggregator, holds the evidence: an aggregator that restarts reads the
 //!   stream again from its start, and its `--state` keeps only the rule lifecycle (what is in
 //!   force, `seq`), as replay's does.
@@ -20,6 +22,7 @@
 
 pub mod aggregate;
 pub mod publish;
+pub mod rules;
 pub mod wire;
 
 use std::path::PathBuf;
