@@ -376,6 +376,29 @@ fn an_aggregator_killed_mid_stream_and_restarted_gives_the_same_rules() {
         "-q",
     ]);
     assert_eq!(std::fs::read_to_string(&rules).unwrap(), before);
+
+    // A higher threshold withdraws the weaker rules: on the file and in the bucket (deleted).
+    let strong: BTreeMap<String, f64> = expected
+        .iter()
+        .filter(|(_, c)| **c >= 0.8)
+        .map(|(id, c)| (id.clone(), *c))
+        .collect();
+    assert!(!strong.is_empty() && strong.len() < expected.len());
+    pinwatch(&[
+        "aggregate",
+        "--nats",
+        &url,
+        "--rules",
+        rules_s,
+        "--state",
+        state_s,
+        "--once",
+        "-q",
+        "--min-confidence",
+        "0.8",
+    ]);
+    assert_eq!(in_force(&rules), strong);
+    assert_eq!(bucket(&url), strong);
 }
 
 /// `replay --publish` to a server that is not there waits, then says what it could not
