@@ -13,6 +13,7 @@ pub mod classify;
 pub mod correlate;
 pub mod decode;
 pub mod export;
+pub mod fleet;
 pub mod flow;
 pub mod memory;
 pub mod output;

@@ -1,6 +1,7 @@
 //! pinwatch command line.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// mimalloc rather than glibc's allocator: records are built on worker threads and freed on
 /// the collector's, and glibc's per-arena locks made those frees contend (`__lll_lock_wake`
@@ -14,10 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pinwatch::classify::{Outcome, Verdict};
+use pinwatch::correlate::Limits;
 use pinwatch::correlate::proxy::ProxyCas;
 use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
 use pinwatch::correlate::stream::{InForce, Pass, RuleStream};
 use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
+use pinwatch::fleet::publish::{Config as PublishConfig, Publisher, WhenFull};
+use pinwatch::fleet::rules::RulesBucket;
+use pinwatch::fleet::{FleetError, Server};
 use pinwatch::flow::FlowConfig;
 use pinwatch::memory::{configure_allocator, release_freed_memory};
 use pinwatch::output::counted;
@@ -88,6 +93,14 @@ pinwatch live -i eth1 --webhook http://127.0.0.1:8080/rules --metrics 127.0.0.1:
 Signals: SIGINT/SIGTERM stop, drain and flush, then print the summary (a second SIGINT exits\n\
 at once); SIGHUP reopens the output files (log rotation); SIGUSR1 prints a stats line now.")]
     Live(LiveArgs),
+    /// Read the observations every sensor published to NATS JetStream (`--publish`), score
+    /// them as one replay would, and write the fleet's rules.
+    #[command(after_help = "Examples:\n  \
+pinwatch aggregate --nats nats://127.0.0.1:4222 --rules fleet-rules.jsonl --state /var/lib/pinwatch-agg --once\n  \
+pinwatch aggregate --nats tls://nats.example:4222 --nats-ca ca.pem --nats-creds agg.creds --rules rules.jsonl\n\n\
+Credentials: --nats-creds FILE or PINWATCH_NATS_CREDS (a .creds file), else PINWATCH_NATS_TOKEN,\n\
+else PINWATCH_NATS_USER and PINWATCH_NATS_PASSWORD.")]
+    Aggregate(AggregateArgs),
     /// Turn candidate rules (NDJSON from `replay --rules`) into Squid, mitmproxy or domain-list configuration.
     Export(pinwatch::export::ExportArgs),
     /// Make one self-contained HTML page from the rules, connections and findings a replay wrote.
@@ -118,6 +131,52 @@ struct ReplayArgs {
     out: OutputArgs,
     #[command(flatten)]
     track: TrackArgs,
+    #[command(flatten)]
+    publish: PublishArgs,
+}
+
+/// Publishing observations to the fleet (`--publish`).
+#[derive(Args)]
+struct PublishArgs {
+    /// Also publish every TLS connection's observation (pinwatch.observation/1) to this NATS
+    /// JetStream server, on subject pinwatch.obs.SENSOR (--sensor, default the host name), for
+    /// `pinwatch aggregate`. Credentials: --nats-creds or the environment (see aggregate).
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    publish: Option<String>,
+    /// NATS credentials file (user JWT and nkey seed); or set PINWATCH_NATS_CREDS.
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// Trust only the CA certificates in FILE (PEM) for the NATS server's TLS certificate (TLS
+    /// is then required).
+    #[arg(long, value_name = "FILE")]
+    nats_ca: Option<std::path::PathBuf>,
+    /// Observations held while the server is unreachable or slow; beyond that a live sensor
+    /// drops them (counted) and a replay waits.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    publish_spool: u32,
+    /// Seconds to wait at the end for the server to acknowledge what is still spooled.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    publish_wait: u64,
+}
+
+#[derive(Args)]
+struct AggregateArgs {
+    /// The NATS JetStream server the sensors publish to.
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    nats: String,
+    /// NATS credentials file (user JWT and nkey seed); or set PINWATCH_NATS_CREDS.
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// Trust only the CA certificates in FILE (PEM) for the NATS server's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    nats_ca: Option<std::path::PathBuf>,
+    /// Read what the stream holds, write the rules and exit (without it: keep reading, and
+    /// write a rule line whenever a rule enters, changes or leaves the set in force, until
+    /// SIGINT or SIGTERM).
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 #[derive(Args)]
@@ -177,6 +236,8 @@ struct LiveArgs {
     out: OutputArgs,
     #[command(flatten)]
     track: TrackArgs,
+    #[command(flatten)]
+    publish: PublishArgs,
 }
 
 /// Where results go and how rules are made.
@@ -309,6 +370,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Live(args) => run_live(args),
+        Command::Aggregate(args) => run_aggregate(args),
         Command::Export(args) => pinwatch::export::run_export(args),
         Command::Report(args) => pinwatch::report::run_report(args),
         Command::Verify(args) => pinwatch::verify::run_verify(args),
@@ -814,7 +876,11 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     let saved = load_state(&args.out)?;
     let signals = Signals::install();
     let threads = args.track.threads();
-    let evidence = Arc::new(EvidenceTable::default());
+    let publisher = start_publisher(&args.publish, &args.out, WhenFull::Wait, &signals)?;
+    let evidence = Arc::new(match &publisher {
+        Some(p) => EvidenceTable::with_tap(Limits::default(), p.tap()),
+        None => EvidenceTable::default(),
+    });
     let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
     let mut stream = RuleStream::resume(correlator, settings.min_confidence, saved);
     let stats = Arc::new(Stats::new(threads));
@@ -846,6 +912,13 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     );
     let page = output.report.take();
     let now_ns = output.now_ns;
+    let published = publisher.map(|p| {
+        let url = args.publish.publish.clone().unwrap_or_default();
+        (
+            url,
+            p.finish(Duration::from_secs(args.publish.publish_wait)),
+        )
+    });
     release_freed_memory();
     let (report, pass) = stream.finish(now_ns);
     let written = write_rules(&pass, &mut sinks);
@@ -873,10 +946,168 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         Some(e) if e.is_mid_file() => exit::DAMAGED,
         Some(_) => exit::INPUT,
     };
+    let code = match &published {
+        Some((url, p)) => {
+            let lost = p.dropped + p.unsent;
+            if !args.out.quiet || lost > 0 {
+                eprintln!(
+                    "pinwatch: published {} to {url} ({} already there), {} dropped, {} unsent",
+                    counted(p.published, "observation", "observations"),
+                    p.duplicates,
+                    p.dropped,
+                    p.unsent
+                );
+            }
+            if lost > 0 && code == 0 {
+                eprintln!(
+                    "pinwatch: --publish {url}: {} not delivered",
+                    counted(lost, "observation was", "observations were")
+                );
+                exit::OUTPUT
+            } else {
+                code
+            }
+        }
+        None => code,
+    };
     if let Some(path) = &args.out.summary_json {
         write_summary_json(path, &summary, &report, settings.min_confidence, code)?;
     }
     Ok(ExitCode::from(code))
+}
+
+/// `--publish`: the publisher, started (its connection is made in the background).
+fn start_publisher(
+    args: &PublishArgs,
+    out: &OutputArgs,
+    when_full: WhenFull,
+    signals: &Signals,
+) -> Result<Option<Publisher>, Failure> {
+    let Some(url) = &args.publish else {
+        return Ok(None);
+    };
+    let config = PublishConfig {
+        server: Server::new(url, args.nats_creds.clone(), args.nats_ca.clone()),
+        sensor: sensor_name(out),
+        spool: args.publish_spool as usize,
+        when_full,
+    };
+    Publisher::start(config, Arc::clone(&signals.stop))
+        .map(Some)
+        .map_err(fleet_failure)
+}
+
+fn fleet_failure(e: FleetError) -> Failure {
+    match e {
+        FleetError::Usage(m) => Failure(m, exit::USAGE),
+        FleetError::Server(m) => Failure(m, exit::INPUT),
+    }
+}
+
+fn run_aggregate(args: AggregateArgs) -> ExitCode {
+    match aggregate_main(&args) {
+        Ok(code) => code,
+        Err(f) => f.report(),
+    }
+}
+
+/// `pinwatch aggregate`: the stream's observations through the same evidence table, scoring
+/// and rule lifecycle as replay (`--once`) or live (following).
+fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
+    if args.out.connections.is_some() {
+        return Err(Failure(
+            "aggregate writes rules and findings, not connection records: drop --connections"
+                .into(),
+            exit::USAGE,
+        ));
+    }
+    let settings = settings(&args.out)?;
+    let flush = if args.once {
+        Flush::Manual
+    } else {
+        Flush::EveryLine
+    };
+    let mut sinks = Sinks::open(&args.out, &[], flush, args.once)?;
+    let saved = load_state(&args.out)?;
+    let signals = Signals::install();
+    let evidence = Arc::new(EvidenceTable::default());
+    let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
+    let mut stream = RuleStream::resume(correlator, settings.min_confidence, saved);
+    let server = Server::new(&args.nats, args.nats_creds.clone(), args.nats_ca.clone());
+    let bucket = RulesBucket::open(&server).map_err(fleet_failure)?;
+    let mut taken: u64 = 0;
+    let mut now_ns = i64::MIN;
+    let mut failed: Option<Failure> = None;
+    let counts =
+        pinwatch::fleet::aggregate::read(&server, !args.once, &signals.stop, &mut |batch| {
+            // Batches come in capture-time order, and each after the last: the run order.
+            for o in &batch.observations {
+                evidence.observe(o, (taken, 0));
+                taken += 1;
+                now_ns = now_ns.max(o.ts_start_ns);
+            }
+            if args.once {
+                return true;
+            }
+            if signals.reopen.swap(false, Ordering::Relaxed) {
+                sinks.reopen();
+            }
+            let pass = stream.tick((taken, 0), now_ns);
+            bucket.apply(bucket_changes(&pass));
+            let written = write_rules(&pass, &mut sinks).and_then(|()| sinks.flush());
+            let saved = save_state(&args.out, &stream);
+            match (written, saved) {
+                (Err(e), _) => {
+                    failed = Some(Failure(e.to_string(), exit::OUTPUT));
+                    false
+                }
+                (_, Err(f)) => {
+                    failed = Some(f);
+                    false
+                }
+                _ => true,
+            }
+        })
+        .map_err(fleet_failure)?;
+    if let Some(f) = failed {
+        return Err(f);
+    }
+    release_freed_memory();
+    let (report, pass) = stream.finish(now_ns);
+    bucket.apply(bucket_changes(&pass));
+    let written = write_rules(&pass, &mut sinks);
+    let flushed = sinks.flush().and(written);
+    let kv = bucket.close();
+    save_state(&args.out, &stream)?;
+    if let Err(e) = flushed {
+        return output_failure(e);
+    }
+    kv.map_err(|e| Failure(format!("--nats {}: {e}", args.nats), exit::OUTPUT))?;
+    if !args.out.quiet {
+        eprintln!(
+            "pinwatch: aggregated {} from {} ({} resent, {} unreadable, {} of a newer version)",
+            counted(counts.taken, "observation", "observations"),
+            args.nats,
+            counts.duplicates,
+            counts.malformed,
+            counts.newer
+        );
+        print_table(&report, settings.min_confidence);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bucket's changes for a pass: each rule line put under its id, a withdrawal deleted.
+fn bucket_changes(pass: &Pass) -> Vec<pinwatch::fleet::rules::Change> {
+    use pinwatch::correlate::stream::Status;
+    pass.rules
+        .iter()
+        .map(|l| {
+            let value = (l.status != Status::Withdrawn)
+                .then(|| serde_json::to_vec(&l.to_json()).unwrap_or_default());
+            (l.id.clone(), value)
+        })
+        .collect()
 }
 
 /// `--sensor`, or the host name.
@@ -1199,6 +1430,25 @@ mod live {
             .as_deref()
             .map(|url| webhook_config(url, args))
             .transpose()?;
+        // The NATS credentials too: read now, the publishing thread starts after the drop.
+        let publisher = args
+            .publish
+            .publish
+            .as_deref()
+            .map(|url| {
+                Publisher::prepare(PublishConfig {
+                    server: Server::new(
+                        url,
+                        args.publish.nats_creds.clone(),
+                        args.publish.nats_ca.clone(),
+                    ),
+                    sensor: sensor_name(&args.out),
+                    spool: args.publish.publish_spool as usize,
+                    when_full: WhenFull::Drop,
+                })
+            })
+            .transpose()
+            .map_err(fleet_failure)?;
         let capture = LiveCapture::open(&options).map_err(capture_failure)?;
         // Everything after this runs without privileges: only the capture handle was opened
         // as root, so output files belong to the user and can be reopened after rotation. No
@@ -1230,7 +1480,14 @@ mod live {
             ),
             None => None,
         };
-        let evidence = Arc::new(EvidenceTable::new(Limits::default()));
+        let publisher = publisher
+            .map(|p| p.start(Arc::clone(&signals.stop)))
+            .transpose()
+            .map_err(fleet_failure)?;
+        let evidence = Arc::new(match &publisher {
+            Some(p) => EvidenceTable::with_tap(Limits::default(), p.tap()),
+            None => EvidenceTable::new(Limits::default()),
+        });
         let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
         if !args.out.quiet {
             eprintln!(
@@ -1298,6 +1555,17 @@ mod live {
             .webhook
             .take()
             .map(|w| w.shutdown(Duration::from_secs(5)));
+        if let Some(p) = publisher {
+            let s = p.finish(Duration::from_secs(args.publish.publish_wait));
+            eprintln!(
+                "pinwatch: published {} to {} ({} already there), {} dropped, {} unsent",
+                counted(s.published, "observation", "observations"),
+                args.publish.publish.as_deref().unwrap_or_default(),
+                s.duplicates,
+                s.dropped,
+                s.unsent
+            );
+        }
         let saved = save_state(&args.out, &output.stream);
         let flushed = sinks.flush().and(emitted);
         if let Some(m) = metrics {

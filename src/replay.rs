@@ -54,6 +54,16 @@ pub fn replay<E>(
     )
 }
 
+/// Replays the files in order into `evidence` (a table with a tap sees every observation).
+pub fn replay_into<E>(
+    paths: &[String],
+    config: ReplayConfig,
+    evidence: &Arc<EvidenceTable>,
+    on_record: &mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
+) -> Result<Summary, E> {
+    run(paths, config, evidence, on_record)
+}
+
 /// A replay and what correlation concluded from it (the candidates, above and below any
 /// threshold, and the findings), for callers that judge results in-process (`verify`).
 pub fn replay_correlated<E>(

@@ -194,6 +194,19 @@ pub struct EvidenceTable {
     total: AtomicUsize,
     /// Observations dropped to stay within the limits.
     pub dropped: AtomicU64,
+    /// Also hands every observation that is evidence to this (a fleet sensor publishes it).
+    tap: Option<Tap>,
+}
+
+/// A receiver of every observation that is evidence (has a ClientHello), called on the thread
+/// that finished the connection, in no particular order across threads.
+#[derive(Clone)]
+pub struct Tap(pub Arc<dyn Fn(&Observation) + Send + Sync>);
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
 }
 
 impl EvidenceTable {
@@ -204,11 +217,23 @@ impl EvidenceTable {
         }
     }
 
+    /// A table that also hands every observation it takes to `tap`.
+    pub fn with_tap(limits: Limits, tap: Tap) -> Self {
+        EvidenceTable {
+            limits,
+            tap: Some(tap),
+            ..EvidenceTable::default()
+        }
+    }
+
     /// Takes one finished connection (anything without a ClientHello is ignored).
     pub fn observe(&self, observation: &Observation, order: Order) {
         let Some((name, mut obs)) = Obs::of(observation, order) else {
             return;
         };
+        if let Some(tap) = &self.tap {
+            (tap.0)(observation);
+        }
         let key = name.as_deref().unwrap_or_default();
         let mut queue = match self.by_name.get_mut(key) {
             Some(queue) => queue,

@@ -1,0 +1,196 @@
+//! The fleet: many sensors, one rule set, over NATS JetStream.
+//!
+//! Contract:
+//! - A sensor (`replay --publish`, `live --publish`) publishes every finished TLS connection's
+//!   observation as one `pinwatch.observation/1` message ([`wire`],
+//!   schema/observation.schema.json) on subject `pinwatch.obs.<sensor>` of the stream
+//!   [`STREAM`] (created by whichever side comes first: subjects `pinwatch.obs.>`, file storage,
+//!   [`DUPLICATE_WINDOW`], kept [`MAX_AGE`]). Each message's `Nats-Msg-Id` is the observation's
+//!   id, so a resend within the duplicate window is stored once ([`publish`]).
+//! - The aggregator ([`aggregate`]) reads the whole stream, drops what it cannot read and every
+//!   id it has already taken, puts the observations in capture-time order (start time, then id)
+//!   and hands them to the same evidence table and scoring that replay uses; so its rules do not
+//!   depend on which sensor saw which connection, or in which order the sensors published.
+//! - The aggregator keeps the rules in force in the key-value bucket [`rules::BUCKET`] (key =
+//!   rule id, withdrawal = delete), besides its files ([`rules`]).
+//! - The stream, not the aggregator, holds the evidence: an aggregator that restarts reads the
+//!   stream again from its start, and its `--state` keeps only the rule lifecycle (what is in
+//!   force, `seq`), as replay's does.
+//!
+//! tokio lives here only: each side runs a current-thread runtime of its own on a thread of
+//! its own, and the rest of pinwatch talks to it through plain calls and channels.
+
+pub mod aggregate;
+pub mod publish;
+pub mod rules;
+pub mod wire;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The JetStream stream of observations.
+pub const STREAM: &str = "PINWATCH_OBS";
+/// Subjects of the stream; a sensor publishes on `pinwatch.obs.<sensor>`.
+pub const SUBJECT_PREFIX: &str = "pinwatch.obs";
+/// Resends within this window are dropped by the server (later ones by the aggregator).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Observations older than this leave the stream: the evidence window of the fleet.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Environment variables read for credentials (never flags: a command line is visible to
+/// every user of the host).
+pub const ENV_CREDS: &str = "PINWATCH_NATS_CREDS";
+pub const ENV_TOKEN: &str = "PINWATCH_NATS_TOKEN";
+pub const ENV_USER: &str = "PINWATCH_NATS_USER";
+pub const ENV_PASSWORD: &str = "PINWATCH_NATS_PASSWORD";
+
+/// How to reach the server.
+#[derive(Debug, Clone, Default)]
+pub struct Server {
+    /// `nats://HOST:PORT` or `tls://HOST:PORT`.
+    pub url: String,
+    /// A `.creds` file (user JWT and nkey seed): `--nats-creds`, else `$PINWATCH_NATS_CREDS`.
+    pub creds: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for the server's TLS certificate; implies TLS.
+    pub ca: Option<PathBuf>,
+}
+
+/// A fleet failure: one line for the user, and whether it is the user's to fix (a bad URL,
+/// an unreadable file) or the server's (unreachable, refused).
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Server(String),
+}
+
+/// The subject a sensor publishes on: its name with what a subject token cannot hold
+/// (`.`, `*`, `>`, white space) replaced by `_`.
+pub fn subject_for(sensor: &str) -> String {
+    let token: String = sensor
+        .chars()
+        .map(|c| {
+            if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let token = if token.is_empty() { "_".into() } else { token };
+    format!("{SUBJECT_PREFIX}.{token}")
+}
+
+impl Server {
+    /// The server with credentials from the environment where no flag gave them.
+    pub fn new(url: &str, creds: Option<PathBuf>, ca: Option<PathBuf>) -> Server {
+        let creds = creds.or_else(|| std::env::var_os(ENV_CREDS).map(PathBuf::from));
+        Server {
+            url: url.to_string(),
+            creds,
+            ca,
+        }
+    }
+
+    /// The client options: credentials read now (so a bad file is an error at start, not a
+    /// reconnect loop), TLS when a CA is given or the URL says `tls://`.
+    fn options(&self, what: &str) -> Result<async_nats::ConnectOptions, FleetError> {
+        let url = self.url.as_str();
+        let rest = url
+            .strip_prefix("nats://")
+            .or_else(|| url.strip_prefix("tls://"))
+            .ok_or_else(|| {
+                FleetError::Usage(format!(
+                    "{what} {url}: expected nats://HOST:PORT or tls://HOST:PORT"
+                ))
+            })?;
+        if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+            return Err(FleetError::Usage(format!(
+                "{what} {url}: expected nats://HOST:PORT (credentials go in --nats-creds or the environment, never in the URL)"
+            )));
+        }
+        let mut opts = async_nats::ConnectOptions::new()
+            .name("pinwatch")
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(path) = &self.creds {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                FleetError::Usage(format!("--nats-creds {}: cannot read: {e}", path.display()))
+            })?;
+            opts = opts.credentials(&text).map_err(|e| {
+                FleetError::Usage(format!(
+                    "--nats-creds {}: not a NATS credentials file: {e}",
+                    path.display()
+                ))
+            })?;
+        } else if let Ok(token) = std::env::var(ENV_TOKEN) {
+            opts = opts.token(token);
+        } else if let (Ok(user), Ok(pass)) = (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD))
+        {
+            opts = opts.user_and_password(user, pass);
+        }
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read_to_string(ca).map_err(|e| {
+                FleetError::Usage(format!("--nats-ca {}: cannot read: {e}", ca.display()))
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(FleetError::Usage(format!(
+                    "--nats-ca {}: no PEM certificate in it",
+                    ca.display()
+                )));
+            }
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        } else if url.starts_with("tls://") {
+            opts = opts.require_tls(true);
+        }
+        Ok(opts)
+    }
+}
+
+/// The stream's configuration, as either side creates it when it is missing.
+fn stream_config() -> async_nats::jetstream::stream::Config {
+    async_nats::jetstream::stream::Config {
+        name: STREAM.to_string(),
+        subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age: MAX_AGE,
+        ..Default::default()
+    }
+}
+
+/// A current-thread runtime for one side of the fleet.
+fn runtime() -> Result<tokio::runtime::Runtime, FleetError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| FleetError::Server(format!("cannot start the NATS client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sensor_name_becomes_one_subject_token() {
+        assert_eq!(subject_for("span-3"), "pinwatch.obs.span-3");
+        assert_eq!(subject_for("a.b c>*"), "pinwatch.obs.a_b_c__");
+        assert_eq!(subject_for(""), "pinwatch.obs._");
+    }
+
+    #[test]
+    fn secrets_are_refused_in_the_url_and_files_are_checked_at_start() {
+        let s = Server::new("nats://user:pw@127.0.0.1:4222", None, None);
+        assert!(matches!(s.options("--publish"), Err(FleetError::Usage(_))));
+        let s = Server::new("http://127.0.0.1:4222", None, None);
+        assert!(matches!(s.options("--publish"), Err(FleetError::Usage(_))));
+        let s = Server::new(
+            "nats://127.0.0.1:4222",
+            Some("/nonexistent/x.creds".into()),
+            None,
+        );
+        assert!(matches!(s.options("--publish"), Err(FleetError::Usage(_))));
+        let s = Server::new("nats://127.0.0.1:4222", None, None);
+        assert!(s.options("--publish").is_ok());
+    }
+}
