@@ -205,6 +205,7 @@ mod tests {
                 outcome: crate::classify::Outcome::Established,
                 signal: crate::correlate::observation::FailureSignal::None,
                 abort_delay_ms: None,
+                client_rtt_ms: None,
                 cert: None,
                 connect: false,
             };

@@ -76,6 +76,8 @@ pub struct WireObservation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_delay_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<WireCert>,
     #[serde(default)]
     pub connect: bool,
@@ -139,6 +141,7 @@ impl WireObservation {
             signal,
             alert,
             abort_delay_ms: o.abort_delay_ms,
+            client_rtt_ms: o.client_rtt_ms,
             cert: o.cert.as_deref().map(|c| WireCert {
                 issuer: c.issuer.clone(),
                 authority_key_id: c.authority_key_id.clone(),
@@ -186,6 +189,12 @@ impl WireObservation {
         {
             return Err(DecodeError::Malformed("abort_delay_ms out of range".into()));
         }
+        if wire
+            .client_rtt_ms
+            .is_some_and(|d| !d.is_finite() || d < 0.0)
+        {
+            return Err(DecodeError::Malformed("client_rtt_ms out of range".into()));
+        }
         Ok(wire)
     }
 
@@ -213,6 +222,7 @@ impl WireObservation {
             outcome,
             signal,
             abort_delay_ms: self.abort_delay_ms,
+            client_rtt_ms: self.client_rtt_ms,
             cert: self.cert.as_ref().map(|c| certs.cert(c)),
             connect: self.connect,
         }
@@ -278,6 +288,7 @@ mod tests {
             outcome: Outcome::ClientAlert,
             signal: FailureSignal::Alert(AlertDescription::UNKNOWN_CA),
             abort_delay_ms: Some(1.5),
+            client_rtt_ms: Some(0.2),
             cert: None,
             connect: false,
         }
