@@ -817,6 +817,24 @@ fn a_scrape_has_the_latency_histogram_and_the_process_metrics() {
     value("process_cpu_seconds_total");
 }
 
+#[test]
+fn metrics_address_taken_or_malformed_is_one_clear_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = MetricsServer::start(&addr, busy_stats()).err().unwrap();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("cannot listen for metrics on {addr}: ")),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+    let err = MetricsServer::start("no-port", busy_stats()).err().unwrap();
+    assert!(
+        err.to_string().starts_with("metrics address \"no-port\": "),
+        "{err}"
+    );
+}
+
 /// Families and samples as Prometheus' reference Python parser sees them:
 /// {sample name + labels: [family type, value]}.
 const PARSE: &str = r#"

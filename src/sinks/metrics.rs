@@ -14,8 +14,8 @@
 //! nor holds more than a few KiB per connection. When hyper refuses a request whose head it has
 //! not read to the end, the kernel may reset the connection after the error answer; a client
 //! that sends such a request may then see the reset instead of the status. The pipeline is
-//! never blocked: a scrape reads atomics, and the workers' latency histogram lock only to clone
-//! it.
+//! never blocked: a scrape reads atomics and takes the workers' latency histogram lock only to
+//! clone it.
 //!
 //! `pinwatch_packet_latency_seconds` is a histogram with the bounds of
 //! [`LATENCY_BUCKETS_NS`]: 250 ns, 500 ns, 1, 2.5, 5, 10, 25, 50, 100, 250, 500 µs, 1, 2.5, 5,
