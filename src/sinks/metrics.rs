@@ -48,7 +48,7 @@
 //! | `process_virtual_memory_bytes` | gauge | | virtual memory size |
 //! | `process_open_fds` | gauge | | open file descriptors |
 //! | `process_max_fds` | gauge | | the descriptor limit (`RLIMIT_NOFILE`, soft) |
-//! | `process_start_time_seconds` | gauge | | start of the process, seconds since the Unix epoch |
+//! | `process_start_time_seconds` | gauge | | start of the process, seconds since the Unix epoch; absent where /proc/stat is hidden (the systemd unit's `ProcSubset=pid`) |
 //! | `process_threads` | gauge | | threads of the process |
 //!
 //! Families are written sorted by name, and series within a family by label value.
@@ -258,11 +258,35 @@ pub fn registry(stats: Arc<Stats>) -> Registry {
         .expect("the pinwatch families are valid and registered once");
     #[cfg(target_os = "linux")]
     registry
-        .register(Box::new(
+        .register(Box::new(ProcessMetrics(
             prometheus::process_collector::ProcessCollector::for_self(),
-        ))
+        )))
         .expect("no pinwatch family is named process_*");
     registry
+}
+
+/// The crate's process metrics, less a start time it could not read: that needs the boot time
+/// from /proc/stat, which systemd's `ProcSubset=pid` (contrib/pinwatch.service) hides, and the
+/// 0 it then reports would read as a start in 1970.
+#[cfg(target_os = "linux")]
+struct ProcessMetrics(prometheus::process_collector::ProcessCollector);
+
+#[cfg(target_os = "linux")]
+impl Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.0.collect();
+        families.retain(|f| !unknown_start_time(f));
+        families
+    }
+}
+
+fn unknown_start_time(family: &MetricFamily) -> bool {
+    family.name() == "process_start_time_seconds"
+        && (family.get_metric().iter()).all(|m| m.get_gauge().get_value() == 0.0)
 }
 
 /// The exposition text of one scrape of `registry` (format 0.0.4). Public so the same text
@@ -532,6 +556,19 @@ mod tests {
         assert!(text.contains("pinwatch_queue_depth{queue=\"1\"} 0\n"));
         assert!(text.contains("pinwatch_connections_total{outcome=\"midstream\"} 0\n"));
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_start_time_of_zero_is_left_out() {
+        let family = |value: f64| {
+            let mut f = MetricFamily::default();
+            f.set_name("process_start_time_seconds".into());
+            f.set_field_type(MetricType::GAUGE);
+            f.set_metric(vec![gauge(&[], value)]);
+            f
+        };
+        assert!(unknown_start_time(&family(0.0)));
+        assert!(!unknown_start_time(&family(1.8e9)));
     }
 
     #[test]
