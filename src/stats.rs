@@ -4,7 +4,7 @@
 //!
 //! Cost model. A worker thread handling millions of packets per second must not touch a
 //! shared cache line per packet, so per-packet facts (packet and byte counts, latency,
-//! flow-table changes, outcomes, evictions) go into a thread-local [`WorkerStats`] that
+//! flow-table changes, outcomes, evictions, latency buckets) go into a thread-local [`WorkerStats`] that
 //! merges into the shared [`Stats`] at most every [`FLUSH_INTERVAL`] (checked every
 //! [`FLUSH_CHECK_EVERY`] packets), when told to (`flush`, e.g. when its input queue runs dry)
 //! and when dropped. The latency histogram's mutex is therefore taken about ten times a second
@@ -47,6 +47,17 @@ pub const LATENCY_SIGFIG: u8 = 2;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// A busy worker looks at the clock once per this many packets.
 pub const FLUSH_CHECK_EVERY: u64 = 1024;
+/// Upper bounds (inclusive, nanoseconds) of the latency histogram's buckets, the ones the
+/// Prometheus endpoint exposes: 1-2.5-5 steps from 250 ns to 10 ms, which is where per-packet
+/// processing times fall (sub-microsecond for most packets, tens of microseconds for a
+/// handshake parsed, milliseconds only when something is wrong). Slower packets are counted in
+/// one more bucket past the last bound.
+pub const LATENCY_BUCKETS_NS: [u64; 15] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+/// Buckets in [`Snapshot::latency_buckets`]: one per bound and one past the last.
+pub const BUCKETS: usize = LATENCY_BUCKETS_NS.len() + 1;
 
 const OUTCOMES: usize = Outcome::ALL.len();
 
@@ -124,6 +135,7 @@ pub struct Stats {
     pub webhook: Arc<WebhookCounters>,
     latency: Mutex<Histogram<u64>>,
     latency_sum_ns: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS],
     started: Instant,
 }
 
@@ -144,6 +156,7 @@ impl Stats {
             webhook: Arc::new(WebhookCounters::default()),
             latency: Mutex::new(new_latency_histogram()),
             latency_sum_ns: AtomicU64::new(0),
+            latency_buckets: Default::default(),
             started: Instant::now(),
         }
     }
@@ -212,6 +225,7 @@ impl Stats {
             rules_emitted: self.rules_emitted.load(Relaxed),
             webhook: self.webhook.snapshot(),
             latency_sum_ns: self.latency_sum_ns.load(Relaxed),
+            latency_buckets: std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed)),
             latency,
             uptime: self.started.elapsed(),
         }
@@ -238,6 +252,9 @@ pub struct Snapshot {
     /// Per-packet processing latency in nanoseconds, since start.
     pub latency: Histogram<u64>,
     pub latency_sum_ns: u64,
+    /// Packets per [`LATENCY_BUCKETS_NS`] bucket (not cumulative), the last one for packets
+    /// slower than every bound. Exact, unlike `latency`, whose values are rounded to 1%.
+    pub latency_buckets: [u64; BUCKETS],
     pub uptime: Duration,
 }
 
@@ -257,6 +274,7 @@ pub struct WorkerStats {
     evictions: u64,
     latency: Histogram<u64>,
     latency_sum_ns: u64,
+    latency_buckets: [u64; BUCKETS],
     since_check: u64,
     last_flush: Instant,
 }
@@ -272,6 +290,7 @@ impl WorkerStats {
             evictions: 0,
             latency: new_latency_histogram(),
             latency_sum_ns: 0,
+            latency_buckets: [0; BUCKETS],
             since_check: 0,
             last_flush: Instant::now(),
         }
@@ -284,6 +303,12 @@ impl WorkerStats {
         // Zero would be outside the histogram's range; sub-nanosecond means "too fast to see".
         self.latency.saturating_record(latency_ns.max(1));
         self.latency_sum_ns = self.latency_sum_ns.saturating_add(latency_ns);
+        // Counted without branches: a binary search mispredicts on every other packet.
+        let bucket = LATENCY_BUCKETS_NS
+            .iter()
+            .map(|&le| usize::from(le < latency_ns))
+            .sum::<usize>();
+        self.latency_buckets[bucket] += 1;
         self.count_packet(bytes);
     }
 
@@ -327,6 +352,13 @@ impl WorkerStats {
         publish(&s.evictions, &mut self.evictions);
         publish(&s.latency_sum_ns, &mut self.latency_sum_ns);
         for (shared, local) in s.outcomes.iter().zip(self.outcomes.iter_mut()) {
+            publish(shared, local);
+        }
+        for (shared, local) in s
+            .latency_buckets
+            .iter()
+            .zip(self.latency_buckets.iter_mut())
+        {
             publish(shared, local);
         }
         if self.flows_delta != 0 {
@@ -472,6 +504,23 @@ mod tests {
         assert_eq!(s.outcome(Outcome::ClientAlert), 1);
         assert_eq!(s.latency.len(), 11);
         assert_eq!(s.latency_sum_ns, 10 * 2_000 + 50_000);
+        // 2 µs falls in the bucket up to 2.5 µs, 50 µs exactly on the 50 µs bound.
+        let bucket = |le: u64| LATENCY_BUCKETS_NS.iter().position(|&b| b == le).unwrap();
+        assert_eq!(s.latency_buckets[bucket(2_500)], 10);
+        assert_eq!(s.latency_buckets[bucket(50_000)], 1);
+        assert_eq!(s.latency_buckets.iter().sum::<u64>(), 11);
+    }
+
+    #[test]
+    fn latency_slower_than_every_bucket_lands_in_the_last_one() {
+        let stats = Arc::new(Stats::new(0));
+        let mut w = stats.worker();
+        w.record_packet(60, 0);
+        w.record_packet(60, 10_000_001);
+        drop(w);
+        let s = stats.snapshot();
+        assert_eq!(s.latency_buckets[0], 1);
+        assert_eq!(s.latency_buckets[LATENCY_BUCKETS_NS.len()], 1);
     }
 
     #[test]

@@ -677,13 +677,23 @@ fn stats_from_two_busy_workers_add_up_exactly() {
     assert_eq!(s.outcome(Outcome::ServerAbort), 2);
 }
 
-/// One request, the whole response: (status line, headers lowercased, body).
+/// One request, the whole response: (status line, headers lowercased, body). A reset after
+/// the response (the server closed with part of the request unread) ends it like a close.
 fn http(addr: SocketAddr, request: &[u8]) -> (String, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream.write_all(request).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    let response = String::from_utf8(response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
     (
@@ -741,6 +751,9 @@ fn metrics_endpoint_serves_the_counters_and_404s_elsewhere() {
         "pinwatch_queue_depth{queue=\"1\"} 17",
         "pinwatch_rules_emitted_total 2",
         "pinwatch_webhook_delivered_total 4",
+        "pinwatch_packet_latency_seconds_bucket{le=\"0.0000025\"} 1",
+        "pinwatch_packet_latency_seconds_bucket{le=\"0.00005\"} 3",
+        "pinwatch_packet_latency_seconds_bucket{le=\"+Inf\"} 3",
         "pinwatch_packet_latency_seconds_count 3",
         "pinwatch_packet_latency_seconds_sum 0.000045",
     ] {
@@ -761,12 +774,65 @@ fn metrics_endpoint_serves_the_counters_and_404s_elsewhere() {
     assert_eq!(http(addr, b"hello\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
     let mut huge = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
     huge.resize(20 * 1024, b'a');
-    assert_eq!(http(addr, &huge).0, "HTTP/1.1 400 Bad Request");
+    assert_eq!(
+        http(addr, &huge).0,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
     // Still serving after the bad requests.
     assert_eq!(get(addr, "/metrics?from=test").0, "HTTP/1.1 200 OK");
+    // A client that sends nothing keeps neither the thread nor other scrapes waiting.
+    let silent = TcpStream::connect(addr).unwrap();
+    let (status, _, body) = get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("pinwatch_packets_total 3\n"), "{body}");
+    drop(silent);
     // Returns (the thread is joined); whether the port is then refused is not asserted, as a
     // parallel test may already have been given the same port.
     server.stop();
+}
+
+#[test]
+fn a_scrape_has_the_latency_histogram_and_the_process_metrics() {
+    let server = MetricsServer::start("127.0.0.1:0", busy_stats()).unwrap();
+    let (status, _, body) = get(server.local_addr(), "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let value = |series: &str| -> f64 {
+        let line = body
+            .lines()
+            .find(|l| l.strip_prefix(series).is_some_and(|v| v.starts_with(' ')))
+            .unwrap_or_else(|| panic!("no {series} in\n{body}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    assert!(body.contains("# TYPE pinwatch_packet_latency_seconds histogram\n"));
+    assert!(!body.contains(" summary\n"), "{body}");
+    assert_eq!(
+        value("pinwatch_packet_latency_seconds_bucket{le=\"+Inf\"}"),
+        3.0
+    );
+    assert!(value("process_resident_memory_bytes") > 0.0, "{body}");
+    assert!(value("process_virtual_memory_bytes") > 0.0);
+    assert!(value("process_open_fds") > 0.0);
+    assert!(value("process_max_fds") > 0.0);
+    assert!(value("process_start_time_seconds") > 1e9);
+    value("process_cpu_seconds_total");
+}
+
+#[test]
+fn metrics_address_taken_or_malformed_is_one_clear_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = MetricsServer::start(&addr, busy_stats()).err().unwrap();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("cannot listen for metrics on {addr}: ")),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+    let err = MetricsServer::start("no-port", busy_stats()).err().unwrap();
+    assert!(
+        err.to_string().starts_with("metrics address \"no-port\": "),
+        "{err}"
+    );
 }
 
 /// Families and samples as Prometheus' reference Python parser sees them:
@@ -840,18 +906,35 @@ fn metrics_text_is_accepted_by_the_prometheus_python_parser() {
     );
     assert_eq!(
         sample("pinwatch_packet_latency_seconds_count"),
-        json!(["summary", "3.0"])
+        json!(["histogram", "3.0"])
     );
-    // Two significant digits: 40 µs is reported within 1%.
-    let [_, p999] = sample("pinwatch_packet_latency_seconds{quantile=\"0.999\"}")
+    // 2, 3 and 40 µs: one packet up to 2.5 µs, two up to 5 µs, all three up to 50 µs.
+    for (le, n) in [
+        ("0.0000025", "1.0"),
+        ("0.000005", "2.0"),
+        ("0.00005", "3.0"),
+    ] {
+        assert_eq!(
+            sample(&format!(
+                "pinwatch_packet_latency_seconds_bucket{{le=\"{le}\"}}"
+            )),
+            json!(["histogram", n])
+        );
+    }
+    assert_eq!(
+        sample("pinwatch_packet_latency_seconds_bucket{le=\"+Inf\"}"),
+        json!(["histogram", "3.0"])
+    );
+    let [kind, rss] = sample("process_resident_memory_bytes")
         .as_array()
         .unwrap()
         .clone()
         .try_into()
         .unwrap();
-    let p999: f64 = p999.as_str().unwrap().parse().unwrap();
-    assert!((p999 - 40e-6).abs() <= 0.4e-6, "{p999}");
-    assert_eq!(sample("__families__"), json!(["", "17"]));
+    assert_eq!(kind, "gauge");
+    assert!(rss.as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{rss}");
+    // 17 of pinwatch's, 7 process_* ones.
+    assert_eq!(sample("__families__"), json!(["", "24"]));
     let build = format!(
         "pinwatch_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")

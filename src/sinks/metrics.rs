@@ -1,12 +1,28 @@
-//! Prometheus endpoint: the [`Stats`] counters in the text exposition format 0.0.4, served by
-//! one small thread (`--metrics 127.0.0.1:9464`).
+//! Prometheus endpoint: the [`Stats`] counters and the standard `process_*` metrics in the text
+//! exposition format 0.0.4, served by one thread (`--metrics 127.0.0.1:9187`).
+//!
+//! The exposition is the `prometheus` crate's: a [`Registry`] with a collector that turns one
+//! [`Stats::snapshot`] into metric families, and the crate's `ProcessCollector` (Linux /proc).
+//! The HTTP side is hyper's HTTP/1 server on a single-threaded tokio runtime that only this
+//! thread runs.
 //!
 //! `GET /metrics` (or `HEAD`) answers 200 with `Content-Type: text/plain; version=0.0.4`;
-//! other paths 404, other methods 405, malformed requests 400. Requests are handled one at a
-//! time; each connection gets at most [`REQUEST_DEADLINE`] and [`MAX_REQUEST_HEAD`] bytes, so a
-//! slow or hostile client delays other scrapes by a few seconds at most and costs no memory.
-//! The pipeline is never blocked: a scrape reads atomics and clones the latency histogram
-//! under the lock workers take about ten times a second.
+//! other paths 404, other methods 405, malformed requests 400, a request head over
+//! [`MAX_REQUEST_HEAD`] bytes 431 (all answers close the connection). Connections are served
+//! concurrently, each for at most [`REQUEST_DEADLINE`] in all, at most [`MAX_CONNECTIONS`] at
+//! once (more are closed on arrival), so a slow or hostile client neither delays other scrapes
+//! nor holds more than a few KiB per connection. When hyper refuses a request whose head it has
+//! not read to the end, the kernel may reset the connection after the error answer; a client
+//! that sends such a request may then see the reset instead of the status. The pipeline is
+//! never blocked: a scrape reads atomics and takes the workers' latency histogram lock only to
+//! clone it.
+//!
+//! `pinwatch_packet_latency_seconds` is a histogram with the bounds of
+//! [`LATENCY_BUCKETS_NS`]: 250 ns, 500 ns, 1, 2.5, 5, 10, 25, 50, 100, 250, 500 µs, 1, 2.5, 5,
+//! 10 ms and `+Inf`. Most packets take under a microsecond, a parsed handshake tens of
+//! microseconds; the 1-2.5-5 steps keep `histogram_quantile` within a factor of about two
+//! anywhere in that range with 16 series. Bucket counts are exact (counted per packet beside
+//! the HDR histogram that the stats line's quantiles come from).
 //!
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
@@ -24,31 +40,44 @@
 //! | `pinwatch_webhook_dropped_total` | counter | | suggestions dropped because the webhook queue was full |
 //! | `pinwatch_webhook_rejected_total` | counter | | suggestions the webhook refused (4xx) and were not retried |
 //! | `pinwatch_webhook_queued` | gauge | | suggestions waiting for (or in) delivery |
-//! | `pinwatch_packet_latency_seconds` | summary | `quantile` = `0.5`, `0.9`, `0.99`, `0.999` | per-packet processing time since start, with `_sum` and `_count` |
+//! | `pinwatch_packet_latency_seconds` | histogram | `le` (buckets above) | per-packet processing time since start, with `_sum` and `_count` |
 //! | `pinwatch_uptime_seconds` | gauge | | seconds since the counters were created |
 //! | `pinwatch_build_info` | gauge | `version` | always 1 |
+//! | `process_cpu_seconds_total` | counter | | user and system CPU time of the process |
+//! | `process_resident_memory_bytes` | gauge | | resident set size |
+//! | `process_virtual_memory_bytes` | gauge | | virtual memory size |
+//! | `process_open_fds` | gauge | | open file descriptors |
+//! | `process_max_fds` | gauge | | the descriptor limit (`RLIMIT_NOFILE`, soft) |
+//! | `process_start_time_seconds` | gauge | | start of the process, seconds since the Unix epoch; absent where /proc/stat is hidden (the systemd unit's `ProcSubset=pid`) |
+//! | `process_threads` | gauge | | threads of the process |
+//!
+//! Families are written sorted by name, and series within a family by label value.
 
-use std::fmt::Write as _;
-use std::io::{self, Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
-};
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::classify::Outcome;
-use crate::stats::{Snapshot, Stats};
+use crate::stats::{LATENCY_BUCKETS_NS, Snapshot, Stats};
 
-/// Longest request head read; longer requests get 400.
+/// Longest request head read (hyper's smallest read buffer); longer heads get 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Total time one connection may take, reading and writing.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")];
+/// Connections served at once; a scraper needs one.
+pub const MAX_CONNECTIONS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -70,6 +99,10 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `addr` (`host:port`; port 0 picks a free one) and serves `stats` from a thread.
     pub fn start(addr: &str, stats: Arc<Stats>) -> Result<MetricsServer, MetricsError> {
+        let bind_error = |source| MetricsError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|source| MetricsError::Address {
@@ -77,19 +110,21 @@ impl MetricsServer {
                 source,
             })?
             .collect();
-        let listener = TcpListener::bind(&addrs[..]).map_err(|source| MetricsError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let local = listener.local_addr().map_err(|source| MetricsError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+        // Bound here rather than by the server so a taken port is this one-line error.
+        let listener = TcpListener::bind(&addrs[..]).map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(MetricsError::Spawn)?;
+        let registry = registry(stats);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("pinwatch-metrics".into())
-            .spawn(move || serve(listener, &stats, &stopping))
+            .spawn(move || runtime.block_on(serve(listener, registry, stopping)))
             .map_err(MetricsError::Spawn)?;
         Ok(MetricsServer {
             addr: local,
@@ -103,7 +138,7 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stops serving and waits for the thread (at most one request's deadline).
+    /// Stops serving (connections in progress are closed) and waits for the thread.
     pub fn stop(mut self) {
         self.shut();
     }
@@ -113,7 +148,7 @@ impl MetricsServer {
             return;
         };
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocking accept with a connection of our own.
+        // Wake the waiting accept with a connection of our own.
         let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
         let _ = thread.join();
     }
@@ -135,312 +170,373 @@ fn wake_addr(bound: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
-fn serve(listener: TcpListener, stats: &Stats, stop: &AtomicBool) {
-    for conn in listener.incoming() {
+/// Counts a connection as open for as long as it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve(listener: TcpListener, registry: Registry, stop: Arc<AtomicBool>) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accepted = listener.accept().await;
         if stop.load(Ordering::Relaxed) {
+            // Returning drops the runtime and with it every connection still open.
             return;
         }
-        match conn {
-            // A failed exchange concerns only that client.
-            Ok(stream) => {
-                let _ = handle(stream, stats);
-            }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             // E.g. EMFILE: back off briefly instead of spinning.
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::Relaxed);
+            continue;
         }
+        let guard = Open(Arc::clone(&open));
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let service = hyper::service::service_fn(move |request| {
+                let response = answer(&registry, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // A failed or timed-out exchange concerns only that client.
+            let _ = tokio::time::timeout(REQUEST_DEADLINE, connection).await;
+        });
     }
 }
 
-/// What to answer: status (with any extra header lines), content type, body.
-struct Answer {
-    status: &'static str,
-    content_type: &'static str,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(status: &'static str, body: &str) -> Answer {
-        Answer {
-            status,
-            content_type: "text/plain",
-            body: body.as_bytes().to_vec(),
-        }
-    }
-}
-
-fn handle(mut stream: TcpStream, stats: &Stats) -> io::Result<()> {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
-    let head = read_head(&mut stream, deadline)?;
-    let request = head.as_deref().and_then(parse_request_line);
-    let answer = match request {
-        None => Answer::text("400 Bad Request", "bad request\n"),
-        Some((_, path)) if path != "/metrics" => {
-            Answer::text("404 Not Found", "not found; try /metrics\n")
-        }
-        Some(("GET" | "HEAD", _)) => Answer {
-            status: "200 OK",
-            content_type: CONTENT_TYPE,
-            body: render(&stats.snapshot()).into_bytes(),
-        },
-        Some(_) => Answer::text(
-            "405 Method Not Allowed\r\nAllow: GET, HEAD",
-            "method not allowed\n",
-        ),
+fn answer<B>(registry: &Registry, request: &Request<B>) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: &'static str| {
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, "text/plain".parse().expect("constant header"));
+        response
     };
-    let with_body = !matches!(request, Some(("HEAD", _)));
-    respond(&mut stream, deadline, &answer, with_body)
-}
-
-/// After an error answer part of the request may be unread; closing then would send a reset
-/// that can destroy the answer before the client reads it. So close our side, and read and
-/// discard (bounded) until the client closes too.
-fn linger(stream: &mut TcpStream, deadline: Instant) {
-    if stream.shutdown(Shutdown::Write).is_err() {
-        return;
+    if request.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "not found; try /metrics\n");
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    let wait = left
-        .min(Duration::from_secs(1))
-        .max(Duration::from_millis(1));
-    if stream.set_read_timeout(Some(wait)).is_err() {
-        return;
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = "GET, HEAD".parse().expect("constant header");
+        response.headers_mut().insert(ALLOW, allow);
+        return response;
     }
-    let mut buf = [0u8; 4096];
-    let mut drained = 0;
-    while drained < 64 * 1024 {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => drained += n,
-        }
-    }
-}
-
-/// Reads up to the blank line that ends the request head. None if it does not fit.
-fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "request timed out"));
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        // Look for the end only where the new bytes could complete it.
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&buf[..n]);
-        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(Some(head));
-        }
-        if head.len() > MAX_REQUEST_HEAD {
-            return Ok(None);
-        }
-    }
-}
-
-/// `GET /metrics?x HTTP/1.1` -> ("GET", "/metrics").
-fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
-    let end = head.iter().position(|&b| b == b'\r')?;
-    let line = std::str::from_utf8(&head[..end]).ok()?;
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
-        return None;
-    }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    Some((method, path))
-}
-
-fn respond(
-    stream: &mut TcpStream,
-    deadline: Instant,
-    answer: &Answer,
-    with_body: bool,
-) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    stream.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
-    let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        answer.status,
-        answer.content_type,
-        answer.body.len()
-    )
-    .into_bytes();
-    if with_body {
-        out.extend_from_slice(&answer.body);
-    }
-    stream.write_all(&out)?;
-    stream.flush()?;
-    if !answer.status.starts_with("200") {
-        linger(stream, deadline);
-    }
-    Ok(())
-}
-
-/// The exposition text for one snapshot (format 0.0.4). Public so the same text can be
-/// written elsewhere (e.g. a textfile collector).
-pub fn render(s: &Snapshot) -> String {
-    let mut out = String::with_capacity(4096);
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (suffix_labels, value) in samples {
-            let _ = writeln!(out, "{name}{suffix_labels} {value}");
-        }
+    // hyper leaves the body out of a HEAD answer itself.
+    let Ok(body) = render(registry) else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n");
     };
-    let one = |v: u64| vec![(String::new(), v.to_string())];
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let content_type = TextEncoder::new().format_type().parse();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, content_type.expect("constant header"));
+    response
+}
 
-    family(
+/// What a scrape gathers: `stats` and the process metrics (on Linux).
+pub fn registry(stats: Arc<Stats>) -> Registry {
+    let registry = Registry::new();
+    registry
+        .register(Box::new(StatsCollector::new(stats)))
+        .expect("the pinwatch families are valid and registered once");
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(ProcessMetrics(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )))
+        .expect("no pinwatch family is named process_*");
+    registry
+}
+
+/// The crate's process metrics, less a start time it could not read: that needs the boot time
+/// from /proc/stat, which systemd's `ProcSubset=pid` (contrib/pinwatch.service) hides, and the
+/// 0 it then reports would read as a start in 1970.
+#[cfg(target_os = "linux")]
+struct ProcessMetrics(prometheus::process_collector::ProcessCollector);
+
+#[cfg(target_os = "linux")]
+impl Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.0.collect();
+        families.retain(|f| !unknown_start_time(f));
+        families
+    }
+}
+
+fn unknown_start_time(family: &MetricFamily) -> bool {
+    family.name() == "process_start_time_seconds"
+        && (family.get_metric().iter()).all(|m| m.get_gauge().get_value() == 0.0)
+}
+
+/// The exposition text of one scrape of `registry` (format 0.0.4). Public so the same text
+/// can be written elsewhere (e.g. a textfile collector).
+pub fn render(registry: &Registry) -> prometheus::Result<String> {
+    TextEncoder::new().encode_to_string(&registry.gather())
+}
+
+/// Name, type, label names and help of every family [`StatsCollector`] writes.
+type Family = (
+    &'static str,
+    MetricType,
+    &'static [&'static str],
+    &'static str,
+);
+const FAMILIES: [Family; 17] = [
+    (
         "pinwatch_packets_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Packets processed by the workers.",
-        &one(s.packets),
-    );
-    family(
+    ),
+    (
         "pinwatch_bytes_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Captured bytes of the packets processed.",
-        &one(s.bytes),
-    );
-    family(
+    ),
+    (
         "pinwatch_flows",
-        "gauge",
+        MetricType::GAUGE,
+        &[],
         "TCP connections currently in the flow tables.",
-        &one(s.flows),
-    );
-    let outcomes: Vec<_> = Outcome::ALL
-        .iter()
-        .map(|&o| {
-            (
-                format!("{{outcome=\"{}\"}}", o.as_str()),
-                s.outcome(o).to_string(),
-            )
-        })
-        .collect();
-    family(
+    ),
+    (
         "pinwatch_connections_total",
-        "counter",
+        MetricType::COUNTER,
+        &["outcome"],
         "Classified connections by outcome.",
-        &outcomes,
-    );
-    family(
+    ),
+    (
         "pinwatch_capture_drops_total",
-        "counter",
+        MetricType::COUNTER,
+        &["source"],
         "Packets dropped before pinwatch saw them (libpcap ps_drop and ps_ifdrop).",
-        &[
-            (
-                "{source=\"kernel\"}".into(),
-                s.capture_drops_kernel.to_string(),
-            ),
-            (
-                "{source=\"interface\"}".into(),
-                s.capture_drops_interface.to_string(),
-            ),
-        ],
-    );
-    family(
+    ),
+    (
         "pinwatch_queue_drops_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Packets dropped because a worker queue was full.",
-        &one(s.queue_drops),
-    );
-    let depths: Vec<_> = s
-        .queue_depths
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("{{queue=\"{i}\"}}"), d.to_string()))
-        .collect();
-    family(
+    ),
+    (
         "pinwatch_queue_depth",
-        "gauge",
+        MetricType::GAUGE,
+        &["queue"],
         "Items waiting in each worker queue.",
-        &depths,
-    );
-    family(
+    ),
+    (
         "pinwatch_evictions_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Flows evicted from the flow tables.",
-        &one(s.evictions),
-    );
-    family(
+    ),
+    (
         "pinwatch_rules_emitted_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Candidate bypass rules emitted.",
-        &one(s.rules_emitted),
-    );
-    let w = &s.webhook;
-    family(
+    ),
+    (
         "pinwatch_webhook_delivered_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Rule suggestions the webhook accepted (2xx).",
-        &one(w.delivered),
-    );
-    family(
+    ),
+    (
         "pinwatch_webhook_retries_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Webhook attempts that failed transiently and were retried.",
-        &one(w.retried),
-    );
-    family(
+    ),
+    (
         "pinwatch_webhook_dropped_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Rule suggestions dropped because the webhook queue was full.",
-        &one(w.dropped),
-    );
-    family(
+    ),
+    (
         "pinwatch_webhook_rejected_total",
-        "counter",
+        MetricType::COUNTER,
+        &[],
         "Rule suggestions the webhook refused and were not retried.",
-        &one(w.rejected),
-    );
-    family(
+    ),
+    (
         "pinwatch_webhook_queued",
-        "gauge",
+        MetricType::GAUGE,
+        &[],
         "Rule suggestions waiting for or in delivery.",
-        &one(w.queued),
-    );
-
-    let mut latency: Vec<_> = QUANTILES
-        .iter()
-        .map(|&(q, label)| {
-            let value = if s.latency.is_empty() {
-                "NaN".to_string()
-            } else {
-                seconds(s.latency.value_at_quantile(q))
-            };
-            (format!("{{quantile=\"{label}\"}}"), value)
-        })
-        .collect();
-    latency.push(("_sum".into(), seconds(s.latency_sum_ns)));
-    latency.push(("_count".into(), s.latency.len().to_string()));
-    family(
+    ),
+    (
         "pinwatch_packet_latency_seconds",
-        "summary",
+        MetricType::HISTOGRAM,
+        &[],
         "Per-packet processing time since start.",
-        &latency,
-    );
-    family(
+    ),
+    (
         "pinwatch_uptime_seconds",
-        "gauge",
+        MetricType::GAUGE,
+        &[],
         "Seconds since the counters were created.",
-        &[(String::new(), format!("{:.3}", s.uptime.as_secs_f64()))],
-    );
-    family(
+    ),
+    (
         "pinwatch_build_info",
-        "gauge",
+        MetricType::GAUGE,
+        &["version"],
         "Always 1; the version is in the label.",
-        &[(
-            format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
-            "1".into(),
-        )],
-    );
-    out
+    ),
+];
+
+/// The [`Stats`] counters as metric families, read afresh at every scrape: the counters are
+/// pinwatch's own atomics (see `stats` for why), so they are exposed, not mirrored.
+struct StatsCollector {
+    stats: Arc<Stats>,
+    descs: Vec<Desc>,
 }
 
-fn seconds(ns: u64) -> String {
-    format!("{}", ns as f64 / 1e9)
+impl StatsCollector {
+    fn new(stats: Arc<Stats>) -> StatsCollector {
+        let descs = FAMILIES
+            .iter()
+            .map(|&(name, _, labels, help)| {
+                let labels = labels.iter().map(|l| l.to_string()).collect();
+                Desc::new(name.into(), help.into(), labels, Default::default())
+                    .expect("constant metric names are valid")
+            })
+            .collect();
+        StatsCollector { stats, descs }
+    }
+}
+
+impl Collector for StatsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.stats.snapshot();
+        FAMILIES
+            .iter()
+            .map(|&(name, kind, _, help)| {
+                let mut family = MetricFamily::default();
+                family.set_name(name.into());
+                family.set_help(help.into());
+                family.set_field_type(kind);
+                family.set_metric(samples(&s, name));
+                family
+            })
+            .collect()
+    }
+}
+
+/// The series of family `name` in `s`.
+fn samples(s: &Snapshot, name: &str) -> Vec<proto::Metric> {
+    let w = &s.webhook;
+    let one_counter = |v: u64| vec![counter(&[], v as f64)];
+    let one_gauge = |v: f64| vec![gauge(&[], v)];
+    match name {
+        "pinwatch_packets_total" => one_counter(s.packets),
+        "pinwatch_bytes_total" => one_counter(s.bytes),
+        "pinwatch_flows" => one_gauge(s.flows as f64),
+        "pinwatch_connections_total" => Outcome::ALL
+            .iter()
+            .map(|&o| counter(&[("outcome", o.as_str())], s.outcome(o) as f64))
+            .collect(),
+        "pinwatch_capture_drops_total" => vec![
+            counter(&[("source", "kernel")], s.capture_drops_kernel as f64),
+            counter(&[("source", "interface")], s.capture_drops_interface as f64),
+        ],
+        "pinwatch_queue_drops_total" => one_counter(s.queue_drops),
+        "pinwatch_queue_depth" => s
+            .queue_depths
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| gauge(&[("queue", &i.to_string())], d as f64))
+            .collect(),
+        "pinwatch_evictions_total" => one_counter(s.evictions),
+        "pinwatch_rules_emitted_total" => one_counter(s.rules_emitted),
+        "pinwatch_webhook_delivered_total" => one_counter(w.delivered),
+        "pinwatch_webhook_retries_total" => one_counter(w.retried),
+        "pinwatch_webhook_dropped_total" => one_counter(w.dropped),
+        "pinwatch_webhook_rejected_total" => one_counter(w.rejected),
+        "pinwatch_webhook_queued" => one_gauge(w.queued as f64),
+        "pinwatch_packet_latency_seconds" => vec![latency(s)],
+        "pinwatch_uptime_seconds" => one_gauge((s.uptime.as_millis() as f64) / 1e3),
+        "pinwatch_build_info" => vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        _ => unreachable!("{name} is not in FAMILIES"),
+    }
+}
+
+fn labelled(labels: &[(&str, &str)]) -> proto::Metric {
+    let pairs = labels
+        .iter()
+        .map(|&(name, value)| {
+            let mut pair = proto::LabelPair::default();
+            pair.set_name(name.into());
+            pair.set_value(value.into());
+            pair
+        })
+        .collect();
+    proto::Metric::from_label(pairs)
+}
+
+fn counter(labels: &[(&str, &str)], value: f64) -> proto::Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(value);
+    let mut m = labelled(labels);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(labels: &[(&str, &str)], value: f64) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut m = labelled(labels);
+    m.set_gauge(g);
+    m
+}
+
+/// Cumulative buckets in seconds; the encoder adds `+Inf` (the count) after the last bound.
+fn latency(s: &Snapshot) -> proto::Metric {
+    let mut cumulative = 0;
+    let buckets = LATENCY_BUCKETS_NS
+        .iter()
+        .zip(s.latency_buckets)
+        .map(|(&le, n)| {
+            cumulative += n;
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(le as f64 / 1e9);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut h = proto::Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(s.latency_buckets.iter().sum());
+    h.set_sample_sum(s.latency_sum_ns as f64 / 1e9);
+    let mut m = labelled(&[]);
+    m.set_histogram(h);
+    m
 }
 
 #[cfg(test)]
@@ -448,32 +544,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_lines() {
-        assert_eq!(
-            parse_request_line(b"GET /metrics HTTP/1.1\r\n\r\n"),
-            Some(("GET", "/metrics"))
-        );
-        assert_eq!(
-            parse_request_line(b"GET /metrics?a=b HTTP/1.0\r\n\r\n"),
-            Some(("GET", "/metrics"))
-        );
-        assert_eq!(parse_request_line(b"GET /metrics\r\n\r\n"), None);
-        assert_eq!(parse_request_line(b"GET  /metrics HTTP/1.1\r\n\r\n"), None);
-        assert_eq!(
-            parse_request_line(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn render_names_every_family_once_and_marks_empty_quantiles_nan() {
-        let stats = Stats::new(2);
-        let text = render(&stats.snapshot());
-        assert_eq!(text.matches("# TYPE ").count(), 17, "{text}");
-        assert!(text.contains("pinwatch_packet_latency_seconds{quantile=\"0.99\"} NaN\n"));
+    fn render_names_every_family_once_with_all_series_of_an_idle_sensor() {
+        let text = render(&registry(Arc::new(Stats::new(2)))).unwrap();
+        let process = if cfg!(target_os = "linux") { 7 } else { 0 };
+        assert_eq!(text.matches("# TYPE ").count(), 17 + process, "{text}");
+        assert!(text.contains("# TYPE pinwatch_packet_latency_seconds histogram\n"));
+        assert!(text.contains("pinwatch_packet_latency_seconds_bucket{le=\"0.00000025\"} 0\n"));
+        assert!(text.contains("pinwatch_packet_latency_seconds_bucket{le=\"0.01\"} 0\n"));
+        assert!(text.contains("pinwatch_packet_latency_seconds_bucket{le=\"+Inf\"} 0\n"));
         assert!(text.contains("pinwatch_packet_latency_seconds_count 0\n"));
         assert!(text.contains("pinwatch_queue_depth{queue=\"1\"} 0\n"));
         assert!(text.contains("pinwatch_connections_total{outcome=\"midstream\"} 0\n"));
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_start_time_of_zero_is_left_out() {
+        let family = |value: f64| {
+            let mut f = MetricFamily::default();
+            f.set_name("process_start_time_seconds".into());
+            f.set_field_type(MetricType::GAUGE);
+            f.set_metric(vec![gauge(&[], value)]);
+            f
+        };
+        assert!(unknown_start_time(&family(0.0)));
+        assert!(!unknown_start_time(&family(1.8e9)));
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative_and_end_with_the_count() {
+        let stats = Arc::new(Stats::new(0));
+        let mut w = stats.worker();
+        for ns in [100, 2_000, 3_000, 40_000, 20_000_000] {
+            w.record_packet(60, ns);
+        }
+        drop(w);
+        let text = render(&registry(stats)).unwrap();
+        for line in [
+            "pinwatch_packet_latency_seconds_bucket{le=\"0.00000025\"} 1",
+            "pinwatch_packet_latency_seconds_bucket{le=\"0.0000025\"} 2",
+            "pinwatch_packet_latency_seconds_bucket{le=\"0.000005\"} 3",
+            "pinwatch_packet_latency_seconds_bucket{le=\"0.00005\"} 4",
+            "pinwatch_packet_latency_seconds_bucket{le=\"0.01\"} 4",
+            "pinwatch_packet_latency_seconds_bucket{le=\"+Inf\"} 5",
+            "pinwatch_packet_latency_seconds_count 5",
+            "pinwatch_packet_latency_seconds_sum 0.0200451",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }
