@@ -77,6 +77,23 @@ fn capture(name: &str) -> String {
     format!("{}/captures/{name}.pcap", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `aggregate --once` into `rules` with its lifecycle kept in `state`.
+fn aggregate_once(url: &str, rules: &str, state: &str, extra: &[&str]) {
+    let mut args = vec![
+        "aggregate",
+        "--nats",
+        url,
+        "--rules",
+        rules,
+        "--state",
+        state,
+        "--once",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    pinwatch(&args);
+}
+
 fn pinwatch(args: &[&str]) -> std::process::Output {
     let out = Command::new(BIN)
         .args(args)
@@ -348,33 +365,13 @@ fn an_aggregator_killed_mid_stream_and_restarted_gives_the_same_rules() {
 
     // A resend after the kill, as a reconnecting sensor would.
     publish_part(&url, &parts[1], "sensor-1");
-    pinwatch(&[
-        "aggregate",
-        "--nats",
-        &url,
-        "--rules",
-        rules_s,
-        "--state",
-        state_s,
-        "--once",
-        "-q",
-    ]);
+    aggregate_once(&url, rules_s, state_s, &[]);
     assert_eq!(in_force(&rules), expected);
     assert_eq!(bucket(&url), expected);
 
     // Restarted once more with nothing new: every rule is in force already, none is re-sent.
     let before = std::fs::read_to_string(&rules).unwrap();
-    pinwatch(&[
-        "aggregate",
-        "--nats",
-        &url,
-        "--rules",
-        rules_s,
-        "--state",
-        state_s,
-        "--once",
-        "-q",
-    ]);
+    aggregate_once(&url, rules_s, state_s, &[]);
     assert_eq!(std::fs::read_to_string(&rules).unwrap(), before);
 
     // A higher threshold withdraws the weaker rules: on the file and in the bucket (deleted).
@@ -384,19 +381,7 @@ fn an_aggregator_killed_mid_stream_and_restarted_gives_the_same_rules() {
         .map(|(id, c)| (id.clone(), *c))
         .collect();
     assert!(!strong.is_empty() && strong.len() < expected.len());
-    pinwatch(&[
-        "aggregate",
-        "--nats",
-        &url,
-        "--rules",
-        rules_s,
-        "--state",
-        state_s,
-        "--once",
-        "-q",
-        "--min-confidence",
-        "0.8",
-    ]);
+    aggregate_once(&url, rules_s, state_s, &["--min-confidence", "0.8"]);
     assert_eq!(in_force(&rules), strong);
     assert_eq!(bucket(&url), strong);
 }
