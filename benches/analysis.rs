@@ -55,6 +55,8 @@ fn bundled_observations() -> Vec<Observation> {
             signal: FailureSignal::of(verdict),
             abort_delay_ms: verdict.abort_delay_ms,
             client_rtt_ms: rec.client_rtt_ms,
+            server_rtt_ms: None,
+            server_hello_delay_ms: None,
             cert: rec.cert.clone(),
             connect: rec.connect.is_some(),
         });

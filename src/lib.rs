@@ -12,6 +12,7 @@ pub mod capture;
 pub mod classify;
 pub mod correlate;
 pub mod decode;
+pub mod elapsed;
 pub mod export;
 pub mod fleet;
 pub mod flow;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pinwatch::classify::{Outcome, Verdict};
 use pinwatch::correlate::Limits;
+use pinwatch::correlate::path::RecordPaths;
 use pinwatch::correlate::proxy::ProxyCas;
 use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
 use pinwatch::correlate::stream::{InForce, Pass, RuleStream};
@@ -823,10 +824,14 @@ struct ReplayOutput<'a> {
     report: Option<pinwatch::report::Builder>,
     /// Capture time the pipeline has got to (for rule TTLs).
     now_ns: i64,
+    record_paths: RecordPaths,
 }
 
 impl Output for ReplayOutput<'_> {
     type Error = FileSinkError;
+    fn record_paths(&mut self) -> Option<&mut RecordPaths> {
+        Some(&mut self.record_paths)
+    }
     fn wants_lines(&self) -> bool {
         self.sinks.connections.is_some() && self.report.is_none()
     }
@@ -881,6 +886,7 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
         Some(p) => EvidenceTable::with_tap(Limits::default(), p.tap()),
         None => EvidenceTable::default(),
     });
+    let record_paths = RecordPaths::new(&settings.correlate);
     let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
     let mut stream = RuleStream::resume(correlator, settings.min_confidence, saved);
     let stats = Arc::new(Stats::new(threads));
@@ -897,6 +903,7 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
             .as_ref()
             .map(|_| pinwatch::report::Builder::new(args.files.clone())),
         now_ns: i64::MIN,
+        record_paths,
     };
     let origin = Origin::new(Some(&sensor_name(&args.out)), None, &args.files);
     let mut source = FileSource::new(&args.files, !args.out.quiet)
@@ -1278,6 +1285,7 @@ mod live {
         min_confidence: f64,
         /// `--state`: the directory and when it was last saved.
         state: Option<(std::path::PathBuf, Instant)>,
+        record_paths: RecordPaths,
     }
 
     /// Wall time between two saves of `--state` in live mode.
@@ -1347,6 +1355,9 @@ mod live {
 
     impl Output for LiveOutput<'_> {
         type Error = FileSinkError;
+        fn record_paths(&mut self) -> Option<&mut RecordPaths> {
+            Some(&mut self.record_paths)
+        }
         fn wants_lines(&self) -> bool {
             self.sinks.connections.is_some() && self.report.is_none()
         }
@@ -1525,6 +1536,7 @@ mod live {
             }),
             min_confidence: settings.min_confidence,
             state: args.out.state.clone().map(|d| (d, Instant::now())),
+            record_paths,
         };
         let config = pipeline::Config {
             flow: args.track.flow(),

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::classify::Verdict;
+use crate::correlate::path::RecordPaths;
 use crate::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Report};
 use crate::flow::FlowConfig;
 use crate::output::record::ConnectionRecord;
@@ -30,10 +31,16 @@ impl Default for ReplayConfig {
     }
 }
 
-struct Closure<'a, E>(&'a mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>);
+struct Closure<'a, E>(
+    &'a mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
+    RecordPaths,
+);
 
 impl<E> Output for Closure<'_, E> {
     type Error = E;
+    fn record_paths(&mut self) -> Option<&mut RecordPaths> {
+        Some(&mut self.1)
+    }
     fn record(&mut self, rec: &ConnectionRecord, verdict: &Verdict) -> Result<(), E> {
         (self.0)(rec, verdict)
     }
@@ -49,6 +56,7 @@ pub fn replay<E>(
     run(
         paths,
         config,
+        &CorrelateConfig::default(),
         &Arc::new(EvidenceTable::default()),
         on_record,
     )
@@ -61,7 +69,13 @@ pub fn replay_into<E>(
     evidence: &Arc<EvidenceTable>,
     on_record: &mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
 ) -> Result<Summary, E> {
-    run(paths, config, evidence, on_record)
+    run(
+        paths,
+        config,
+        &CorrelateConfig::default(),
+        evidence,
+        on_record,
+    )
 }
 
 /// A replay and what correlation concluded from it (the candidates, above and below any
@@ -73,14 +87,17 @@ pub fn replay_correlated<E>(
     on_record: &mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
 ) -> Result<(Summary, Report), E> {
     let evidence = Arc::new(EvidenceTable::default());
+    let record_config = correlate.clone();
     let correlator = Correlator::with_table(correlate, Arc::clone(&evidence));
-    let summary = run(paths, config, &evidence, on_record)?;
+    let summary = run(paths, config, &record_config, &evidence, on_record)?;
     Ok((summary, correlator.conclude_final()))
 }
 
+/// `correlate` configures the records' `path` (the proxy CAs and addresses it knows).
 fn run<E>(
     paths: &[String],
     config: ReplayConfig,
+    correlate: &CorrelateConfig,
     evidence: &Arc<EvidenceTable>,
     on_record: &mut dyn FnMut(&ConnectionRecord, &Verdict) -> Result<(), E>,
 ) -> Result<Summary, E> {
@@ -97,6 +114,6 @@ fn run<E>(
         evidence,
         &stats,
         &AtomicBool::new(false),
-        &mut Closure(on_record),
+        &mut Closure(on_record, RecordPaths::new(correlate)),
     )
 }

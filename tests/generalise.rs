@@ -370,3 +370,57 @@ fn a_far_client_is_judged_by_its_own_time_not_by_its_distance() {
         "idle preconnects are not pinning: {rules:?}"
     );
 }
+
+/// Each record says which path its connection took, and why. Behind a transparent proxy that
+/// intercepts one client network only (gen-inline-partial: one origin address for both), a
+/// TLS 1.2 record says so by its own certificate, and a TLS 1.3 one, whose certificate is
+/// hidden, takes the path its own network's certificates showed for the same name: through the
+/// proxy from the intercepted network, to the origin from the other.
+#[test]
+fn records_say_which_path_each_connection_took() {
+    let pcap = "gen-inline-partial.pcap";
+    let truth = truth(pcap);
+    let mut through = std::collections::BTreeMap::new();
+    for c in truth["connections"].as_array().expect("connections") {
+        let key = (
+            c["client_ip"].as_str().unwrap_or_default().to_string(),
+            c["sni"].as_str().unwrap_or_default().to_string(),
+            format!("TLS {}", c["tls"].as_str().unwrap_or_default()),
+        );
+        through.insert(key, c["through_proxy"].as_bool().expect("through_proxy"));
+    }
+    let records = common::run(&[format!("{}/{pcap}", capture_dir())]);
+    let mut inferred = BTreeSet::new();
+    let mut checked = 0;
+    for r in &records {
+        let key = (
+            r["client_ip"].as_str().unwrap_or_default().to_string(),
+            r["sni"].as_str().unwrap_or_default().to_string(),
+            r["tls_version"].as_str().unwrap_or_default().to_string(),
+        );
+        let Some(&proxy) = through.get(&key) else {
+            continue;
+        };
+        let expected = if proxy { "proxy" } else { "origin" };
+        let (path, signal) = (r["path"].as_str(), r["path_signal"].as_str());
+        if key.2 == "TLS 1.2" {
+            assert_eq!(
+                (path, signal),
+                (Some(expected), Some("certificate")),
+                "{r:#}"
+            );
+            checked += 1;
+        }
+        if signal == Some("network_and_name") {
+            assert_eq!(path, Some(expected), "{r:#}");
+            inferred.insert(expected);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} records checked");
+    assert_eq!(
+        inferred,
+        BTreeSet::from(["origin", "proxy"]),
+        "TLS 1.3 inferred both ways"
+    );
+}

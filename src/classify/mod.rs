@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::flow::Connection;
-use crate::tls::{AlertEvent, At, Dir, Observations};
+use crate::tls::{AlertEvent, At, Dir, Observations, Seen};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -285,7 +285,7 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
             v.detail = Some("connect_reply_not_captured".into());
             return;
         }
-        if o.client_opaque {
+        if o.has(Seen::CLIENT_OPAQUE) {
             v.outcome = Outcome::NotTls;
             v.detail = Some("connect_tunnel_not_tls".into());
             return;
@@ -327,7 +327,7 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
     if !saw_start {
         v.outcome = Outcome::Midstream;
         v.detail = Some(
-            if o.client_tls || o.server_tls {
+            if o.has(Seen::CLIENT_TLS) || o.has(Seen::SERVER_TLS) {
                 "tls_without_handshake"
             } else {
                 "no_connection_start"
@@ -336,14 +336,14 @@ fn before_tls(conn: &Connection, o: &Observations, v: &mut Verdict) {
         );
         return;
     }
-    if o.has_anomaly("client_gap") && !o.client_opaque {
+    if o.has_anomaly("client_gap") && !o.has(Seen::CLIENT_OPAQUE) {
         v.outcome = Outcome::Incomplete;
         v.detail = Some("client_hello_not_captured".into());
         return;
     }
     v.outcome = Outcome::NotTls;
     v.detail = Some(
-        if o.sslv2_hello {
+        if o.has(Seen::SSLV2_HELLO) {
             "sslv2_hello"
         } else {
             "not_tls"

@@ -6,6 +6,7 @@
 
 mod legs;
 pub mod observation;
+pub mod path;
 pub mod proxy;
 pub mod scope;
 pub mod score;
@@ -21,7 +22,8 @@ use dashmap::DashMap;
 use crate::classify::Outcome;
 use crate::tls::cert::CertSummary;
 use observation::{FailureSignal, Observation};
-use proxy::{CaVerdict, ProxyCas};
+pub use path::{Path, Signal};
+use proxy::ProxyCas;
 pub use score::{Evidence, Rule, RuleMatch};
 
 /// The analysis's working maps: keyed by names, addresses and fingerprints from the traffic,
@@ -34,41 +36,6 @@ pub struct Config {
     pub proxy_cas: ProxyCas,
     /// Addresses of the proxy (its client-facing or upstream-facing side).
     pub proxy_addrs: Vec<IpAddr>,
-}
-
-/// Which path a connection took, as far as the wire shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Path {
-    /// The certificate was minted by the proxy.
-    Proxy,
-    /// TLS 1.3 (certificate hidden) to an address where the proxy answered before.
-    ProxyInferred,
-    /// The origin's own certificate: direct or bypassed.
-    Origin,
-    /// Nothing tells.
-    Unknown,
-}
-
-/// What told a connection's path (see `Analysis::paths`), nearest evidence first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// Its own certificate.
-    Certificate,
-    /// A `--proxy-addr`.
-    ConfiguredAddress,
-    /// Certificates from its client network to the same server for the same name.
-    NetworkAndName,
-    /// Certificates from its client network to the same server.
-    Network,
-    /// CONNECT to an explicit proxy that intercepts.
-    ExplicitProxy,
-    /// Certificates anyone was shown by the same server address.
-    ServerAddress,
-    /// The proxy's own upstream connection for the same name followed it (a span point that
-    /// sees both legs; `legs`).
-    UpstreamLeg,
-    /// Nothing.
-    Nothing,
 }
 
 /// Where a connection stands in the run's deterministic order: the pipeline's release key
@@ -114,11 +81,16 @@ impl DelayMs {
 }
 
 impl Obs {
+    fn path_view<'a>(&'a self, empty: &'a Arc<str>) -> path::Conn<'a> {
+        path::Conn {
+            client_ip: self.client_ip,
+            server: self.server,
+            name: self.name.as_ref().unwrap_or(empty),
+            connect: self.connect,
+        }
+    }
     fn issuer(&self) -> Option<&str> {
         self.cert.as_deref().map(|c| c.issuer.as_str())
-    }
-    fn aki(&self) -> Option<&str> {
-        self.cert.as_deref()?.authority_key_id.as_deref()
     }
     fn has_sct(&self) -> bool {
         self.cert.as_deref().is_some_and(|c| c.has_sct)
@@ -645,82 +617,23 @@ impl Analysis<'_> {
         cas
     }
 
-    /// The path of every connection. A certificate tells it: minted by the proxy or not. A
-    /// connection without one (TLS 1.3 hides it) takes the path that connections with one took
-    /// from the same client network (/24, /64) to the same server, for the same name if any
-    /// did, else for any name: inline proxies intercept some networks and bypass some names,
-    /// so the path belongs to the connection, not to the server address. Failing that it goes
-    /// to a configured proxy address, to an explicit proxy (it received CONNECT) that
-    /// intercepts, or to a server address that showed one kind of certificate only. Where the
-    /// nearest evidence shows both kinds, the path stays unknown.
+    /// The path of every connection (`path`), from every connection of the window.
     fn paths(&self, cas: &ProxyCas) -> (Vec<Path>, Vec<Signal>) {
-        type Seen = (bool, bool);
-        let mut by_name: HashMap<(IpAddr, (IpAddr, u16), &str), Seen> = HashMap::default();
-        let mut by_net: HashMap<(IpAddr, (IpAddr, u16)), Seen> = HashMap::default();
-        let mut by_server: HashMap<(IpAddr, u16), Seen> = HashMap::default();
-        let paths: Vec<Path> = self
+        let empty: Arc<str> = Arc::from("");
+        let conn = |o| Obs::path_view(o, &empty);
+        let own: Vec<Path> = self
             .obs
             .iter()
-            .map(|o| {
-                let Some(issuer) = o.issuer() else {
-                    return Path::Unknown;
-                };
-                let proxy = cas.verdict(issuer, o.aki()) == CaVerdict::Proxy;
-                let net = score::subnet(o.client_ip);
-                let name = o.name.as_deref().unwrap_or_default();
-                for seen in [
-                    by_name.entry((net, o.server, name)).or_default(),
-                    by_net.entry((net, o.server)).or_default(),
-                    by_server.entry(o.server).or_default(),
-                ] {
-                    if proxy {
-                        seen.0 = true;
-                    } else {
-                        seen.1 = true;
-                    }
-                }
-                if proxy { Path::Proxy } else { Path::Origin }
-            })
+            .map(|o| path::of_certificate(cas, o.cert.as_deref()))
             .collect();
-        let verdict = |seen: Option<&Seen>| match seen {
-            Some((true, false)) => Some(Path::ProxyInferred),
-            Some((false, true)) => Some(Path::Origin),
-            Some((true, true)) => Some(Path::Unknown),
-            _ => None,
-        };
+        let mut index = path::PathIndex::default();
+        for (o, p) in self.obs.iter().zip(&own) {
+            index.add(&conn(o), *p);
+        }
         self.obs
             .iter()
-            .zip(paths)
-            .map(|(o, path)| {
-                if path != Path::Unknown {
-                    return (path, Signal::Certificate);
-                }
-                if self.config.proxy_addrs.contains(&o.server.0) {
-                    return (Path::ProxyInferred, Signal::ConfiguredAddress);
-                }
-                let net = score::subnet(o.client_ip);
-                let name = o.name.as_deref().unwrap_or_default();
-                if let Some(p) = verdict(by_name.get(&(net, o.server, name))) {
-                    return (p, Signal::NetworkAndName);
-                }
-                if let Some(p) = verdict(by_net.get(&(net, o.server))) {
-                    return (p, Signal::Network);
-                }
-                let at_server = by_server.get(&o.server);
-                // A tunnel through an explicit proxy that never showed the origin's certificate
-                // is taken as intercepted even when no certificate was seen at all (every
-                // client on TLS 1.3): a proxy that only tunnels shows the origins' certificates
-                // to its TLS 1.2 clients, and through it a pinned app does not fail, so what
-                // the inference can add there is at most a bypass of inspection that is not
-                // happening.
-                if o.connect && at_server.is_none_or(|s| !s.1) {
-                    return (Path::ProxyInferred, Signal::ExplicitProxy);
-                }
-                match verdict(at_server) {
-                    Some(p) => (p, Signal::ServerAddress),
-                    None => (Path::Unknown, Signal::Nothing),
-                }
-            })
+            .zip(own)
+            .map(|(o, p)| index.resolve(&conn(o), p, &self.config.proxy_addrs))
             .unzip()
     }
 

@@ -137,6 +137,10 @@ pub struct Observation {
     pub abort_delay_ms: Option<f64>,
     /// The client's round trip at the sensor (SYN-ACK to the client's answer), milliseconds.
     pub client_rtt_ms: Option<f64>,
+    /// The server's round trip at the sensor (client SYN to server SYN-ACK), milliseconds.
+    pub server_rtt_ms: Option<f64>,
+    /// From the ClientHello to the server's first answer at the sensor, milliseconds.
+    pub server_hello_delay_ms: Option<f64>,
     /// The certificate the client was shown (shared with the TLS stage's cache).
     pub cert: Option<Arc<CertSummary>>,
     /// The connection went through an explicit proxy (HTTP CONNECT or SOCKS).
@@ -166,6 +170,8 @@ impl Observation {
             signal: FailureSignal::of(verdict),
             abort_delay_ms: verdict.abort_delay_ms,
             client_rtt_ms: conn.client_rtt_ns().map(crate::output::time::millis),
+            server_rtt_ms: o.server_rtt_ns().map(crate::output::time::millis),
+            server_hello_delay_ms: o.hello_delay_ns().map(crate::output::time::millis),
             cert: o.cert.clone(),
             connect: o.connect_request().is_some(),
         }

@@ -70,6 +70,13 @@ pub fn known_product(issuer: &str) -> Option<&'static str> {
         .map(|(_, p)| *p)
 }
 
+/// Whether an issuer looks like an interception CA by what its leaves show: it names an
+/// inspection product or mints for many unrelated registrable domains, and none of its leaves
+/// carries an embedded SCT (a public CA's do).
+pub fn looks_minted(issuer: &str, registrable_domains: usize, no_sct: bool) -> bool {
+    no_sct && (registrable_domains >= MANY_DOMAINS || known_product(issuer).is_some())
+}
+
 #[derive(Debug, Clone)]
 struct ConfiguredCa {
     subject: String,
@@ -128,7 +135,14 @@ impl ProxyCas {
     }
 
     pub fn learn(&mut self, issuer: &str) {
-        self.learned.insert(issuer.to_string());
+        if !self.learned.contains(issuer) {
+            self.learned.insert(issuer.to_string());
+        }
+    }
+
+    /// Takes back what [`ProxyCas::learn`] learned (a configured CA stays).
+    pub fn forget(&mut self, issuer: &str) {
+        self.learned.remove(issuer);
     }
 
     /// Whether a leaf with this issuer (and authority key id) was minted by the proxy. A

@@ -206,6 +206,8 @@ mod tests {
                 signal: crate::correlate::observation::FailureSignal::None,
                 abort_delay_ms: None,
                 client_rtt_ms: None,
+                server_rtt_ms: None,
+                server_hello_delay_ms: None,
                 cert: None,
                 connect: false,
             };

@@ -78,6 +78,10 @@ pub struct WireObservation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_rtt_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_hello_delay_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<WireCert>,
     #[serde(default)]
     pub connect: bool,
@@ -142,6 +146,8 @@ impl WireObservation {
             alert,
             abort_delay_ms: o.abort_delay_ms,
             client_rtt_ms: o.client_rtt_ms,
+            server_rtt_ms: o.server_rtt_ms,
+            server_hello_delay_ms: o.server_hello_delay_ms,
             cert: o.cert.as_deref().map(|c| WireCert {
                 issuer: c.issuer.clone(),
                 authority_key_id: c.authority_key_id.clone(),
@@ -189,11 +195,14 @@ impl WireObservation {
         {
             return Err(DecodeError::Malformed("abort_delay_ms out of range".into()));
         }
-        if wire
-            .client_rtt_ms
-            .is_some_and(|d| !d.is_finite() || d < 0.0)
-        {
-            return Err(DecodeError::Malformed("client_rtt_ms out of range".into()));
+        for (field, value) in [
+            ("client_rtt_ms", wire.client_rtt_ms),
+            ("server_rtt_ms", wire.server_rtt_ms),
+            ("server_hello_delay_ms", wire.server_hello_delay_ms),
+        ] {
+            if value.is_some_and(|d| !d.is_finite() || d < 0.0) {
+                return Err(DecodeError::Malformed(format!("{field} out of range")));
+            }
         }
         Ok(wire)
     }
@@ -223,6 +232,8 @@ impl WireObservation {
             signal,
             abort_delay_ms: self.abort_delay_ms,
             client_rtt_ms: self.client_rtt_ms,
+            server_rtt_ms: self.server_rtt_ms,
+            server_hello_delay_ms: self.server_hello_delay_ms,
             cert: self.cert.as_ref().map(|c| certs.cert(c)),
             connect: self.connect,
         }
@@ -289,6 +300,8 @@ mod tests {
             signal: FailureSignal::Alert(AlertDescription::UNKNOWN_CA),
             abort_delay_ms: Some(1.5),
             client_rtt_ms: Some(0.2),
+            server_rtt_ms: Some(0.3),
+            server_hello_delay_ms: Some(12.5),
             cert: None,
             connect: false,
         }

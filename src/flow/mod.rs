@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use hashbrown::HashTable;
 
 use crate::decode::{Segment, Tunnel, TunnelKey, flags};
+use crate::elapsed::Elapsed;
 use crate::tls::{At, Dir, Session};
 use reassembly::{Chunk, Reassembler, ReassemblyStats};
 
@@ -246,86 +247,62 @@ impl Shape {
     }
 }
 
-/// The client's round trip as the sensor sees it: from the server's SYN-ACK to the client's
-/// next packet (its handshake ACK, or a ClientHello that carries the ACK). A client's abort
-/// reaches the sensor that much after the server's flight passed it, so the correlator judges
-/// abort delays net of it. Two bytes: [`ClientRtt::AFTER_SYN_ACK`] while the connection's
-/// latest packet is the server's SYN-ACK (whose time is then the connection's `last`), 0 when
-/// not measured, else the round trip: microseconds below [`ClientRtt::FINE`], then steps of
-/// [`ClientRtt::COARSE_NS`] up to about 6.6 s (a longer one is not measured). A LAN keeps its
-/// microseconds; a far client is judged to a fifth of a millisecond.
+/// The round trips as the sensor sees them. The client's: from the server's SYN-ACK to the
+/// client's next packet (its handshake ACK, or a ClientHello that carries the ACK); a client's
+/// abort reaches the sensor that much after the server's flight passed it, so the correlator
+/// judges abort delays net of it. The server's: from the client's SYN to the server's SYN-ACK,
+/// which the path attribution compares with how long the server took to answer the
+/// ClientHello. Each is [`Elapsed::PENDING`] while the packet that ends it is awaited; a
+/// retransmitted SYN or SYN-ACK restarts the wait, since the answer follows the latest one.
+/// The server's is kept in the session (`set_server_rtt`): the connection has no room for it.
 #[derive(Debug, Default, Clone, Copy)]
-struct ClientRtt(u16);
+struct ClientRtt(Elapsed);
 
 impl ClientRtt {
-    const AFTER_SYN_ACK: u16 = u16::MAX;
-    const FINE: u16 = 1 << 15;
-    const COARSE_NS: i64 = 200_000;
-
-    fn encode(ns: i64) -> Option<u16> {
-        let us = (ns + 500) / 1000;
-        if us < i64::from(Self::FINE) {
-            return u16::try_from(us.max(1)).ok();
-        }
-        let steps = (ns - i64::from(Self::FINE) * 1000 + Self::COARSE_NS / 2) / Self::COARSE_NS;
-        u16::try_from(i64::from(Self::FINE) + steps)
-            .ok()
-            .filter(|&v| v != Self::AFTER_SYN_ACK)
-    }
-
     fn measured_ns(self) -> Option<i64> {
-        match self.0 {
-            0 | Self::AFTER_SYN_ACK => None,
-            v if v < Self::FINE => Some(i64::from(v) * 1000),
-            v => Some(i64::from(Self::FINE) * 1000 + i64::from(v - Self::FINE) * Self::COARSE_NS),
-        }
+        self.0.ns()
     }
 
     /// Takes one packet; `previous` is the time of the connection's packet before it.
-    fn observe(&mut self, previous: At, at: At, dir: Dir, syn: bool, ack: bool) {
-        if self.measured_ns().is_some() {
+    fn observe(
+        &mut self,
+        server: &mut ServerRtt,
+        previous: At,
+        at: At,
+        dir: Dir,
+        syn: bool,
+        ack: bool,
+    ) {
+        server.observe(previous, at, dir, syn, ack);
+        if self.0.ns().is_some() {
             return;
         }
-        let after_syn_ack = self.0 == Self::AFTER_SYN_ACK;
         self.0 = match dir {
-            // A retransmitted SYN-ACK restarts the wait: the client's answer follows the
-            // latest one it got.
-            Dir::Server if syn && ack => Self::AFTER_SYN_ACK,
-            // Packet order is not time order in a damaged capture: no round trip rather than a
-            // negative one.
-            Dir::Client if ack && !syn && after_syn_ack => at
-                .ts_ns
-                .checked_sub(previous.ts_ns)
-                .filter(|&ns| ns >= 0)
-                .and_then(Self::encode)
-                .unwrap_or(0),
-            _ => 0,
+            Dir::Server if syn && ack => Elapsed::PENDING,
+            Dir::Client if ack && !syn && self.0.is_pending() => {
+                Elapsed::between(previous.ts_ns, at.ts_ns)
+            }
+            _ => Elapsed::NONE,
         };
     }
 }
 
-#[cfg(test)]
-mod rtt_tests {
-    use super::ClientRtt;
+/// The server's side of [`ClientRtt`], as the session keeps it.
+struct ServerRtt<'a>(&'a mut crate::tls::Observations);
 
-    #[test]
-    fn round_trips_keep_microseconds_on_a_lan_and_a_fifth_of_a_millisecond_far_away() {
-        let back = |ns: i64| ClientRtt(ClientRtt::encode(ns).expect("in range")).measured_ns();
-        assert_eq!(back(15_400), Some(15_000));
-        assert_eq!(
-            back(0),
-            Some(1_000),
-            "a measured zero still reads as measured"
-        );
-        assert_eq!(back(32_767_000), Some(32_767_000));
-        assert_eq!(back(250_442_000), Some(250_368_000));
-        assert!((back(6_000_000_000).unwrap() - 6_000_000_000).abs() <= 100_000);
-        assert_eq!(
-            ClientRtt::encode(7_000_000_000),
-            None,
-            "past the range: not measured"
-        );
-        assert_eq!(ClientRtt(ClientRtt::AFTER_SYN_ACK).measured_ns(), None);
+impl ServerRtt<'_> {
+    fn observe(&mut self, previous: At, at: At, dir: Dir, syn: bool, ack: bool) {
+        let now = self.0.server_rtt();
+        if now.ns().is_some() {
+            return;
+        }
+        self.0.set_server_rtt(match dir {
+            Dir::Client if syn && !ack => Elapsed::PENDING,
+            Dir::Server if syn && ack && now.is_pending() => {
+                Elapsed::between(previous.ts_ns, at.ts_ns)
+            }
+            _ => Elapsed::NONE,
+        });
     }
 }
 
@@ -497,8 +474,14 @@ impl Connection {
         }
         this.packets += 1;
         this.payload_bytes += seg.wire_len as u64;
-        self.rtt
-            .observe(previous, at, dir, seg.has(flags::SYN), seg.has(flags::ACK));
+        self.rtt.observe(
+            &mut ServerRtt(&mut session.obs),
+            previous,
+            at,
+            dir,
+            seg.has(flags::SYN),
+            seg.has(flags::ACK),
+        );
         if seg.has(flags::SYN) {
             if !this.syn() {
                 this.syn_seq = seg.seq;

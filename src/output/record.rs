@@ -162,6 +162,12 @@ pub struct ConnectionRecord {
     /// in milliseconds; null when the TCP handshake was not seen. Abort delays are judged net
     /// of it.
     pub client_rtt_ms: Option<f64>,
+    /// The server's round trip at the sensor, from the client's SYN to the server's SYN-ACK,
+    /// in milliseconds; null when the TCP handshake was not seen.
+    pub server_rtt_ms: Option<f64>,
+    /// From the packet that completed the ClientHello to the server's first answer
+    /// (ServerHello or HelloRetryRequest), in milliseconds; null without both.
+    pub server_hello_delay_ms: Option<f64>,
     /// Why a client failure has no `abort_delay_ms` (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_missing: Option<crate::classify::DelayMissing>,
@@ -194,6 +200,35 @@ pub struct ConnectionRecord {
     pub roles: &'static str,
     pub ended_by: &'static str,
     pub anomalies: Vec<String>,
+    /// Which path the connection took (`proxy`, `origin`, `unknown`), concluded from it and
+    /// the connections before it in run order, and what told (`path_signal`); null without a
+    /// ClientHello. Last, and set by the pipeline once the record is in run order
+    /// ([`set_line_path`]).
+    pub path: Option<&'static str>,
+    pub path_signal: Option<&'static str>,
+}
+
+/// How a serialised record ends while its path is not set.
+const PATH_UNSET: &[u8] = br#","path":null,"path_signal":null}"#;
+
+/// Sets the path of a record serialised before its path was known: the line ends with
+/// [`PATH_UNSET`] (the record's last fields), which this replaces. The words are the
+/// pipeline's own (`Path::name`, `Signal::name`), plain ASCII with nothing to escape.
+pub fn set_line_path(line: &mut Vec<u8>, path: &str, signal: &str) {
+    if !line.ends_with(PATH_UNSET) {
+        debug_assert!(false, "a record line that does not end with its unset path");
+        return;
+    }
+    line.truncate(line.len() - PATH_UNSET.len());
+    for part in [
+        r#","path":""#,
+        path,
+        r#"","path_signal":""#,
+        signal,
+        r#""}"#,
+    ] {
+        line.extend_from_slice(part.as_bytes());
+    }
 }
 
 /// `ip` as `Display` writes it (dotted decimal for IPv4), without going through the formatting
@@ -387,6 +422,8 @@ pub fn of(conn: &Connection, verdict: &Verdict) -> ConnectionRecord {
         alert: verdict.alert.as_ref().map(|(d, a)| alert_record(*d, a)),
         abort_delay_ms: verdict.abort_delay_ms,
         client_rtt_ms: conn.client_rtt_ns().map(super::time::millis),
+        server_rtt_ms: o.server_rtt_ns().map(super::time::millis),
+        server_hello_delay_ms: o.hello_delay_ns().map(super::time::millis),
         delay_missing: verdict.delay_missing,
         closed_by: verdict.closed_by.map(side),
         client_close: verdict.client_close.clone(),
@@ -404,7 +441,7 @@ pub fn of(conn: &Connection, verdict: &Verdict) -> ConnectionRecord {
         cipher: sh.map(|s| cipher_name(s.cipher)),
         alpn_offered: ch.map_or_else(Vec::new, |c| c.alpn()),
         alpn: sh.and_then(|s| s.alpn.clone()),
-        hello_retry: o.hello_retry,
+        hello_retry: o.hello_retry(),
         connect,
         proxy_protocol,
         cert: o.cert.clone(),
@@ -421,6 +458,8 @@ pub fn of(conn: &Connection, verdict: &Verdict) -> ConnectionRecord {
         },
         ended_by: conn.ended_by.as_str(),
         anomalies,
+        path: None,
+        path_signal: None,
     }
 }
 
@@ -428,6 +467,19 @@ pub fn of(conn: &Connection, verdict: &Verdict) -> ConnectionRecord {
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// The collector sets the path of a line serialised without it; the line stays one JSON
+    /// object with the words in the record's last fields.
+    #[test]
+    fn a_serialised_record_takes_its_path_in_place() {
+        let mut line =
+            br#"{"schema":"pinwatch.connection/1","path":null,"path_signal":null}"#.to_vec();
+        set_line_path(&mut line, "proxy", "network_and_name");
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
+        assert_eq!(v["path"], "proxy");
+        assert_eq!(v["path_signal"], "network_and_name");
+        assert_eq!(v["schema"], "pinwatch.connection/1");
+    }
 
     #[test]
     fn ip_string_is_display() {

@@ -40,6 +40,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use crate::capture::{CaptureError, Frame};
 use crate::classify::{Outcome, Verdict, classify};
 use crate::correlate::observation::Observation;
+use crate::correlate::path::RecordPaths;
 use crate::correlate::{EvidenceTable, Order};
 use crate::decode::{self, Segment};
 use crate::flow::{Connection, FlowConfig, FlowTable};
@@ -105,6 +106,11 @@ pub trait Output {
     }
     /// One finished connection, in run order.
     fn record(&mut self, rec: &ConnectionRecord, verdict: &Verdict) -> Result<(), Self::Error>;
+    /// The evidence the records' `path` is worked out from, in run order; `None` leaves it
+    /// null. An output that takes records keeps one for as long as it runs.
+    fn record_paths(&mut self) -> Option<&mut RecordPaths> {
+        None
+    }
     /// One finished connection as its JSON object (no newline), in run order; called instead
     /// of [`Output::record`] when [`Output::wants_lines`] says so.
     fn line(&mut self, json: &[u8]) -> Result<(), Self::Error> {
@@ -156,6 +162,9 @@ struct Finished {
     /// For the run's summary.
     outcome: Outcome,
     anomalies: Vec<String>,
+    /// For the record's path, which the collector works out in run order; only when the
+    /// output takes records.
+    observation: Option<Box<Observation>>,
     body: Body,
 }
 
@@ -166,7 +175,7 @@ enum Body {
         record: Box<ConnectionRecord>,
         verdict: Verdict,
     },
-    Line(Box<[u8]>),
+    Line(Vec<u8>),
     /// The output takes no connections ([`Output::wants_records`]).
     Nothing,
 }
@@ -306,8 +315,8 @@ impl Finisher {
     fn finish(&mut self, conn: Connection, event: u64, out: &mut Vec<Finished>) {
         let order = (event, conn.seq());
         let verdict = classify(&conn);
-        self.evidence
-            .observe(&Observation::of(&conn, &verdict), order);
+        let observation = Observation::of(&conn, &verdict);
+        self.evidence.observe(&observation, order);
         let outcome = verdict.outcome;
         if !self.records {
             let anomalies = record::anomalies(&conn);
@@ -315,6 +324,7 @@ impl Finisher {
                 order,
                 outcome,
                 anomalies,
+                observation: None,
                 body: Body::Nothing,
             });
             return;
@@ -330,7 +340,10 @@ impl Finisher {
         // A record that cannot be serialised (none can today) goes on whole, for the output
         // to report the error.
         let body = if self.lines && serde_json::to_writer(&mut self.scratch, &record).is_ok() {
-            Body::Line(self.scratch.as_slice().into())
+            // Room for the path the collector sets, so that it does not move the line.
+            let mut line = Vec::with_capacity(self.scratch.len() + PATH_ROOM);
+            line.extend_from_slice(&self.scratch);
+            Body::Line(line)
         } else {
             Body::Record {
                 record: Box::new(record),
@@ -341,10 +354,14 @@ impl Finisher {
             order,
             outcome,
             anomalies,
+            observation: Some(Box::new(observation)),
             body,
         });
     }
 }
+
+/// The longest path and signal words less the nulls they replace.
+const PATH_ROOM: usize = 40;
 
 /// Puts finished connections back in run order and hands them to the output.
 ///
@@ -394,9 +411,27 @@ impl<'o, O: Output> Collector<'o, O> {
             for a in f.anomalies {
                 *self.summary.anomalies.entry(a).or_default() += 1;
             }
-            match &f.body {
-                Body::Record { record, verdict } => self.output.record(record, verdict)?,
-                Body::Line(json) => self.output.line(json)?,
+            let path = match (self.output.record_paths(), &f.observation) {
+                (Some(paths), Some(o)) => paths.next(o),
+                _ => None,
+            };
+            match f.body {
+                Body::Record {
+                    mut record,
+                    verdict,
+                } => {
+                    if let Some((p, s)) = path {
+                        record.path = Some(p.name());
+                        record.path_signal = Some(s.name());
+                    }
+                    self.output.record(&record, &verdict)?
+                }
+                Body::Line(mut json) => {
+                    if let Some((p, s)) = path {
+                        record::set_line_path(&mut json, p.name(), s.name());
+                    }
+                    self.output.line(&json)?
+                }
                 Body::Nothing => {}
             }
         }
@@ -1266,7 +1301,8 @@ mod tests {
             order: (event, seq),
             outcome: Outcome::Established,
             anomalies: Vec::new(),
-            body: Body::Line(format!("{event}.{seq}").into_bytes().into()),
+            observation: None,
+            body: Body::Line(format!("{event}.{seq}").into_bytes()),
         }
     }
 

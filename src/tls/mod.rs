@@ -19,6 +19,7 @@ use crate::session::proxy_protocol::{self, Header as ProxyHeader};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use crate::elapsed::Elapsed;
 use cert::CertSummary;
 use handshake::{ClientHello, Message, ServerHello};
 
@@ -80,7 +81,6 @@ pub struct Observations {
     proxy: Option<Box<Exchange>>,
     pub client_hello: Option<ClientHello>,
     pub server_hello: Option<Arc<ServerHello>>,
-    pub hello_retry: bool,
     /// Shared with every connection that presented the same certificate message.
     pub cert: Option<Arc<CertSummary>>,
     /// When the handshake's steps happened; dropped once the client sent application data.
@@ -94,14 +94,45 @@ pub struct Observations {
     /// Alerts seen before the outcome settled, and anomalies: boxed together, since most
     /// connections have neither.
     trouble: Option<Box<Trouble>>,
-    /// Direction's stream carried TLS records.
-    pub client_tls: bool,
-    pub server_tls: bool,
-    /// Direction's stream started with something that is neither TLS nor CONNECT.
-    pub client_opaque: bool,
-    pub server_opaque: bool,
+    /// What the streams were, as one bitset ([`Seen`]): six flags in the byte that six `bool`s
+    /// would take six of, which leaves room for the two timings below.
+    seen: Seen,
+    /// The server's round trip at the sensor: from the client's SYN to the server's SYN-ACK
+    /// (set by the flow stage, which has no room of its own for it).
+    server_rtt: Elapsed,
+    /// From the packet that completed the ClientHello to the ServerHello's: how long the
+    /// server (or a proxy fetching the origin's certificate first) took to answer.
+    hello_delay: Elapsed,
+}
+
+/// What a connection's streams turned out to be, a bit each.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Seen(u8);
+
+impl Seen {
+    /// The client's stream carried TLS records.
+    pub const CLIENT_TLS: Seen = Seen(1);
+    pub const SERVER_TLS: Seen = Seen(1 << 1);
+    /// The client's stream started with something that is neither TLS nor CONNECT.
+    pub const CLIENT_OPAQUE: Seen = Seen(1 << 2);
+    pub const SERVER_OPAQUE: Seen = Seen(1 << 3);
     /// The client stream began with an SSLv2-compatible hello.
-    pub sslv2_hello: bool,
+    pub const SSLV2_HELLO: Seen = Seen(1 << 4);
+    /// The server answered with a HelloRetryRequest.
+    pub const HELLO_RETRY: Seen = Seen(1 << 5);
+
+    fn tls(dir: Dir) -> Seen {
+        match dir {
+            Dir::Client => Self::CLIENT_TLS,
+            Dir::Server => Self::SERVER_TLS,
+        }
+    }
+    fn opaque(dir: Dir) -> Seen {
+        match dir {
+            Dir::Client => Self::CLIENT_OPAQUE,
+            Dir::Server => Self::SERVER_OPAQUE,
+        }
+    }
 }
 
 /// When the steps of a handshake happened. Only a connection whose client never sent
@@ -109,6 +140,8 @@ pub struct Observations {
 /// an established connection drops them: boxed, they cost its lifetime 8 bytes instead of 80.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Timeline {
+    /// The packet that completed the first ClientHello.
+    pub client_hello: Option<At>,
     pub server_hello: Option<At>,
     /// The server's last handshake packet (hello, certificate flight, CCS, Finished; in TLS 1.3
     /// its encrypted records sent before the client's Finished).
@@ -167,6 +200,7 @@ struct Trouble {
 
 /// The timeline of a connection that has none (yet, or any more).
 static NO_TIMELINE: Timeline = Timeline {
+    client_hello: None,
     server_hello: None,
     last_server_handshake: None,
     server_hello_done: None,
@@ -208,6 +242,31 @@ impl Observations {
     }
     pub fn timeline(&self) -> &Timeline {
         self.timeline.as_deref().unwrap_or(&NO_TIMELINE)
+    }
+    pub fn has(&self, seen: Seen) -> bool {
+        self.seen.0 & seen.0 != 0
+    }
+    fn mark(&mut self, seen: Seen) {
+        self.seen.0 |= seen.0;
+    }
+    /// The server answered with a HelloRetryRequest.
+    pub fn hello_retry(&self) -> bool {
+        self.has(Seen::HELLO_RETRY)
+    }
+    /// From the ClientHello to the server's answer, as the sensor saw it.
+    pub fn hello_delay_ns(&self) -> Option<i64> {
+        self.hello_delay.ns()
+    }
+    /// The server's round trip at the sensor (SYN to SYN-ACK).
+    pub fn server_rtt_ns(&self) -> Option<i64> {
+        self.server_rtt.ns()
+    }
+    pub fn server_rtt(&self) -> Elapsed {
+        self.server_rtt
+    }
+    /// The flow stage's measurement of [`Observations::server_rtt_ns`].
+    pub fn set_server_rtt(&mut self, rtt: Elapsed) {
+        self.server_rtt = rtt;
     }
     fn timeline_mut(&mut self) -> &mut Timeline {
         self.timeline.get_or_insert_with(Box::default)
@@ -593,22 +652,16 @@ impl Session {
                 Mode::Socks(Vec::new())
             }
             StartVerdict::Tls => {
-                match dir {
-                    Dir::Client => self.obs.client_tls = true,
-                    Dir::Server => self.obs.server_tls = true,
-                }
+                self.obs.mark(Seen::tls(dir));
                 Mode::Tls
             }
             StartVerdict::Sslv2 => {
-                self.obs.sslv2_hello = true;
+                self.obs.mark(Seen::SSLV2_HELLO);
                 self.obs.flag("sslv2_hello");
                 Mode::Sslv2Hello(Vec::new())
             }
             StartVerdict::Opaque => {
-                match dir {
-                    Dir::Client => self.obs.client_opaque = true,
-                    Dir::Server => self.obs.server_opaque = true,
-                }
+                self.obs.mark(Seen::opaque(dir));
                 Mode::Opaque
             }
         };
@@ -640,12 +693,12 @@ impl Session {
         match handshake::parse_sslv2_hello(&held[2..]) {
             Some(hello) => {
                 self.obs.client_hello = Some(hello);
-                self.obs.client_tls = true;
+                self.obs.mark(Seen::CLIENT_TLS);
                 (Mode::Tls, take)
             }
             None => {
                 self.obs.flag("malformed_hello");
-                self.obs.client_opaque = true;
+                self.obs.mark(Seen::CLIENT_OPAQUE);
                 (Mode::Opaque, take)
             }
         }
@@ -678,10 +731,7 @@ impl Session {
         if tunnel_open {
             (Mode::Start(Vec::new()), used)
         } else {
-            match dir {
-                Dir::Client => self.obs.client_opaque = true,
-                Dir::Server => self.obs.server_opaque = true,
-            }
+            self.obs.mark(Seen::opaque(dir));
             (Mode::Opaque, bytes.len())
         }
     }
@@ -701,7 +751,7 @@ impl Session {
                 {
                     self.obs.flag("proxy_protocol_not_understood");
                 }
-                self.obs.client_opaque = true;
+                self.obs.mark(Seen::CLIENT_OPAQUE);
                 (Mode::Opaque, bytes.len())
             }
             Parse::Header { len, header } => {
@@ -914,13 +964,20 @@ impl Session {
             (Dir::Client, Message::ClientHello(ch)) => {
                 if self.obs.client_hello.is_none() {
                     self.obs.client_hello = Some(ch);
-                } else if !self.obs.hello_retry {
+                    self.obs.timeline_mut().client_hello = Some(at);
+                } else if !self.obs.has(Seen::HELLO_RETRY) {
                     self.obs.flag("duplicate_client_hello");
                 }
             }
             (Dir::Server, Message::ServerHello(sh)) => {
                 if sh.hello_retry {
-                    self.obs.hello_retry = true;
+                    self.obs.mark(Seen::HELLO_RETRY);
+                }
+                // The first answer to the first ClientHello, retry request or not.
+                if self.obs.server_hello.is_none()
+                    && let Some(hello) = self.obs.timeline().client_hello
+                {
+                    self.obs.hello_delay = Elapsed::between(hello.ts_ns, at.ts_ns);
                 }
                 if self
                     .obs

@@ -755,6 +755,8 @@ pub const VOLATILE: &[&str] = &[
     "ts_start",
     "ts_end",
     "abort_delay_ms",
+    "server_hello_delay_ms",
+    "server_rtt_ms",
     "client_packets",
     "server_packets",
 ];
