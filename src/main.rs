@@ -1052,10 +1052,7 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
     let saved = load_state(&args.out)?;
     let webhook = args
         .webhook
-        .webhook
-        .as_deref()
-        .map(|url| webhook_config(url, &args.webhook))
-        .transpose()?
+        .config()?
         .map(|config| WebhookSink::start(config).map_err(|e| Failure(e.to_string(), exit::USAGE)))
         .transpose()?;
     let signals = Signals::install();
@@ -1208,30 +1205,35 @@ fn kv_op(line: &pinwatch::correlate::stream::RuleLine) -> KvOp {
     }
 }
 
-/// `--webhook` and its flags, secrets included; a bad file is a usage error naming it.
-fn webhook_config(url: &str, args: &WebhookArgs) -> Result<WebhookConfig, Failure> {
-    let usage = |e: WebhookError| Failure(e.to_string(), exit::USAGE);
-    let mut config = WebhookConfig::new(url);
-    config.queue_capacity = args.webhook_queue as usize;
-    config.roots = args
-        .webhook_ca
-        .as_deref()
-        .map(read_ca_file)
-        .transpose()
+impl WebhookArgs {
+    /// `--webhook` and its flags, secrets included; a bad file is a usage error naming it.
+    fn config(&self) -> Result<Option<WebhookConfig>, Failure> {
+        let Some(url) = self.webhook.as_deref() else {
+            return Ok(None);
+        };
+        let usage = |e: WebhookError| Failure(e.to_string(), exit::USAGE);
+        let mut config = WebhookConfig::new(url);
+        config.queue_capacity = self.webhook_queue as usize;
+        config.roots = self
+            .webhook_ca
+            .as_deref()
+            .map(read_ca_file)
+            .transpose()
+            .map_err(usage)?;
+        config.authorization = read_secret(
+            "--webhook-auth-file",
+            self.webhook_auth_file.as_deref(),
+            "PINWATCH_WEBHOOK_AUTH",
+        )
         .map_err(usage)?;
-    config.authorization = read_secret(
-        "--webhook-auth-file",
-        args.webhook_auth_file.as_deref(),
-        "PINWATCH_WEBHOOK_AUTH",
-    )
-    .map_err(usage)?;
-    config.hmac_secret = read_secret(
-        "--webhook-secret-file",
-        args.webhook_secret_file.as_deref(),
-        "PINWATCH_WEBHOOK_SECRET",
-    )
-    .map_err(usage)?;
-    Ok(config)
+        config.hmac_secret = read_secret(
+            "--webhook-secret-file",
+            self.webhook_secret_file.as_deref(),
+            "PINWATCH_WEBHOOK_SECRET",
+        )
+        .map_err(usage)?;
+        Ok(Some(config))
+    }
 }
 
 /// `--sensor`, or the host name.
@@ -1520,12 +1522,7 @@ mod live {
         options.promisc = args.promisc;
         // Secrets and the CA are read now, as the user who started pinwatch (they are often
         // readable by root only); the sink's thread starts after the privilege drop.
-        let webhook_config = args
-            .webhook
-            .webhook
-            .as_deref()
-            .map(|url| webhook_config(url, &args.webhook))
-            .transpose()?;
+        let webhook_config = args.webhook.config()?;
         // The NATS credentials too: read now, the publishing thread starts after the drop.
         let publisher = args
             .publish
