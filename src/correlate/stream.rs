@@ -421,3 +421,52 @@ impl RuleStream {
 fn ttl_ns(ttl_s: u64) -> i64 {
     (ttl_s as i64).saturating_mul(1_000_000_000)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emitted(domain: &str, in_force: bool) -> Emitted {
+        Emitted {
+            confidence: 0.9,
+            at_ns: 0,
+            last_seen: String::new(),
+            evidence_at_ns: 0,
+            ttl_s: 3600,
+            in_force,
+            restored: in_force,
+            rule: serde_json::json!({"registrable_domain": domain}),
+        }
+    }
+
+    /// A restarted aggregator hands over the rules of domains it no longer owns: one `moved`
+    /// line per rule that was in force (none for an expired one), each numbered, and only its
+    /// own rules stay in its state.
+    #[test]
+    fn released_rules_are_withdrawn_as_moved_and_leave_the_state() {
+        let mut state = InForce {
+            next_seq: 7,
+            ..InForce::default()
+        };
+        state
+            .rules
+            .insert("pw-a".into(), emitted("mine.test", true));
+        state
+            .rules
+            .insert("pw-b".into(), emitted("theirs.test", true));
+        state
+            .rules
+            .insert("pw-c".into(), emitted("theirs.test", false));
+        let mut stream = RuleStream::resume(Correlator::default(), 0.5, state);
+        let lines = stream.release(|d| d == "mine.test");
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (lines[0].id.as_str(), lines[0].seq, lines[0].status),
+            ("pw-b", 7, Status::Withdrawn)
+        );
+        assert_eq!(lines[0].withdrawn_reason, Some(Withdrawal::Moved));
+        let left: Vec<&String> = stream.in_force().rules.keys().collect();
+        assert_eq!(left, ["pw-a"]);
+        assert!(stream.release(|d| d == "mine.test").is_empty());
+    }
+}
