@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pinwatch::classify::{Outcome, Verdict};
 use pinwatch::correlate::Limits;
+use pinwatch::correlate::partition::Partition;
 use pinwatch::correlate::path::RecordPaths;
 use pinwatch::correlate::proxy::ProxyCas;
 use pinwatch::correlate::score::DEFAULT_MIN_CONFIDENCE;
 use pinwatch::correlate::stream::{InForce, Pass, RuleStream};
 use pinwatch::correlate::{Config as CorrelateConfig, Correlator, EvidenceTable, Order, Report};
 use pinwatch::fleet::publish::{Config as PublishConfig, Publisher, WhenFull};
-use pinwatch::fleet::rules::RulesBucket;
+use pinwatch::fleet::rules::{Change, KvOp, RulesBucket};
 use pinwatch::fleet::{FleetError, Server};
 use pinwatch::flow::FlowConfig;
 use pinwatch::memory::{configure_allocator, release_freed_memory};
@@ -30,6 +31,9 @@ use pinwatch::output::counted;
 use pinwatch::output::record::{ConnectionRecord, Origin};
 use pinwatch::pipeline::{self, FileSource, Output, Summary};
 use pinwatch::sinks::file::{FileSinkError, Flush, LineSink, Target};
+use pinwatch::sinks::webhook::{
+    WebhookConfig, WebhookError, WebhookSink, read_ca_file, read_secret,
+};
 use pinwatch::stats::Stats;
 
 /// Exit codes (documented in the README).
@@ -176,8 +180,41 @@ struct AggregateArgs {
     /// SIGINT or SIGTERM).
     #[arg(long)]
     once: bool,
+    /// Score and emit only the rules of this partition of the registrable domains, K of N
+    /// (K from 0 to N-1; findings come from partition 0): N aggregators, each with its own K,
+    /// share the scoring and together give the rules one aggregator gives. Each still reads
+    /// the whole stream (see the README).
+    #[arg(long, value_name = "K/N", default_value = "0/1")]
+    partition: Partition,
+    #[command(flatten)]
+    webhook: WebhookArgs,
     #[command(flatten)]
     out: OutputArgs,
+}
+
+/// `--webhook` and its flags (live, aggregate).
+#[derive(Args)]
+struct WebhookArgs {
+    /// POST every rule suggestion as JSON to this URL (http:// or https://), with retries and a
+    /// bounded queue.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// Trust only the CA certificates in FILE (PEM) for an https:// webhook, e.g. a private CA;
+    /// without it Mozilla's root store is used.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_ca: Option<std::path::PathBuf>,
+    /// Send the first line of FILE as the webhook's Authorization header (e.g. `Bearer abc`);
+    /// or set PINWATCH_WEBHOOK_AUTH. Read before privileges are dropped.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_auth_file: Option<std::path::PathBuf>,
+    /// Sign each webhook body with HMAC-SHA256 keyed by the first line of FILE
+    /// (X-Pinwatch-Signature, X-Pinwatch-Timestamp; see the README); or set
+    /// PINWATCH_WEBHOOK_SECRET. Read before privileges are dropped.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_secret_file: Option<std::path::PathBuf>,
+    /// Suggestions held for the webhook while it is down; beyond that they are dropped (counted).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    webhook_queue: u32,
 }
 
 #[derive(Args)]
@@ -200,26 +237,8 @@ struct LiveArgs {
     /// After opening the capture, become this user (when started as root) and drop every capability.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
-    /// POST every rule suggestion as JSON to this URL (http:// or https://), with retries and a
-    /// bounded queue.
-    #[arg(long, value_name = "URL")]
-    webhook: Option<String>,
-    /// Trust only the CA certificates in FILE (PEM) for an https:// webhook, e.g. a private CA;
-    /// without it Mozilla's root store is used.
-    #[arg(long, value_name = "FILE", requires = "webhook")]
-    webhook_ca: Option<std::path::PathBuf>,
-    /// Send the first line of FILE as the webhook's Authorization header (e.g. `Bearer abc`);
-    /// or set PINWATCH_WEBHOOK_AUTH. Read before privileges are dropped.
-    #[arg(long, value_name = "FILE", requires = "webhook")]
-    webhook_auth_file: Option<std::path::PathBuf>,
-    /// Sign each webhook body with HMAC-SHA256 keyed by the first line of FILE
-    /// (X-Pinwatch-Signature, X-Pinwatch-Timestamp; see the README); or set
-    /// PINWATCH_WEBHOOK_SECRET. Read before privileges are dropped.
-    #[arg(long, value_name = "FILE", requires = "webhook")]
-    webhook_secret_file: Option<std::path::PathBuf>,
-    /// Suggestions held for the webhook while it is down; beyond that they are dropped (counted).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    webhook_queue: u32,
+    #[command(flatten)]
+    webhook: WebhookArgs,
     /// Print a stats line on standard error every SECS seconds (0: only on SIGUSR1).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     stats_interval: u64,
@@ -723,6 +742,7 @@ fn settings(out: &OutputArgs) -> Result<Settings, Failure> {
         correlate: CorrelateConfig {
             proxy_cas,
             proxy_addrs: out.proxy_addr.clone(),
+            ..CorrelateConfig::default()
         },
     })
 }
@@ -1028,7 +1048,8 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
             exit::USAGE,
         ));
     }
-    let settings = settings(&args.out)?;
+    let mut settings = settings(&args.out)?;
+    settings.correlate.partition = args.partition;
     let flush = if args.once {
         Flush::Manual
     } else {
@@ -1036,15 +1057,28 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
     };
     let mut sinks = Sinks::open(&args.out, &[], flush, args.once)?;
     let saved = load_state(&args.out)?;
+    let webhook = args
+        .webhook
+        .config()?
+        .map(|config| WebhookSink::start(config).map_err(|e| Failure(e.to_string(), exit::USAGE)))
+        .transpose()?;
     let signals = Signals::install();
     let evidence = Arc::new(EvidenceTable::default());
     let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
     let mut stream = RuleStream::resume(correlator, settings.min_confidence, saved);
+    // Rules a run with another --partition left in force here: handed over, on this
+    // emitter's outputs, before anything is scored.
+    let mut released = stream.release(|domain| args.partition.owns(domain));
     let server = Server::new(&args.nats, args.nats_creds.clone(), args.nats_ca.clone());
-    let bucket = RulesBucket::open(&server).map_err(fleet_failure)?;
+    let fleet = FleetRules {
+        bucket: RulesBucket::open(&server).map_err(fleet_failure)?,
+        webhook,
+        partition: args.partition,
+    };
     let mut taken: u64 = 0;
     let mut now_ns = i64::MIN;
     let mut failed: Option<Failure> = None;
+    let mut pruned = false;
     let counts =
         pinwatch::fleet::aggregate::read(&server, !args.once, &signals.stop, &mut |batch| {
             // Batches come in capture-time order, and each after the last: the run order.
@@ -1059,8 +1093,14 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
             if signals.reopen.swap(false, Ordering::Relaxed) {
                 sinks.reopen();
             }
-            let pass = stream.tick((taken, 0), now_ns);
-            bucket.apply(bucket_changes(&pass));
+            let mut pass = stream.tick((taken, 0), now_ns);
+            pass.rules.splice(0..0, std::mem::take(&mut released));
+            fleet.emit(&pass);
+            // Once the stream's evidence is scored, the bucket can be told what is stale.
+            if !pruned && stream.passes() > 0 {
+                fleet.prune(&stream);
+                pruned = true;
+            }
             let written = write_rules(&pass, &mut sinks).and_then(|()| sinks.flush());
             let saved = save_state(&args.out, &stream);
             match (written, saved) {
@@ -1080,11 +1120,13 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
         return Err(f);
     }
     release_freed_memory();
-    let (report, pass) = stream.finish(now_ns);
-    bucket.apply(bucket_changes(&pass));
+    let (report, mut pass) = stream.finish(now_ns);
+    pass.rules.splice(0..0, released);
+    fleet.emit(&pass);
+    fleet.prune(&stream);
     let written = write_rules(&pass, &mut sinks);
     let flushed = sinks.flush().and(written);
-    let kv = bucket.close();
+    let (kv, hook) = fleet.close();
     save_state(&args.out, &stream)?;
     if let Err(e) = flushed {
         return output_failure(e);
@@ -1092,29 +1134,113 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
     kv.map_err(|e| Failure(format!("--nats {}: {e}", args.nats), exit::OUTPUT))?;
     if !args.out.quiet {
         eprintln!(
-            "pinwatch: aggregated {} from {} ({} resent, {} unreadable, {} of a newer version)",
+            "pinwatch: aggregated {} from {} ({} resent, {} unreadable, {} of a newer version){}",
             counted(counts.taken, "observation", "observations"),
             args.nats,
             counts.duplicates,
             counts.malformed,
-            counts.newer
+            counts.newer,
+            if args.partition.is_whole() {
+                String::new()
+            } else {
+                format!("; partition {}", args.partition)
+            }
         );
+        if let Some(w) = hook {
+            eprintln!(
+                "  webhook: delivered={} retried={} dropped={} rejected={} lost_at_exit={}",
+                w.delivered, w.retried, w.dropped, w.rejected, w.pending_lost
+            );
+        }
         print_table(&report, settings.min_confidence);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The bucket's changes for a pass: each rule line put under its id, a withdrawal deleted.
-fn bucket_changes(pass: &Pass) -> Vec<pinwatch::fleet::rules::Change> {
-    use pinwatch::correlate::stream::Status;
-    pass.rules
-        .iter()
-        .map(|l| {
-            let value = (l.status != Status::Withdrawn)
-                .then(|| serde_json::to_vec(&l.to_json()).unwrap_or_default());
-            (l.id.clone(), value)
-        })
-        .collect()
+/// The aggregator's outputs besides its files: the bucket and rule subjects, the webhook.
+struct FleetRules {
+    bucket: RulesBucket,
+    webhook: Option<WebhookSink>,
+    partition: Partition,
+}
+
+impl FleetRules {
+    /// A pass's rule lines, in order, on every one of them.
+    fn emit(&self, pass: &Pass) {
+        let mut changes = Vec::with_capacity(pass.rules.len());
+        for line in &pass.rules {
+            let json = line.to_json();
+            if let Some(hook) = &self.webhook {
+                hook.send(&json);
+            }
+            changes.push(Change {
+                id: line.id.clone(),
+                line: serde_json::to_vec(&json).unwrap_or_default(),
+                kv: kv_op(line),
+            });
+        }
+        self.bucket.apply(changes);
+    }
+
+    /// Deletes this partition's keys whose rules are not in force here.
+    fn prune(&self, stream: &RuleStream) {
+        let keep = stream
+            .in_force()
+            .rules
+            .iter()
+            .filter(|(_, e)| e.in_force)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.bucket.prune(self.partition, keep);
+    }
+
+    /// Waits for the bucket writer, and up to 5 s for the webhook.
+    fn close(self) -> (Result<(), String>, Option<pinwatch::stats::WebhookCounts>) {
+        let hook = self.webhook.map(|w| w.shutdown(Duration::from_secs(5)));
+        (self.bucket.close(), hook)
+    }
+}
+
+/// What a rule line does to the bucket: a rule in force is put, a withdrawn one deleted,
+/// unless it moved to another partition, whose aggregator owns the key now.
+fn kv_op(line: &pinwatch::correlate::stream::RuleLine) -> KvOp {
+    use pinwatch::correlate::stream::{Status, Withdrawal};
+    match (line.status, line.withdrawn_reason) {
+        (Status::Withdrawn, Some(Withdrawal::Moved)) => KvOp::Keep,
+        (Status::Withdrawn, _) => KvOp::Delete,
+        _ => KvOp::Put,
+    }
+}
+
+impl WebhookArgs {
+    /// `--webhook` and its flags, secrets included; a bad file is a usage error naming it.
+    fn config(&self) -> Result<Option<WebhookConfig>, Failure> {
+        let Some(url) = self.webhook.as_deref() else {
+            return Ok(None);
+        };
+        let usage = |e: WebhookError| Failure(e.to_string(), exit::USAGE);
+        let mut config = WebhookConfig::new(url);
+        config.queue_capacity = self.webhook_queue as usize;
+        config.roots = self
+            .webhook_ca
+            .as_deref()
+            .map(read_ca_file)
+            .transpose()
+            .map_err(usage)?;
+        config.authorization = read_secret(
+            "--webhook-auth-file",
+            self.webhook_auth_file.as_deref(),
+            "PINWATCH_WEBHOOK_AUTH",
+        )
+        .map_err(usage)?;
+        config.hmac_secret = read_secret(
+            "--webhook-secret-file",
+            self.webhook_secret_file.as_deref(),
+            "PINWATCH_WEBHOOK_SECRET",
+        )
+        .map_err(usage)?;
+        Ok(Some(config))
+    }
 }
 
 /// `--sensor`, or the host name.
@@ -1262,9 +1388,6 @@ mod live {
     use pinwatch::correlate::Limits;
     use pinwatch::pipeline::LiveSource;
     use pinwatch::sinks::metrics::MetricsServer;
-    use pinwatch::sinks::webhook::{
-        WebhookConfig, WebhookError, WebhookSink, read_ca_file, read_secret,
-    };
     use pinwatch::stats::{Snapshot, stats_line};
     use std::time::{Duration, Instant};
 
@@ -1401,32 +1524,6 @@ mod live {
         Failure(e.to_string(), code)
     }
 
-    /// `--webhook` and its flags, secrets included; a bad file is a usage error naming it.
-    fn webhook_config(url: &str, args: &LiveArgs) -> Result<WebhookConfig, Failure> {
-        let usage = |e: WebhookError| Failure(e.to_string(), exit::USAGE);
-        let mut config = WebhookConfig::new(url);
-        config.queue_capacity = args.webhook_queue as usize;
-        config.roots = args
-            .webhook_ca
-            .as_deref()
-            .map(read_ca_file)
-            .transpose()
-            .map_err(usage)?;
-        config.authorization = read_secret(
-            "--webhook-auth-file",
-            args.webhook_auth_file.as_deref(),
-            "PINWATCH_WEBHOOK_AUTH",
-        )
-        .map_err(usage)?;
-        config.hmac_secret = read_secret(
-            "--webhook-secret-file",
-            args.webhook_secret_file.as_deref(),
-            "PINWATCH_WEBHOOK_SECRET",
-        )
-        .map_err(usage)?;
-        Ok(config)
-    }
-
     pub(super) fn run(args: &LiveArgs) -> Result<ExitCode, Failure> {
         let settings = settings(&args.out)?;
         let mut options = LiveOptions::new(args.interface.clone());
@@ -1436,11 +1533,7 @@ mod live {
         options.promisc = args.promisc;
         // Secrets and the CA are read now, as the user who started pinwatch (they are often
         // readable by root only); the sink's thread starts after the privilege drop.
-        let webhook_config = args
-            .webhook
-            .as_deref()
-            .map(|url| webhook_config(url, args))
-            .transpose()?;
+        let webhook_config = args.webhook.config()?;
         // The NATS credentials too: read now, the publishing thread starts after the drop.
         let publisher = args
             .publish

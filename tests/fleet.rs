@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pinwatch::correlate::partition::Partition;
+
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_pinwatch");
 
 /// A scratch directory, removed when dropped.
@@ -384,6 +388,315 @@ fn an_aggregator_killed_mid_stream_and_restarted_gives_the_same_rules() {
     aggregate_once(&url, rules_s, state_s, &["--min-confidence", "0.8"]);
     assert_eq!(in_force(&rules), strong);
     assert_eq!(bucket(&url), strong);
+}
+
+/// Every rule line of a rules file, as written: id, status, `registrable_domain`.
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a rule line"))
+        .collect()
+}
+
+/// The ids in force in a findings file (latest line per id, withdrawn ones dropped).
+fn findings_in_force(path: &Path) -> Vec<String> {
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    for v in lines(path) {
+        latest.insert(
+            v["id"].as_str().expect("id").to_string(),
+            v["status"].as_str().expect("status").to_string(),
+        );
+    }
+    latest
+        .into_iter()
+        .filter(|(_, status)| status != "withdrawn")
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The rules of `expected` whose registrable domain (in `domains`) `partition` owns.
+fn owned(
+    expected: &BTreeMap<String, f64>,
+    domains: &BTreeMap<String, String>,
+    partition: Partition,
+) -> BTreeMap<String, f64> {
+    expected
+        .iter()
+        .filter(|(id, _)| partition.owns(&domains[*id]))
+        .map(|(id, c)| (id.clone(), *c))
+        .collect()
+}
+
+/// Rule id to registrable domain, from a rules file.
+fn domains_of(path: &Path) -> BTreeMap<String, String> {
+    lines(path)
+        .into_iter()
+        .map(|v| {
+            (
+                v["id"].as_str().expect("id").to_string(),
+                v["registrable_domain"]
+                    .as_str()
+                    .expect("domain")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A server of its own in a scratch directory, its stream holding `captures` as
+/// [`publish_captures`] publishes them.
+fn stream_of(tag: &str, captures: &[&str]) -> (Scratch, Nats) {
+    let dir = Scratch::new(tag);
+    let nats = Nats::start(&dir.path("js"));
+    publish_captures(&nats.url(), &dir, captures);
+    (dir, nats)
+}
+
+/// Each capture split in three by client network and published by three sensors, into one
+/// stream: the bundled captures have one registrable domain each, so a stream of several is
+/// what gives partitions something to share (span.test hashes to partition 1 of 2,
+/// stacks.test to partition 0).
+fn publish_captures(url: &str, dir: &Scratch, names: &[&str]) {
+    for name in names {
+        let sub = Scratch::new(&format!(
+            "{}-{name}",
+            dir.0.file_name().unwrap().to_string_lossy()
+        ));
+        for (i, part) in split_by_client_network(&capture(name), &sub)
+            .iter()
+            .enumerate()
+        {
+            publish_part(url, part, &format!("{name}-{i}"));
+        }
+    }
+}
+
+/// `aggregate --once` into `TAG.jsonl` and `TAG-findings.jsonl` in `dir`, without a state.
+fn aggregate_into(url: &str, dir: &Scratch, tag: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let rules = dir.path(&format!("{tag}.jsonl"));
+    let findings = dir.path(&format!("{tag}-findings.jsonl"));
+    let mut args = vec![
+        "aggregate",
+        "--nats",
+        url,
+        "--rules",
+        rules.to_str().unwrap(),
+        "--findings",
+        findings.to_str().unwrap(),
+        "--once",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    pinwatch(&args);
+    (rules, findings)
+}
+
+/// Issue 23: two partitioned aggregators give the same rules as one. `--partition 0/2` and
+/// `1/2` over the same stream: the union of their rule files, and the bucket they share, hold
+/// exactly the rule ids and confidences one aggregator gives; each file holds only rules of
+/// its own registrable domains; the run-wide findings come from partition 0 alone, and are the
+/// whole aggregator's. gen-span-wan's rules need other sensors' legs and learned CAs, which
+/// each partition still learns from the whole stream.
+#[test]
+#[ignore = "needs nats-server (Debian package); .ci/run runs it"]
+fn two_partitioned_aggregators_give_the_rules_of_one() {
+    // One capture alone (its domain in one partition, the other partition empty), then both.
+    for names in [
+        &["gen-span-wan"][..],
+        &["gen-stacks"],
+        &["gen-span-wan", "gen-stacks"],
+    ] {
+        let name = names.join("+");
+        let (dir, nats) = stream_of(&format!("part-{}", names.len()), names);
+        let url = nats.url();
+        let mut union = BTreeMap::new();
+        for k in 0..2 {
+            let partition = format!("{k}/2");
+            let (rules, _) =
+                aggregate_into(&url, &dir, &format!("p{k}"), &["--partition", &partition]);
+            let mine: Partition = partition.parse().unwrap();
+            for (id, domain) in domains_of(&rules) {
+                assert!(
+                    mine.owns(&domain),
+                    "{name}: {id} ({domain}) in partition {partition}"
+                );
+            }
+            let got = in_force(&rules);
+            assert!(
+                got.keys().all(|id| !union.contains_key(id)),
+                "{name}: a rule in both"
+            );
+            union.extend(got);
+        }
+        let (whole, whole_findings) = aggregate_into(&url, &dir, "whole", &[]);
+        let expected = in_force(&whole);
+        assert!(!expected.is_empty(), "{name} gives rules");
+        assert_eq!(union, expected, "{name}: two partitions vs one aggregator");
+        assert_eq!(bucket(&url), expected, "{name}: the bucket");
+        assert_eq!(
+            findings_in_force(&dir.path("p0-findings.jsonl")),
+            findings_in_force(&whole_findings),
+            "{name}: partition 0 gives the findings"
+        );
+        assert!(findings_in_force(&dir.path("p1-findings.jsonl")).is_empty());
+        if names.len() == 2 {
+            let domains = domains_of(&whole);
+            for k in 0..2 {
+                let p = Partition::new(k, 2).unwrap();
+                assert!(
+                    !owned(&expected, &domains, p).is_empty(),
+                    "partition {k} has rules"
+                );
+            }
+        }
+    }
+}
+
+/// A new partitioning (one aggregator, then two): the aggregator restarted with `0/2` on its
+/// `--state` withdraws, as `moved`, the rules partition 1 owns now, on its file, and leaves
+/// their keys in the bucket; partition 1, started afresh with a higher threshold, puts what it
+/// scores and deletes its stale keys (the weaker rules the single aggregator had put), and
+/// never a key of partition 0.
+#[test]
+#[ignore = "needs nats-server (Debian package); .ci/run runs it"]
+fn a_new_partitioning_hands_rules_over_and_leaves_no_stale_keys() {
+    let (dir, nats) = stream_of("repartition", &["gen-span-wan", "gen-stacks"]);
+    let url = nats.url();
+    let rules = dir.path("agg.jsonl");
+    let state = dir.path("state");
+    let (rules_s, state_s) = (rules.to_str().unwrap(), state.to_str().unwrap());
+    aggregate_once(&url, rules_s, state_s, &[]);
+    let expected = in_force(&rules);
+    let domains = domains_of(&rules);
+    let (p0, p1) = (Partition::new(0, 2).unwrap(), Partition::new(1, 2).unwrap());
+
+    aggregate_once(&url, rules_s, state_s, &["--partition", "0/2"]);
+    assert_eq!(in_force(&rules), owned(&expected, &domains, p0));
+    let moved: Vec<serde_json::Value> = lines(&rules)
+        .into_iter()
+        .filter(|v| v["withdrawn_reason"] == "moved")
+        .collect();
+    assert_eq!(moved.len(), owned(&expected, &domains, p1).len());
+    assert_eq!(bucket(&url), expected, "a moved rule keeps its key");
+
+    let p1_rules = dir.path("p1.jsonl");
+    aggregate_once(
+        &url,
+        p1_rules.to_str().unwrap(),
+        dir.path("p1-state").to_str().unwrap(),
+        &["--partition", "1/2", "--min-confidence", "0.8"],
+    );
+    let strong_p1 = in_force(&p1_rules);
+    assert!(strong_p1.values().all(|c| *c >= 0.8));
+    assert!(
+        strong_p1.len() < owned(&expected, &domains, p1).len(),
+        "some weak rules"
+    );
+    let mut want = owned(&expected, &domains, p0);
+    want.extend(strong_p1);
+    assert_eq!(bucket(&url), want);
+}
+
+/// Everything published on `pinwatch.rules.>` from when this returns until `stop` is set,
+/// collected on a thread of its own.
+fn subscribe_rules(
+    url: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(String, serde_json::Value)>> {
+    let url = url.to_string();
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        use futures_util::StreamExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = async_nats::connect(url.as_str()).await.expect("connect");
+            let mut sub = client
+                .subscribe("pinwatch.rules.>")
+                .await
+                .expect("subscribe");
+            client.flush().await.expect("flush");
+            ready.send(()).unwrap();
+            let mut got = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(Some(m)) =
+                    tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+                {
+                    let v = serde_json::from_slice(&m.payload).expect("a rule line");
+                    got.push((m.subject.to_string(), v));
+                }
+            }
+            got
+        })
+    });
+    is_ready.recv().expect("subscribed");
+    thread
+}
+
+/// `aggregate --webhook` and the rules subject: every rule line the aggregator writes to its
+/// file, withdrawals included (a second run with a higher threshold), reaches a real HTTP
+/// receiver and a subscriber of `pinwatch.rules.>`, in the file's order, each on the subject of
+/// its id.
+#[test]
+#[ignore = "needs nats-server (Debian package); .ci/run runs it"]
+fn the_aggregators_rule_lines_reach_its_webhook_and_the_rules_subject() {
+    let (dir, nats) = stream_of("hook", &["gen-stacks"]);
+    let url = nats.url();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!("http://{}/rules", listener.local_addr().unwrap());
+    let received = common::receiver(listener, Box::new(|_| 200), None);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let subscriber = subscribe_rules(&url, std::sync::Arc::clone(&stop));
+    let rules = dir.path("agg.jsonl");
+    let (rules_s, state) = (rules.to_str().unwrap(), dir.path("state"));
+    for extra in [&[][..], &["--min-confidence", "0.8"][..]] {
+        let mut args = vec!["--webhook", hook.as_str()];
+        args.extend_from_slice(extra);
+        aggregate_once(&url, rules_s, state.to_str().unwrap(), &args);
+    }
+    // The file is merged by id at the end of each run (replay's contract for --once), so it
+    // holds each id's latest line; the webhook and the subject get every line.
+    let latest: BTreeMap<String, serde_json::Value> = lines(&rules)
+        .into_iter()
+        .map(|v| (v["id"].as_str().unwrap().to_string(), v))
+        .collect();
+    // Findings share the numbering, so the rule lines' `seq`s have gaps: the webhook has every
+    // line when its latest line per id is the file's, and nothing comes after.
+    let mut hooked: Vec<serde_json::Value> = Vec::new();
+    let mut hooked_latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    while hooked_latest != latest {
+        let got = received
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a webhook request")
+            .body;
+        hooked_latest.insert(got["id"].as_str().unwrap().to_string(), got.clone());
+        hooked.push(got);
+    }
+    assert!(received.recv_timeout(Duration::from_millis(500)).is_err());
+    let seqs = |vs: &mut dyn Iterator<Item = &serde_json::Value>| -> Vec<u64> {
+        vs.map(|v| v["seq"].as_u64().unwrap()).collect()
+    };
+    let every = seqs(&mut hooked.iter());
+    assert!(every.windows(2).all(|w| w[0] < w[1]), "in order: {every:?}");
+    assert!(hooked.iter().any(|v| v["status"] == "withdrawn"));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = subscriber.join().unwrap();
+    assert_eq!(
+        seqs(&mut published.iter().map(|(_, v)| v)),
+        every,
+        "the subject got every line, in order"
+    );
+    for (subject, v) in &published {
+        assert_eq!(
+            subject,
+            &format!("pinwatch.rules.{}", v["id"].as_str().unwrap())
+        );
+    }
 }
 
 /// `replay --publish` to a server that is not there waits, then says what it could not

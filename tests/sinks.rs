@@ -4,7 +4,7 @@
 //! `prometheus-client`); that test is `#[ignore]`d, `.ci/run` runs it, and it fails when the
 //! parser is missing.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,78 +28,8 @@ mod common;
 /// test; only a real hang reaches it.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-// ---------------------------------------------------------------------------------------
-// A real HTTP receiver.
-
-struct Received {
-    head: String,
-    body: Value,
-    /// The body as sent, for checking its signature.
-    raw: Vec<u8>,
-}
-
-/// How the receiver answers the n-th request (0-based).
-type Answer = Box<dyn Fn(usize) -> u16 + Send>;
-
-/// Serves `listener` on a thread: reads each request fully, reports it on the returned channel
-/// and answers with `answer(n)`. If `gate` is given, the first request is reported, then its
-/// answer waits until the gate's sender sends (or is dropped).
-fn receiver(
-    listener: TcpListener,
-    answer: Answer,
-    gate: Option<mpsc::Receiver<()>>,
-) -> mpsc::Receiver<Received> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for (n, conn) in listener.incoming().enumerate() {
-            let Ok(mut stream) = conn else { continue };
-            let Some(request) = read_request(&mut stream) else {
-                continue;
-            };
-            if tx.send(request).is_err() {
-                return;
-            }
-            if n == 0
-                && let Some(gate) = &gate
-            {
-                let _ = gate.recv();
-            }
-            let status = answer(n);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        }
-    });
-    rx
-}
-
-fn read_request(stream: impl Read) -> Option<Received> {
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let length: usize = head.lines().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("content-length:")
-            .map(|v| v.trim().parse().ok())
-    })??;
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(Received {
-        head,
-        body: serde_json::from_slice(&body).ok()?,
-        raw: body,
-    })
-}
+// A real HTTP receiver: `common::receiver`.
+use common::{Received, read_request, receiver};
 
 /// A loopback port with nothing listening on it (bound, then released).
 fn refused_port() -> u16 {

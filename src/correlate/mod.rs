@@ -6,6 +6,7 @@
 
 mod legs;
 pub mod observation;
+pub mod partition;
 pub mod path;
 pub mod proxy;
 pub mod scope;
@@ -36,6 +37,8 @@ pub struct Config {
     pub proxy_cas: ProxyCas,
     /// Addresses of the proxy (its client-facing or upstream-facing side).
     pub proxy_addrs: Vec<IpAddr>,
+    /// The rules scored: those of this partition's registrable domains (all by default).
+    pub partition: partition::Partition,
 }
 
 /// Where a connection stands in the run's deterministic order: the pipeline's release key
@@ -451,6 +454,12 @@ impl Analysis<'_> {
             {
                 report.ordinary_cert_failures += 1;
             }
+            // Another partition's name: everything above learned from it, only its scoring is
+            // another aggregator's. A domain's names are all in one partition, so suffix rules
+            // still see every name of their domain.
+            if !self.owned(name, &domains) {
+                continue;
+            }
             per_name.entry(name).or_default().push((i, path));
         }
         let capture_end = self.obs.iter().map(|o| o.ts_ns).max().unwrap_or(0);
@@ -498,7 +507,17 @@ impl Analysis<'_> {
                 .then_with(|| a.id.cmp(&b.id))
         });
         report.candidates = candidates;
+        if !self.config.partition.owns_findings() {
+            report.proxy_cas.clear();
+            report.missing_proxy_ca.clear();
+        }
         report
+    }
+
+    /// Whether this partition scores `name`.
+    fn owned(&self, name: &str, domains: &Domains<'_>) -> bool {
+        let partition = self.config.partition;
+        partition.is_whole() || domains.get(name).is_some_and(|d| partition.owns(d))
     }
 
     fn view(&self, i: usize) -> score::ConnView<'_> {

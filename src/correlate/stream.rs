@@ -50,6 +50,9 @@ pub enum Withdrawal {
     Replaced,
     /// No new evidence for `ttl_s` of capture time.
     Expired,
+    /// Another partition of the aggregators owns it now (`aggregate --partition`), and
+    /// announces it: it is still in force, from there.
+    Moved,
 }
 
 /// One emitted rule line: the rule as scored, plus its place in the lifecycle.
@@ -132,6 +135,7 @@ pub struct RuleStream {
     /// Scoring cost grows with the evidence held; the pause between passes grows with it so
     /// scoring stays a small share of the time.
     interval_ns: i64,
+    passes: u64,
 }
 
 impl RuleStream {
@@ -151,7 +155,35 @@ impl RuleStream {
             state,
             next_ns: None,
             interval_ns: EVALUATE_EVERY.as_nanos() as i64,
+            passes: 0,
         }
+    }
+
+    /// Withdraws (as [`Withdrawal::Moved`]) the rules in force whose registrable domain
+    /// `owned` says are no longer this emitter's: an aggregator restarted with another
+    /// partition hands them over instead of keeping, or expiring, what another one announces.
+    pub fn release(&mut self, owned: impl Fn(&str) -> bool) -> Vec<RuleLine> {
+        let moved: Vec<String> = self
+            .state
+            .rules
+            .iter()
+            .filter(|(_, e)| !owned(e.rule["registrable_domain"].as_str().unwrap_or_default()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in moved {
+            if let Some(e) = self.state.rules.remove(&id)
+                && e.in_force
+            {
+                out.push(self.line(Status::Withdrawn, Some(Withdrawal::Moved), &id, e.rule));
+            }
+        }
+        out
+    }
+
+    /// Scoring passes made so far.
+    pub fn passes(&self) -> u64 {
+        self.passes
     }
 
     pub fn correlator(&self) -> &Correlator {
@@ -174,6 +206,7 @@ impl RuleStream {
             Some(next) if now_ns >= next => {
                 let started = Instant::now();
                 let report = self.evaluate(upto);
+                self.passes += 1;
                 let changes = Pass {
                     rules: self.changes(&report, now_ns),
                     findings: self.finding_changes(&report),
@@ -193,6 +226,7 @@ impl RuleStream {
     pub fn finish(&mut self, now_ns: i64) -> (Report, Pass) {
         self.correlator.table().prune();
         let report = self.correlator.conclude_final();
+        self.passes += 1;
         let changes = Pass {
             rules: self.changes(&report, now_ns),
             findings: self.finding_changes(&report),
@@ -386,4 +420,53 @@ impl RuleStream {
 
 fn ttl_ns(ttl_s: u64) -> i64 {
     (ttl_s as i64).saturating_mul(1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emitted(domain: &str, in_force: bool) -> Emitted {
+        Emitted {
+            confidence: 0.9,
+            at_ns: 0,
+            last_seen: String::new(),
+            evidence_at_ns: 0,
+            ttl_s: 3600,
+            in_force,
+            restored: in_force,
+            rule: serde_json::json!({"registrable_domain": domain}),
+        }
+    }
+
+    /// A restarted aggregator hands over the rules of domains it no longer owns: one `moved`
+    /// line per rule that was in force (none for an expired one), each numbered, and only its
+    /// own rules stay in its state.
+    #[test]
+    fn released_rules_are_withdrawn_as_moved_and_leave_the_state() {
+        let mut state = InForce {
+            next_seq: 7,
+            ..InForce::default()
+        };
+        state
+            .rules
+            .insert("pw-a".into(), emitted("mine.test", true));
+        state
+            .rules
+            .insert("pw-b".into(), emitted("theirs.test", true));
+        state
+            .rules
+            .insert("pw-c".into(), emitted("theirs.test", false));
+        let mut stream = RuleStream::resume(Correlator::default(), 0.5, state);
+        let lines = stream.release(|d| d == "mine.test");
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (lines[0].id.as_str(), lines[0].seq, lines[0].status),
+            ("pw-b", 7, Status::Withdrawn)
+        );
+        assert_eq!(lines[0].withdrawn_reason, Some(Withdrawal::Moved));
+        let left: Vec<&String> = stream.in_force().rules.keys().collect();
+        assert_eq!(left, ["pw-a"]);
+        assert!(stream.release(|d| d == "mine.test").is_empty());
+    }
 }

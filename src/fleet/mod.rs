@@ -12,7 +12,14 @@
 //!   and hands them to the same evidence table and scoring that replay uses; so its rules do not
 //!   depend on which sensor saw which connection, or in which order the sensors published.
 //! - The aggregator keeps the rules in force in the key-value bucket [`rules::BUCKET`] (key =
-//!   rule id, withdrawal = delete), besides its files ([`rules`]).
+//!   rule id, withdrawal = delete), and publishes every rule line it emits on the core subject
+//!   `pinwatch.rules.<id>` ([`RULES_SUBJECT_PREFIX`]), besides its files and webhook ([`rules`]).
+//! - Aggregators may share the work by partition (`--partition K/N`,
+//!   [`crate::correlate::partition`]): each still reads the whole stream and learns from all of
+//!   it, scores and emits only the rules of its registrable domains (findings: partition 0),
+//!   and writes or deletes only its own keys; so N of them give the rules one gives. A rule a
+//!   restarted aggregator no longer owns is withdrawn as `moved` on its outputs, its key left
+//!   to the new owner, which deletes its keys that are not in force.
 //! - The stream, not the aggregator, holds the evidence: an aggregator that restarts reads the
 //!   stream again from its start, and its `--state` keeps only the rule lifecycle (what is in
 //!   force, `seq`), as replay's does.
@@ -32,6 +39,8 @@ use std::time::Duration;
 pub const STREAM: &str = "PINWATCH_OBS";
 /// Subjects of the stream; a sensor publishes on `pinwatch.obs.<sensor>`.
 pub const SUBJECT_PREFIX: &str = "pinwatch.obs";
+/// Subjects of the rule lines an aggregator emits (core NATS, not stored): one per rule id.
+pub const RULES_SUBJECT_PREFIX: &str = "pinwatch.rules";
 /// Resends within this window are dropped by the server (later ones by the aggregator).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Observations older than this leave the stream: the evidence window of the fleet.
@@ -65,10 +74,20 @@ pub enum FleetError {
     Server(String),
 }
 
-/// The subject a sensor publishes on: its name with what a subject token cannot hold
-/// (`.`, `*`, `>`, white space) replaced by `_`.
+/// The subject a sensor publishes on: `pinwatch.obs.` and its name as one token.
 pub fn subject_for(sensor: &str) -> String {
-    let token: String = sensor
+    format!("{SUBJECT_PREFIX}.{}", token(sensor))
+}
+
+/// The core NATS subject an aggregator publishes a rule line on: `pinwatch.rules.` and the
+/// rule id as one token (ids are `pw-` and hex digits, so the token is the id).
+pub fn rule_subject_for(id: &str) -> String {
+    format!("{RULES_SUBJECT_PREFIX}.{}", token(id))
+}
+
+/// `s` as one subject token: what a token cannot hold (`.`, `*`, `>`, white space) becomes `_`.
+fn token(s: &str) -> String {
+    let token: String = s
         .chars()
         .map(|c| {
             if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() {
@@ -78,8 +97,7 @@ pub fn subject_for(sensor: &str) -> String {
             }
         })
         .collect();
-    let token = if token.is_empty() { "_".into() } else { token };
-    format!("{SUBJECT_PREFIX}.{token}")
+    if token.is_empty() { "_".into() } else { token }
 }
 
 impl Server {
@@ -176,6 +194,10 @@ mod tests {
         assert_eq!(subject_for("span-3"), "pinwatch.obs.span-3");
         assert_eq!(subject_for("a.b c>*"), "pinwatch.obs.a_b_c__");
         assert_eq!(subject_for(""), "pinwatch.obs._");
+        assert_eq!(
+            rule_subject_for("pw-0123456789abcdef"),
+            "pinwatch.rules.pw-0123456789abcdef"
+        );
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub fn run(case: &LoadedCase, threads: usize) -> Result<Observed, RunError> {
     let correlate = CorrelateConfig {
         proxy_cas,
         proxy_addrs: case.case.options.proxy_addr.clone(),
+        ..CorrelateConfig::default()
     };
     let config = ReplayConfig {
         threads,
