@@ -1592,6 +1592,7 @@ mod live {
             Some(p) => EvidenceTable::with_tap(Limits::default(), p.tap()),
             None => EvidenceTable::new(Limits::default()),
         });
+        let record_paths = RecordPaths::new(&settings.correlate);
         let correlator = Correlator::with_table(settings.correlate, Arc::clone(&evidence));
         if !args.out.quiet {
             eprintln!(
