@@ -162,6 +162,23 @@ struct PublishArgs {
     /// Seconds to wait at the end for the server to acknowledge what is still spooled.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     publish_wait: u64,
+    /// Spool to this directory what the memory spool has no room for (nothing is dropped and
+    /// a replay never waits until the disk spool is full), and keep there what is still
+    /// unacknowledged at the end: the next start with the same directory and --sensor sends it.
+    #[arg(long, value_name = "DIR")]
+    publish_spool_dir: Option<std::path::PathBuf>,
+    /// Most megabytes the disk spool takes.
+    #[arg(long, value_name = "MB", default_value_t = 1024, requires = "publish_spool_dir", value_parser = clap::value_parser!(u64).range(1..))]
+    publish_spool_disk_mb: u64,
+}
+
+impl PublishArgs {
+    fn disk(&self) -> Option<pinwatch::fleet::publish::DiskConfig> {
+        Some(pinwatch::fleet::publish::DiskConfig {
+            dir: self.publish_spool_dir.clone()?,
+            max_bytes: self.publish_spool_disk_mb.saturating_mul(1 << 20),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -976,13 +993,14 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     let code = match &published {
         Some((url, p)) => {
             let lost = p.dropped + p.unsent;
-            if !args.out.quiet || lost > 0 {
+            if !args.out.quiet || lost > 0 || p.on_disk > 0 {
                 eprintln!(
-                    "pinwatch: published {} to {url} ({} already there), {} dropped, {} unsent",
+                    "pinwatch: published {} to {url} ({} already there), {} dropped, {} unsent{}",
                     counted(p.published, "observation", "observations"),
                     p.duplicates,
                     p.dropped,
-                    p.unsent
+                    p.unsent,
+                    on_disk(p, &args.publish)
                 );
             }
             if lost > 0 && code == 0 {
@@ -1003,6 +1021,14 @@ fn replay_main(args: &ReplayArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::from(code))
 }
 
+/// The summary's note of what waits in the disk spool.
+fn on_disk(s: &pinwatch::fleet::publish::Summary, args: &PublishArgs) -> String {
+    match &args.publish_spool_dir {
+        Some(dir) => format!(", {} waiting in {}", s.on_disk, dir.display()),
+        None => String::new(),
+    }
+}
+
 /// `--publish`: the publisher, started (its connection is made in the background).
 fn start_publisher(
     args: &PublishArgs,
@@ -1018,6 +1044,7 @@ fn start_publisher(
         sensor: sensor_name(out),
         spool: args.publish_spool as usize,
         when_full,
+        disk: args.disk(),
     };
     Publisher::start(config, Arc::clone(&signals.stop))
         .map(Some)
@@ -1549,6 +1576,7 @@ mod live {
                     sensor: sensor_name(&args.out),
                     spool: args.publish.publish_spool as usize,
                     when_full: WhenFull::Drop,
+                    disk: args.publish.disk(),
                 })
             })
             .transpose()
@@ -1664,12 +1692,13 @@ mod live {
         if let Some(p) = publisher {
             let s = p.finish(Duration::from_secs(args.publish.publish_wait));
             eprintln!(
-                "pinwatch: published {} to {} ({} already there), {} dropped, {} unsent",
+                "pinwatch: published {} to {} ({} already there), {} dropped, {} unsent{}",
                 counted(s.published, "observation", "observations"),
                 args.publish.publish.as_deref().unwrap_or_default(),
                 s.duplicates,
                 s.dropped,
-                s.unsent
+                s.unsent,
+                on_disk(&s, &args.publish)
             );
         }
         let saved = save_state(&args.out, &output.stream);

@@ -6,7 +6,9 @@
 //!   schema/observation.schema.json) on subject `pinwatch.obs.<sensor>` of the stream
 //!   [`STREAM`] (created by whichever side comes first: subjects `pinwatch.obs.>`, file storage,
 //!   [`DUPLICATE_WINDOW`], kept [`MAX_AGE`]). Each message's `Nats-Msg-Id` is the observation's
-//!   id, so a resend within the duplicate window is stored once ([`publish`]).
+//!   id, so a resend within the duplicate window is stored once ([`publish`]). An observation
+//!   leaves the sensor's spool (memory, then optionally disk: [`spool`]) only when the server
+//!   has acknowledged it; one sent twice (a restart, a killed send) is stored once.
 //! - The aggregator ([`aggregate`]) reads the whole stream, drops what it cannot read and every
 //!   id it has already taken, puts the observations in capture-time order (start time, then id)
 //!   and hands them to the same evidence table and scoring that replay uses; so its rules do not
@@ -30,6 +32,7 @@
 pub mod aggregate;
 pub mod publish;
 pub mod rules;
+pub mod spool;
 pub mod wire;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 
+use super::spool::{DiskSpool, Lines};
 use super::wire::WireObservation;
 use super::{FleetError, Server, runtime, stream_config, subject_for};
 use crate::correlate::Tap;
@@ -47,6 +48,17 @@ pub struct Config {
     /// Observations held while the server is unreachable or slow.
     pub spool: usize,
     pub when_full: WhenFull,
+    /// Where observations go when the memory spool is full, and what is unacknowledged at the
+    /// end waits for the next start (`--publish-spool-dir`); with it a full memory spool never
+    /// makes a replay wait.
+    pub disk: Option<DiskConfig>,
+}
+
+/// `--publish-spool-dir` and its size.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub dir: std::path::PathBuf,
+    pub max_bytes: u64,
 }
 
 /// What publishing achieved.
@@ -58,8 +70,10 @@ pub struct Summary {
     pub duplicates: u64,
     /// Dropped because the spool was full.
     pub dropped: u64,
-    /// Still unacknowledged when [`Publisher::finish`]'s deadline passed.
+    /// Still unacknowledged when [`Publisher::finish`]'s deadline passed, and not kept on disk.
     pub unsent: u64,
+    /// Waiting in the disk spool at the end: sent at the next start, not lost.
+    pub on_disk: u64,
 }
 
 #[derive(Default)]
@@ -68,11 +82,30 @@ struct Counters {
     duplicates: AtomicU64,
     dropped: AtomicU64,
     unsent: AtomicU64,
+    on_disk: AtomicU64,
 }
 
 struct Item {
     id: String,
     payload: Bytes,
+    /// Read from the disk spool's `.sending` file.
+    from_disk: bool,
+}
+
+impl Item {
+    /// An observation read back from the disk spool; `None` for a line that is not one.
+    fn of_line(line: Vec<u8>) -> Option<Item> {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let id = serde_json::from_slice::<Id>(&line).ok()?.id;
+        Some(Item {
+            id,
+            payload: Bytes::from(line),
+            from_disk: true,
+        })
+    }
 }
 
 /// A running publisher.
@@ -87,6 +120,7 @@ pub struct Publisher {
     sensor: Arc<str>,
     when_full: WhenFull,
     stop: Arc<AtomicBool>,
+    disk: Option<Arc<DiskSpool>>,
 }
 
 impl Publisher {
@@ -100,6 +134,11 @@ impl Publisher {
     /// Checks the settings and reads the credentials, starting no thread (a live sensor does
     /// this before it drops its privileges, and [`Prepared::start`] after).
     pub fn prepare(config: Config) -> Result<Prepared, FleetError> {
+        let disk = config
+            .disk
+            .as_ref()
+            .map(|d| DiskSpool::open(&d.dir, &config.sensor, d.max_bytes).map(Arc::new))
+            .transpose()?;
         let options = config
             .server
             .options("--publish")?
@@ -115,7 +154,11 @@ impl Publisher {
                     _ => {}
                 }
             });
-        Ok(Prepared { config, options })
+        Ok(Prepared {
+            config,
+            options,
+            disk,
+        })
     }
 }
 
@@ -123,11 +166,16 @@ impl Publisher {
 pub struct Prepared {
     config: Config,
     options: async_nats::ConnectOptions,
+    disk: Option<Arc<DiskSpool>>,
 }
 
 impl Prepared {
     pub fn start(self, stop: Arc<AtomicBool>) -> Result<Publisher, FleetError> {
-        let Prepared { config, options } = self;
+        let Prepared {
+            config,
+            options,
+            disk,
+        } = self;
         let rt = runtime()?;
         let (tx, rx) = mpsc::channel(config.spool.max(1));
         let counters = Arc::new(Counters::default());
@@ -139,11 +187,22 @@ impl Prepared {
             let counters = Arc::clone(&counters);
             let give_up = Arc::clone(&give_up);
             let closing = Arc::clone(&closing);
+            let disk = disk.clone();
             std::thread::Builder::new()
                 .name("pinwatch-publish".into())
                 .spawn(move || {
+                    let flags = Flags {
+                        give_up: &give_up,
+                        closing: &closing,
+                    };
                     rt.block_on(run(
-                        options, url, subject, rx, &counters, &give_up, &closing,
+                        options,
+                        url,
+                        subject,
+                        rx,
+                        &counters,
+                        flags,
+                        disk.as_deref(),
                     ));
                 })
                 .map_err(|e| FleetError::Server(format!("--publish: cannot start: {e}")))?
@@ -157,6 +216,7 @@ impl Prepared {
             sensor: Arc::from(config.sensor.as_str()),
             when_full: config.when_full,
             stop,
+            disk,
         })
     }
 }
@@ -169,6 +229,7 @@ impl Publisher {
         let counters = Arc::clone(&self.counters);
         let when_full = self.when_full;
         let stop = Arc::clone(&self.stop);
+        let disk = self.disk.clone();
         Tap(Arc::new(move |o| {
             let (Some(tx), Some(wire)) = (&tx, WireObservation::of(&sensor, o)) else {
                 return;
@@ -176,10 +237,21 @@ impl Publisher {
             let mut item = Item {
                 payload: Bytes::from(wire.to_json()),
                 id: wire.id,
+                from_disk: false,
             };
             loop {
                 match tx.try_send(item) {
                     Ok(()) => return,
+                    // Full, or the publishing thread has ended (it could not connect): the
+                    // disk keeps it for the next start.
+                    Err(TrySendError::Full(back) | TrySendError::Closed(back))
+                        if disk.is_some() =>
+                    {
+                        if !disk.as_deref().is_some_and(|d| d.push(&back.payload)) {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return;
+                    }
                     Err(TrySendError::Full(back))
                         if when_full == WhenFull::Wait && !stop.load(Ordering::Relaxed) =>
                     {
@@ -203,6 +275,7 @@ impl Publisher {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             unsent: c.unsent.load(Ordering::Relaxed),
+            on_disk: c.on_disk.load(Ordering::Relaxed),
         }
     }
 
@@ -238,39 +311,102 @@ type Acked = (
     Result<async_nats::jetstream::publish::PublishAck, String>,
 );
 
-/// The publishing loop: spool to server, until the spool is closed and empty, or told to
-/// give up.
+/// The publishing thread's stop signals.
+#[derive(Clone, Copy)]
+struct Flags<'a> {
+    /// Give up on what is left.
+    give_up: &'a AtomicBool,
+    /// No more observations come: end once the spool is empty.
+    closing: &'a AtomicBool,
+}
+
+/// What is taken from the spools and not acknowledged yet.
+#[derive(Default)]
+struct Outstanding {
+    /// To send (again).
+    again: std::collections::VecDeque<Item>,
+    /// Sent, awaiting the acknowledgement, by message id.
+    in_flight: std::collections::HashMap<String, Bytes>,
+    /// The disk spool's `.sending` file being read, and how many of its lines are not
+    /// acknowledged yet.
+    disk_lines: Option<Lines>,
+    from_disk: u64,
+}
+
+impl Outstanding {
+    /// The next line of the disk spool, taking its file when none is being read (at most once
+    /// per `RETRY_AFTER`, so that an idle sensor does not rename files all the time).
+    fn next_from_disk(
+        &mut self,
+        disk: Option<&DiskSpool>,
+        last_look: &mut Instant,
+    ) -> Option<Item> {
+        let disk = disk?;
+        if self.disk_lines.is_none() && self.from_disk == 0 {
+            if last_look.elapsed() < RETRY_AFTER {
+                return None;
+            }
+            *last_look = Instant::now();
+            self.disk_lines = disk.take();
+        }
+        let lines = self.disk_lines.as_mut()?;
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(item) = Item::of_line(line) {
+                self.from_disk += 1;
+                return Some(item);
+            }
+        }
+        self.disk_lines = None;
+        if self.from_disk == 0 {
+            disk.sent();
+        }
+        None
+    }
+
+    /// One observation acknowledged.
+    fn acked(&mut self, item: &Item, disk: Option<&DiskSpool>) {
+        self.in_flight.remove(&item.id);
+        if item.from_disk {
+            self.from_disk = self.from_disk.saturating_sub(1);
+            if self.from_disk == 0
+                && self.disk_lines.is_none()
+                && let Some(d) = disk
+            {
+                d.sent();
+            }
+        }
+    }
+}
+
+/// The publishing loop: spools to server, until the spools are empty and no more come, or
+/// told to give up.
 async fn run(
     options: async_nats::ConnectOptions,
     url: String,
     subject: String,
     mut rx: mpsc::Receiver<Item>,
     counters: &Counters,
-    give_up: &AtomicBool,
-    closing: &AtomicBool,
+    flags: Flags<'_>,
+    disk: Option<&DiskSpool>,
 ) {
+    let mut left = Outstanding::default();
     let client = match options.connect(url.as_str()).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pinwatch: warning: --publish {url}: {e}; nothing is published");
-            rx.close();
-            let mut left = 0;
-            while rx.recv().await.is_some() {
-                left += 1;
-            }
-            counters.unsent.fetch_add(left, Ordering::Relaxed);
+            keep_unsent(&mut rx, left, counters, disk);
             return;
         }
     };
     let js = async_nats::jetstream::new(client.clone());
-    // Taken from the spool, not yet acknowledged: to send (again), or in flight.
-    let mut again: std::collections::VecDeque<Item> = std::collections::VecDeque::new();
     let mut in_flight = FuturesUnordered::new();
     let mut stream_ready = false;
     let mut closed = false;
     let mut warned = false;
+    let mut last_look = Instant::now() - RETRY_AFTER;
     loop {
-        if give_up.load(Ordering::Relaxed) {
+        if flags.give_up.load(Ordering::Relaxed) {
             break;
         }
         if !stream_ready {
@@ -289,18 +425,20 @@ async fn run(
                 }
             }
         }
+        let mut memory_empty = false;
         while in_flight.len() < MAX_IN_FLIGHT {
-            let item = match again.pop_front() {
+            let item = match left.again.pop_front() {
                 Some(item) => item,
                 None => match rx.try_recv() {
                     Ok(item) => item,
-                    Err(TryRecvError::Empty) => {
-                        closed = closing.load(Ordering::Relaxed);
-                        break;
-                    }
-                    Err(TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
+                    Err(e) => {
+                        memory_empty = true;
+                        closed = matches!(e, TryRecvError::Disconnected)
+                            || flags.closing.load(Ordering::Relaxed);
+                        match left.next_from_disk(disk, &mut last_look) {
+                            Some(item) => item,
+                            None => break,
+                        }
                     }
                 },
             };
@@ -308,30 +446,39 @@ async fn run(
                 .payload(item.payload.clone())
                 .message_id(item.id.as_str());
             match js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => in_flight.push(async move {
-                    let r: Acked = (item, ack.await.map_err(|e| e.to_string()));
-                    r
-                }),
+                Ok(ack) => {
+                    left.in_flight.insert(item.id.clone(), item.payload.clone());
+                    in_flight.push(async move {
+                        let r: Acked = (item, ack.await.map_err(|e| e.to_string()));
+                        r
+                    })
+                }
                 Err(_) => {
-                    again.push_front(item);
+                    left.again.push_front(item);
                     break;
                 }
             }
         }
         if in_flight.is_empty() {
-            if closed && again.is_empty() {
+            let disk_done = left.disk_lines.is_none() && left.from_disk == 0;
+            if closed && memory_empty && left.again.is_empty() && disk_done {
+                // What the taps spooled to disk at the end is sent before the thread ends.
+                if disk.is_some_and(|d| !d.is_empty()) {
+                    last_look = Instant::now() - RETRY_AFTER;
+                    continue;
+                }
                 break;
             }
-            if !again.is_empty() {
+            if !left.again.is_empty() {
                 tokio::time::sleep(RETRY_AFTER).await;
                 continue;
             }
             // Nothing to do until the next observation (or the end), checking now and then
-            // whether to give up.
+            // whether to give up and whether the disk spool holds any.
             match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                Ok(Some(item)) => again.push_back(item),
+                Ok(Some(item)) => left.again.push_back(item),
                 Ok(None) => closed = true,
-                Err(_) => closed = closing.load(Ordering::Relaxed) && rx.is_empty(),
+                Err(_) => closed = flags.closing.load(Ordering::Relaxed) && rx.is_empty(),
             }
             continue;
         }
@@ -342,23 +489,53 @@ async fn run(
                     if ack.duplicate {
                         counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
+                    left.acked(&item, disk);
                 }
                 Err(_) => {
                     // Timed out or refused (the server went away, the stream was deleted):
                     // send again once the stream is there.
-                    again.push_back(item);
+                    left.in_flight.remove(&item.id);
+                    left.again.push_back(item);
                     stream_ready = false;
                 }
             }
         }
     }
-    // Given up: whatever was not acknowledged is unsent.
-    let mut left = (again.len() + in_flight.len()) as u64;
-    rx.close();
-    while rx.try_recv().is_ok() {
-        left += 1;
-    }
-    counters.unsent.fetch_add(left, Ordering::Relaxed);
+    keep_unsent(&mut rx, left, counters, disk);
     // Let the client write out what it holds before the runtime goes.
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+}
+
+/// Given up: what was not acknowledged goes to the disk spool when there is one (counted as
+/// waiting there), else it is unsent.
+fn keep_unsent(
+    rx: &mut mpsc::Receiver<Item>,
+    left: Outstanding,
+    counters: &Counters,
+    disk: Option<&DiskSpool>,
+) {
+    rx.close();
+    let mut payloads: Vec<Bytes> = left.again.into_iter().map(|i| i.payload).collect();
+    payloads.extend(left.in_flight.into_values());
+    while let Ok(item) = rx.try_recv() {
+        payloads.push(item.payload);
+    }
+    let Some(disk) = disk else {
+        counters
+            .unsent
+            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        return;
+    };
+    // The rest of the file being read goes behind these, and the file with it.
+    let mut unsent = 0;
+    for p in &payloads {
+        unsent += u64::from(!disk.keep(p));
+    }
+    match left.disk_lines {
+        Some(rest) => disk.put_back(rest),
+        // Read to its end: what of it is unacknowledged is among the payloads kept above.
+        None => disk.sent(),
+    }
+    counters.unsent.fetch_add(unsent, Ordering::Relaxed);
+    counters.on_disk.store(disk.waiting(), Ordering::Relaxed);
 }
