@@ -146,15 +146,11 @@ struct PublishArgs {
     /// Also publish every TLS connection's observation (pinwatch.observation/1) to this NATS
     /// JetStream server, on subject pinwatch.obs.SENSOR (--sensor, default the host name), for
     /// `pinwatch aggregate`. Credentials: --nats-creds or the environment (see aggregate).
+    /// Several URLs separated by commas are the nodes of a cluster.
     #[arg(long, value_name = "nats://HOST:PORT")]
     publish: Option<String>,
-    /// NATS credentials file (user JWT and nkey seed); or set PINWATCH_NATS_CREDS.
-    #[arg(long, value_name = "FILE")]
-    nats_creds: Option<std::path::PathBuf>,
-    /// Trust only the CA certificates in FILE (PEM) for the NATS server's TLS certificate (TLS
-    /// is then required).
-    #[arg(long, value_name = "FILE")]
-    nats_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Observations held while the server is unreachable or slow; beyond that a live sensor
     /// drops them (counted) and a replay waits.
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -181,17 +177,40 @@ impl PublishArgs {
     }
 }
 
+/// How to reach and use the NATS server, for sensors and aggregators alike.
 #[derive(Args)]
-struct AggregateArgs {
-    /// The NATS JetStream server the sensors publish to.
-    #[arg(long, value_name = "nats://HOST:PORT")]
-    nats: String,
+struct NatsArgs {
     /// NATS credentials file (user JWT and nkey seed); or set PINWATCH_NATS_CREDS.
     #[arg(long, value_name = "FILE")]
     nats_creds: Option<std::path::PathBuf>,
-    /// Trust only the CA certificates in FILE (PEM) for the NATS server's TLS certificate.
+    /// Trust only the CA certificates in FILE (PEM) for the NATS server's TLS certificate (TLS
+    /// is then required).
     #[arg(long, value_name = "FILE")]
     nats_ca: Option<std::path::PathBuf>,
+    /// Copies a JetStream cluster keeps of the observation stream and the rules bucket when
+    /// pinwatch creates them: 3 on a cluster of three or more nodes, so that losing one loses
+    /// nothing. A stream that exists keeps its own setting.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_replicas: u8,
+}
+
+impl NatsArgs {
+    fn server(&self, url: &str) -> Server {
+        Server {
+            replicas: usize::from(self.nats_replicas),
+            ..Server::new(url, self.nats_creds.clone(), self.nats_ca.clone())
+        }
+    }
+}
+
+#[derive(Args)]
+struct AggregateArgs {
+    /// The NATS JetStream server the sensors publish to (several URLs separated by commas
+    /// are the nodes of a cluster).
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    nats: String,
+    #[command(flatten)]
+    server: NatsArgs,
     /// Read what the stream holds, write the rules and exit (without it: keep reading, and
     /// write a rule line whenever a rule enters, changes or leaves the set in force, until
     /// SIGINT or SIGTERM).
@@ -1040,7 +1059,7 @@ fn start_publisher(
         return Ok(None);
     };
     let config = PublishConfig {
-        server: Server::new(url, args.nats_creds.clone(), args.nats_ca.clone()),
+        server: args.nats.server(url),
         sensor: sensor_name(out),
         spool: args.publish_spool as usize,
         when_full,
@@ -1096,7 +1115,7 @@ fn aggregate_main(args: &AggregateArgs) -> Result<ExitCode, Failure> {
     // Rules a run with another --partition left in force here: handed over, on this
     // emitter's outputs, before anything is scored.
     let mut released = stream.release(|domain| args.partition.owns(domain));
-    let server = Server::new(&args.nats, args.nats_creds.clone(), args.nats_ca.clone());
+    let server = args.server.server(&args.nats);
     let fleet = FleetRules {
         bucket: RulesBucket::open(&server).map_err(fleet_failure)?,
         webhook,
@@ -1568,11 +1587,7 @@ mod live {
             .as_deref()
             .map(|url| {
                 Publisher::prepare(PublishConfig {
-                    server: Server::new(
-                        url,
-                        args.publish.nats_creds.clone(),
-                        args.publish.nats_ca.clone(),
-                    ),
+                    server: args.publish.nats.server(url),
                     sensor: sensor_name(&args.out),
                     spool: args.publish.publish_spool as usize,
                     when_full: WhenFull::Drop,

@@ -58,19 +58,17 @@ pub fn read(
     let rt = runtime()?;
     rt.block_on(async move {
         let client = options
-            .connect(server.url.as_str())
+            .connect(server.urls())
             .await
             .map_err(|e| FleetError::Server(format!("--nats {}: {e}", server.url)))?;
         let js = async_nats::jetstream::new(client);
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             FleetError::Server(format!("--nats {}: {what}: {e}", server.url))
         };
-        let stream = js
-            .get_or_create_stream(stream_config())
+        let stream = super::with_retries(|| js.get_or_create_stream(stream_config(server)))
             .await
             .map_err(|e| failed(&format!("stream {STREAM}"), &e))?;
-        let info = stream
-            .get_info()
+        let info = super::with_retries(|| stream.get_info())
             .await
             .map_err(|e| failed(&format!("stream {STREAM}"), &e))?;
         let last_at_start = info.state.last_sequence;
@@ -81,21 +79,12 @@ pub fn read(
                 return Ok(reader.counts);
             }
         }
-        let consumer = stream
-            .create_consumer(pull::Config {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                // An aggregator that goes away leaves no consumer behind for long.
-                inactive_threshold: Duration::from_secs(300),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed("consumer", &e))?;
-        let mut messages = consumer
-            .messages()
+        let mut messages = messages_from(&stream, 1)
             .await
             .map_err(|e| failed("consumer", &e))?;
         let mut caught_up = info.state.messages == 0;
+        let mut last_seq = 0;
+        let mut lost = 0;
         loop {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -103,7 +92,9 @@ pub fn read(
             let next = tokio::time::timeout(FOLLOW_BATCH, messages.next()).await;
             match next {
                 Ok(Some(Ok(message))) => {
+                    lost = 0;
                     let seq = message.info().map_or(0, |i| i.stream_sequence);
+                    last_seq = last_seq.max(seq);
                     reader.take(&message.payload);
                     if !caught_up && seq >= last_at_start {
                         caught_up = true;
@@ -111,6 +102,14 @@ pub fn read(
                             break;
                         }
                     }
+                }
+                // The consumer's node went away (a cluster lost it): a new consumer goes on
+                // after the last message taken; ids already taken are dropped anyway.
+                Ok(Some(Err(_)) | None) if lost < CONSUMER_LOSSES => {
+                    lost += 1;
+                    messages = messages_from(&stream, last_seq + 1)
+                        .await
+                        .map_err(|e| failed("consumer", &e))?;
                 }
                 Ok(Some(Err(e))) => return Err(failed("reading", &e)),
                 Ok(None) => return Err(failed("reading", &"the consumer went away")),
@@ -127,6 +126,29 @@ pub fn read(
         }
         Ok(reader.counts)
     })
+}
+
+/// Consumers lost in a row (with no message between) before the aggregator gives up.
+const CONSUMER_LOSSES: u32 = 3;
+
+/// The stream's messages from sequence `start` on, through an ephemeral pull consumer.
+async fn messages_from(
+    stream: &async_nats::jetstream::stream::Stream,
+    start: u64,
+) -> Result<pull::Stream, String> {
+    let consumer = super::with_retries(|| {
+        stream.create_consumer(pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            // An aggregator that goes away leaves no consumer behind for long.
+            inactive_threshold: Duration::from_secs(300),
+            ..Default::default()
+        })
+    })
+    .await?;
+    consumer.messages().await.map_err(|e| e.to_string())
 }
 
 /// Decoded observations waiting for their batch, and every id taken.

@@ -59,12 +59,16 @@ pub const ENV_PASSWORD: &str = "PINWATCH_NATS_PASSWORD";
 /// How to reach the server.
 #[derive(Debug, Clone, Default)]
 pub struct Server {
-    /// `nats://HOST:PORT` or `tls://HOST:PORT`.
+    /// `nats://HOST:PORT` or `tls://HOST:PORT`, or several of them separated by commas (the
+    /// nodes of a cluster: the client tries them in turn, and also those the cluster announces).
     pub url: String,
     /// A `.creds` file (user JWT and nkey seed): `--nats-creds`, else `$PINWATCH_NATS_CREDS`.
     pub creds: Option<PathBuf>,
     /// CA certificates (PEM) trusted for the server's TLS certificate; implies TLS.
     pub ca: Option<PathBuf>,
+    /// Copies a cluster keeps of the stream and the rules bucket when pinwatch creates them
+    /// (0 is taken as 1); an existing stream keeps its own setting.
+    pub replicas: usize,
 }
 
 /// A fleet failure: one line for the user, and whether it is the user's to fix (a bad URL,
@@ -111,25 +115,32 @@ impl Server {
             url: url.to_string(),
             creds,
             ca,
+            replicas: 1,
         }
     }
 
+    /// The server URLs to try, in order.
+    fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).collect()
+    }
+
     /// The client options: credentials read now (so a bad file is an error at start, not a
-    /// reconnect loop), TLS when a CA is given or the URL says `tls://`.
+    /// reconnect loop), TLS when a CA is given or a URL says `tls://`.
     fn options(&self, what: &str) -> Result<async_nats::ConnectOptions, FleetError> {
-        let url = self.url.as_str();
-        let rest = url
-            .strip_prefix("nats://")
-            .or_else(|| url.strip_prefix("tls://"))
-            .ok_or_else(|| {
-                FleetError::Usage(format!(
-                    "{what} {url}: expected nats://HOST:PORT or tls://HOST:PORT"
-                ))
-            })?;
-        if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-            return Err(FleetError::Usage(format!(
-                "{what} {url}: expected nats://HOST:PORT (credentials go in --nats-creds or the environment, never in the URL)"
-            )));
+        for url in self.urls() {
+            let rest = url
+                .strip_prefix("nats://")
+                .or_else(|| url.strip_prefix("tls://"))
+                .ok_or_else(|| {
+                    FleetError::Usage(format!(
+                        "{what} {url}: expected nats://HOST:PORT or tls://HOST:PORT (several separated by commas)"
+                    ))
+                })?;
+            if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+                return Err(FleetError::Usage(format!(
+                    "{what} {url}: expected nats://HOST:PORT (credentials go in --nats-creds or the environment, never in the URL)"
+                )));
+            }
         }
         let mut opts = async_nats::ConnectOptions::new()
             .name("pinwatch")
@@ -161,7 +172,7 @@ impl Server {
                 )));
             }
             opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-        } else if url.starts_with("tls://") {
+        } else if self.urls().iter().any(|u| u.starts_with("tls://")) {
             opts = opts.require_tls(true);
         }
         Ok(opts)
@@ -169,15 +180,43 @@ impl Server {
 }
 
 /// The stream's configuration, as either side creates it when it is missing.
-fn stream_config() -> async_nats::jetstream::stream::Config {
+fn stream_config(server: &Server) -> async_nats::jetstream::stream::Config {
     async_nats::jetstream::stream::Config {
         name: STREAM.to_string(),
         subjects: vec![format!("{SUBJECT_PREFIX}.>")],
         storage: async_nats::jetstream::stream::StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
         max_age: MAX_AGE,
+        num_replicas: server.replicas.max(1),
         ..Default::default()
     }
+}
+
+/// Tries at a JetStream request a cluster may leave unanswered, and how long each may take
+/// (see [`with_retries`]).
+const TRIES: u32 = 8;
+const TRY: Duration = Duration::from_secs(2);
+
+/// Sends a JetStream request until it is answered. A cluster that lost a node answers
+/// nothing about a stream until the stream's remaining peers have elected a leader (a few
+/// seconds); and Debian's nats-server (2.9) may place an ephemeral consumer of a replicated
+/// stream on the lost node, chosen at random among the stream's peers, and then never answers
+/// (nats-server 2.12 picks online peers only). Each new request chooses again, so with one
+/// node of three down eight tries all fail about once in 6 500.
+async fn with_retries<T, E, F>(mut request: impl FnMut() -> F) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut last = String::new();
+    for _ in 0..TRIES {
+        match tokio::time::timeout(TRY, request()).await {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "timed out".to_string(),
+        }
+    }
+    Err(last)
 }
 
 /// A current-thread runtime for one side of the fleet.
@@ -217,5 +256,12 @@ mod tests {
         assert!(matches!(s.options("--publish"), Err(FleetError::Usage(_))));
         let s = Server::new("nats://127.0.0.1:4222", None, None);
         assert!(s.options("--publish").is_ok());
+        let s = Server::new("nats://127.0.0.1:4222, tls://10.0.0.2:4222", None, None);
+        assert!(s.options("--publish").is_ok());
+        assert_eq!(s.urls(), ["nats://127.0.0.1:4222", "tls://10.0.0.2:4222"]);
+        let s = Server::new("nats://127.0.0.1:4222,nats://u:p@10.0.0.2:4222", None, None);
+        assert!(matches!(s.options("--publish"), Err(FleetError::Usage(_))));
+        let s = Server::new("nats://127.0.0.1:4222,", None, None);
+        assert!(matches!(s.options("--publish"), Err(FleetError::Usage(_))));
     }
 }

@@ -181,7 +181,7 @@ impl Prepared {
         let counters = Arc::new(Counters::default());
         let give_up = Arc::new(AtomicBool::new(false));
         let closing = Arc::new(AtomicBool::new(false));
-        let url = config.server.url.clone();
+        let server = config.server.clone();
         let subject = subject_for(&config.sensor);
         let thread = {
             let counters = Arc::clone(&counters);
@@ -197,7 +197,7 @@ impl Prepared {
                     };
                     rt.block_on(run(
                         options,
-                        url,
+                        server,
                         subject,
                         rx,
                         &counters,
@@ -383,7 +383,7 @@ impl Outstanding {
 /// told to give up.
 async fn run(
     options: async_nats::ConnectOptions,
-    url: String,
+    server: Server,
     subject: String,
     mut rx: mpsc::Receiver<Item>,
     counters: &Counters,
@@ -391,7 +391,8 @@ async fn run(
     disk: Option<&DiskSpool>,
 ) {
     let mut left = Outstanding::default();
-    let client = match options.connect(url.as_str()).await {
+    let url = &server.url;
+    let client = match options.connect(server.urls()).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pinwatch: warning: --publish {url}: {e}; nothing is published");
@@ -410,7 +411,7 @@ async fn run(
             break;
         }
         if !stream_ready {
-            match js.get_or_create_stream(stream_config()).await {
+            match js.get_or_create_stream(stream_config(&server)).await {
                 Ok(_) => stream_ready = true,
                 Err(e) => {
                     if !warned {

@@ -69,7 +69,7 @@ impl RulesBucket {
         let rt = runtime()?;
         let writer = rt.block_on(async {
             let client = options
-                .connect(url.as_str())
+                .connect(server.urls())
                 .await
                 .map_err(|e| FleetError::Server(format!("--nats {url}: {e}")))?;
             let js = async_nats::jetstream::new(client.clone());
@@ -79,7 +79,7 @@ impl RulesBucket {
             let failed = |e: &dyn std::fmt::Display| {
                 FleetError::Server(format!("--nats {url}: bucket {BUCKET}: {e}"))
             };
-            js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            let config = async_nats::jetstream::stream::Config {
                 name: format!("KV_{BUCKET}"),
                 description: Some("pinwatch rules in force, by rule id".to_string()),
                 subjects: vec![format!("$KV.{BUCKET}.>")],
@@ -89,11 +89,15 @@ impl RulesBucket {
                 deny_delete: true,
                 allow_direct: true,
                 storage: async_nats::jetstream::stream::StorageType::File,
+                num_replicas: server.replicas.max(1),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| failed(&e))?;
-            let store = js.get_key_value(BUCKET).await.map_err(|e| failed(&e))?;
+            };
+            super::with_retries(|| js.get_or_create_stream(config.clone()))
+                .await
+                .map_err(|e| failed(&e))?;
+            let store = super::with_retries(|| js.get_key_value(BUCKET))
+                .await
+                .map_err(|e| failed(&e))?;
             Ok::<_, FleetError>((client, store))
         })?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -181,12 +185,10 @@ async fn apply(
             .await
             .map_err(|e| format!("subject {}: {e}", rule_subject_for(&id)))?;
         let done = match kv {
-            KvOp::Put => store
-                .put(&id, line)
+            KvOp::Put => super::with_retries(|| store.put(&id, line.clone()))
                 .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            KvOp::Delete => store.delete(&id).await.map_err(|e| e.to_string()),
+                .map(|_| ()),
+            KvOp::Delete => super::with_retries(|| store.delete(&id)).await,
             KvOp::Keep => Ok(()),
         };
         done.map_err(|e| format!("bucket {BUCKET}: rule {id}: {e}"))?;
@@ -198,14 +200,17 @@ async fn apply(
 /// `registrable_domain`; a value that is not a rule line is left alone (not ours to judge).
 async fn prune(store: &Store, partition: Partition, keep: &HashSet<String>) -> Result<(), String> {
     let failed = |e: &dyn std::fmt::Display| format!("bucket {BUCKET}: listing the rules: {e}");
-    let mut keys = store.keys().await.map_err(|e| failed(&e))?;
+    let mut keys = super::with_retries(|| store.keys())
+        .await
+        .map_err(|e| failed(&e))?;
     let mut stale = Vec::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| failed(&e))?;
         if keep.contains(&key) {
             continue;
         }
-        let Some(value) = store.get(&key).await.map_err(|e| failed(&e))? else {
+        let value = super::with_retries(|| store.get(&key)).await;
+        let Some(value) = value.map_err(|e| failed(&e))? else {
             continue;
         };
         let domain = serde_json::from_slice::<serde_json::Value>(&value)
@@ -216,8 +221,7 @@ async fn prune(store: &Store, partition: Partition, keep: &HashSet<String>) -> R
         }
     }
     for key in stale {
-        store
-            .delete(&key)
+        super::with_retries(|| store.delete(&key))
             .await
             .map_err(|e| format!("bucket {BUCKET}: rule {key}: {e}"))?;
     }
