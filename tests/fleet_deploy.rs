@@ -355,7 +355,7 @@ fn each_role_works_with_the_subject_permissions_the_readme_gives_it_and_no_more(
     let port = free_port();
     let config = dir.path("server.conf");
     std::fs::write(&config, restricted_config(port, &dir.path("js"))).unwrap();
-    let mut server = Command::new("nats-server")
+    let server = Command::new("nats-server")
         .arg("-c")
         .arg(&config)
         .stdout(Stdio::null())
@@ -367,7 +367,12 @@ fn each_role_works_with_the_subject_permissions_the_readme_gives_it_and_no_more(
         assert!(Instant::now() < deadline, "nats-server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let url = format!("nats://127.0.0.1:{port}");
+    // Stopped when dropped, also when an assertion fails.
+    let server = Nats {
+        child: server,
+        port,
+    };
+    let url = server.url();
     let expected = one_replay("gen-stacks", &dir);
     let gen_stacks = capture("gen-stacks");
     let replay_as = |sensor: &str, wait: &str| {
@@ -452,6 +457,4 @@ fn each_role_works_with_the_subject_permissions_the_readme_gives_it_and_no_more(
             .is_ok_and(|r| r.is_ok())
     });
     assert!(!wrote, "the rule consumer could write a rule");
-    let _ = server.kill();
-    let _ = server.wait();
 }

@@ -26,13 +26,14 @@ const FOLLOW_BATCH: Duration = Duration::from_secs(1);
 /// What reading skipped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Messages read.
+    /// Messages read (each holds one or more observations, one per line).
     pub messages: u64,
     /// Observations taken.
     pub taken: u64,
-    /// Messages whose id had been taken before (resent past the server's duplicate window).
+    /// Observations whose id had been taken before (resent past the server's duplicate
+    /// window, or after a sensor's restart in another batch).
     pub duplicates: u64,
-    /// Messages that are not observations (bad JSON, missing fields, values out of range).
+    /// Lines that are not observations (bad JSON, missing fields, values out of range).
     pub malformed: u64,
     /// Observations of a newer version than this pinwatch reads.
     pub newer: u64,
@@ -155,7 +156,9 @@ async fn messages_from(
 #[derive(Default)]
 struct Reader {
     seen: HashSet<u128>,
-    pending: Vec<WireObservation>,
+    /// Converted as read (the wire form is not kept), with the aggregation order's key:
+    /// capture start time, then the id.
+    pending: Vec<(i64, u128, Observation)>,
     certs: CertCache,
     counts: Counts,
 }
@@ -163,7 +166,13 @@ struct Reader {
 impl Reader {
     fn take(&mut self, payload: &[u8]) {
         self.counts.messages += 1;
-        let wire = match WireObservation::decode(payload) {
+        for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            self.take_one(line);
+        }
+    }
+
+    fn take_one(&mut self, line: &[u8]) {
+        let wire = match WireObservation::decode(line) {
             Ok(w) => w,
             Err(DecodeError::Newer(_)) => {
                 self.counts.newer += 1;
@@ -185,27 +194,22 @@ impl Reader {
             return;
         }
         self.counts.taken += 1;
-        self.pending.push(wire);
+        let observation = wire.observation(&mut self.certs);
+        self.pending.push((wire.ts_start_ns, key, observation));
     }
 
+    /// What was read since the last batch, in the aggregation order: capture time, then id
+    /// (for the hex ids pinwatch writes, the order of the id strings).
     fn batch(&mut self, caught_up: bool) -> Batch {
-        let mut wires = std::mem::take(&mut self.pending);
-        sort(&mut wires);
-        let observations = wires
-            .iter()
-            .map(|w| w.observation(&mut self.certs))
-            .collect();
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_unstable_by_key(|&(ts, key, _)| (ts, key));
+        let observations = pending.into_iter().map(|(_, _, o)| o).collect();
         Batch {
             observations,
             caught_up,
             counts: self.counts,
         }
     }
-}
-
-/// The aggregation order: capture time, then message id.
-pub fn sort(wires: &mut [WireObservation]) {
-    wires.sort_unstable_by(|a, b| (a.ts_start_ns, &a.id).cmp(&(b.ts_start_ns, &b.id)));
 }
 
 #[cfg(test)]
@@ -239,6 +243,9 @@ mod tests {
         r.take(&mk(10, 2));
         r.take(&mk(20, 1));
         r.take(b"{not json");
+        // A message of several observations: one per line.
+        let two = [mk(30, 4), mk(25, 5)].join(&b'\n');
+        r.take(&two);
         r.take(
             String::from_utf8(mk(5, 3))
                 .unwrap()
@@ -249,14 +256,14 @@ mod tests {
         assert_eq!(
             b.counts,
             Counts {
-                messages: 5,
-                taken: 2,
+                messages: 6,
+                taken: 4,
                 duplicates: 1,
                 malformed: 1,
                 newer: 1
             }
         );
         let times: Vec<i64> = b.observations.iter().map(|o| o.ts_start_ns).collect();
-        assert_eq!(times, [10, 20]);
+        assert_eq!(times, [10, 20, 25, 30]);
     }
 }

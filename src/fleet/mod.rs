@@ -2,13 +2,15 @@
 //!
 //! Contract:
 //! - A sensor (`replay --publish`, `live --publish`) publishes every finished TLS connection's
-//!   observation as one `pinwatch.observation/1` message ([`wire`],
-//!   schema/observation.schema.json) on subject `pinwatch.obs.<sensor>` of the stream
-//!   [`STREAM`] (created by whichever side comes first: subjects `pinwatch.obs.>`, file storage,
-//!   [`DUPLICATE_WINDOW`], kept [`MAX_AGE`]). Each message's `Nats-Msg-Id` is the observation's
-//!   id, so a resend within the duplicate window is stored once ([`publish`]). An observation
+//!   observation as one `pinwatch.observation/1` line ([`wire`],
+//!   schema/observation.schema.json) of a message of one or more such lines on subject
+//!   `pinwatch.obs.<sensor>` of the stream [`STREAM`] (created by whichever side comes first:
+//!   subjects `pinwatch.obs.>`, file storage, [`DUPLICATE_WINDOW`], kept [`MAX_AGE`]). A
+//!   message's `Nats-Msg-Id` is its observation's id, or a hash of its observations' ids, so a
+//!   message resent within the duplicate window is stored once ([`publish`]). An observation
 //!   leaves the sensor's spool (memory, then optionally disk: [`spool`]) only when the server
-//!   has acknowledged it; one sent twice (a restart, a killed send) is stored once.
+//!   has acknowledged its message; one sent twice in other messages (a restart, a killed send)
+//!   is taken once by the aggregator.
 //! - The aggregator ([`aggregate`]) reads the whole stream, drops what it cannot read and every
 //!   id it has already taken, puts the observations in capture-time order (start time, then id)
 //!   and hands them to the same evidence table and scoring that replay uses; so its rules do not

@@ -1,10 +1,11 @@
 //! `--publish`: the sensor side. Observations are turned into their wire form on the thread
 //! that finished the connection and put in a bounded spool; a thread of its own publishes them
-//! to JetStream and waits for each one's acknowledgement.
+//! to JetStream, as many as are waiting (up to [`BATCH_MAX`]) in one message, one observation
+//! per line, and waits for each message's acknowledgement.
 //!
-//! Contract: an observation leaves the spool only when the server has acknowledged it (stored,
-//! or recognised as a duplicate of one it stored); a publish that fails or times out is sent
-//! again, with the same message id, until the server is back. While the server is unreachable
+//! Contract: an observation leaves the spool only when the server has acknowledged its message
+//! (stored, or recognised as a duplicate of one it stored); a message that fails or times out
+//! is sent again, the same observations under the same message id, until the server is back. While the server is unreachable
 //! the spool fills; when it is full, a live sensor drops the new observation and counts it
 //! (the capture must keep draining), a replay waits (nothing lost) unless it is told to stop.
 //! [`Publisher::finish`] waits, up to a deadline, for the spool to empty and says how many
@@ -28,6 +29,12 @@ use crate::correlate::Tap;
 /// Publishes awaiting their acknowledgement at once: enough to keep a link busy, few enough
 /// that a reconnect resends little.
 const MAX_IN_FLIGHT: usize = 512;
+/// Most observations in one message, and the size past which no more are added. One message
+/// per observation cost the sensor and the server more than the observation itself (a header,
+/// an acknowledgement, a write each); waiting observations are batched, so a live sensor's
+/// lone observation still leaves at once.
+const BATCH_MAX: usize = 64;
+const BATCH_BYTES: usize = 48 << 10;
 /// Wait between attempts while the server is unreachable.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -105,6 +112,49 @@ impl Item {
             payload: Bytes::from(line),
             from_disk: true,
         })
+    }
+}
+
+/// Observations sent as one message. The id of a message of one observation is that
+/// observation's id; of several, a hash of their ids, so a resend of the same batch is stored
+/// once and another batch never takes its id.
+struct Batch {
+    id: String,
+    items: Vec<Item>,
+}
+
+impl Batch {
+    fn of(items: Vec<Item>) -> Batch {
+        let id = match items.as_slice() {
+            [one] => one.id.clone(),
+            _ => {
+                use sha2::Digest as _;
+                let mut h = sha2::Sha256::new();
+                for item in &items {
+                    h.update(item.id.as_bytes());
+                    h.update(b"\n");
+                }
+                hex::encode(&h.finalize()[..16])
+            }
+        };
+        Batch { id, items }
+    }
+
+    /// One observation per line.
+    fn payload(&self) -> Bytes {
+        let len = self.items.iter().map(|i| i.payload.len() + 1).sum();
+        let mut out = Vec::with_capacity(len);
+        for (n, item) in self.items.iter().enumerate() {
+            if n > 0 {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(&item.payload);
+        }
+        Bytes::from(out)
+    }
+
+    fn len(&self) -> u64 {
+        self.items.len() as u64
     }
 }
 
@@ -307,7 +357,7 @@ impl Drop for Publisher {
 }
 
 type Acked = (
-    Item,
+    Batch,
     Result<async_nats::jetstream::publish::PublishAck, String>,
 );
 
@@ -324,9 +374,9 @@ struct Flags<'a> {
 #[derive(Default)]
 struct Outstanding {
     /// To send (again).
-    again: std::collections::VecDeque<Item>,
-    /// Sent, awaiting the acknowledgement, by message id.
-    in_flight: std::collections::HashMap<String, Bytes>,
+    again: std::collections::VecDeque<Batch>,
+    /// Sent, awaiting the acknowledgement: the observations, by message id.
+    in_flight: std::collections::HashMap<String, Vec<Bytes>>,
     /// The disk spool's `.sending` file being read, and how many of its lines are not
     /// acknowledged yet.
     disk_lines: Option<Lines>,
@@ -364,11 +414,12 @@ impl Outstanding {
         None
     }
 
-    /// One observation acknowledged.
-    fn acked(&mut self, item: &Item, disk: Option<&DiskSpool>) {
-        self.in_flight.remove(&item.id);
-        if item.from_disk {
-            self.from_disk = self.from_disk.saturating_sub(1);
+    /// One message acknowledged.
+    fn acked(&mut self, batch: &Batch, disk: Option<&DiskSpool>) {
+        self.in_flight.remove(&batch.id);
+        let from_disk = batch.items.iter().filter(|i| i.from_disk).count() as u64;
+        if from_disk > 0 {
+            self.from_disk = self.from_disk.saturating_sub(from_disk);
             if self.from_disk == 0
                 && self.disk_lines.is_none()
                 && let Some(d) = disk
@@ -376,6 +427,39 @@ impl Outstanding {
                 d.sent();
             }
         }
+    }
+
+    /// The next message to send: one to send again, else what waits in the spools (memory
+    /// first), up to a batch. Sets `memory_empty` and `closed` as the memory spool says.
+    fn next_batch(
+        &mut self,
+        rx: &mut mpsc::Receiver<Item>,
+        disk: Option<&DiskSpool>,
+        last_look: &mut Instant,
+        closing: bool,
+        (memory_empty, closed): (&mut bool, &mut bool),
+    ) -> Option<Batch> {
+        if let Some(batch) = self.again.pop_front() {
+            return Some(batch);
+        }
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        while items.len() < BATCH_MAX && bytes < BATCH_BYTES {
+            let item = match rx.try_recv() {
+                Ok(item) => item,
+                Err(e) => {
+                    *memory_empty = true;
+                    *closed = matches!(e, TryRecvError::Disconnected) || closing;
+                    match self.next_from_disk(disk, last_look) {
+                        Some(item) => item,
+                        None => break,
+                    }
+                }
+            };
+            bytes += item.payload.len() + 1;
+            items.push(item);
+        }
+        (!items.is_empty()).then(|| Batch::of(items))
     }
 }
 
@@ -428,34 +512,26 @@ async fn run(
         }
         let mut memory_empty = false;
         while in_flight.len() < MAX_IN_FLIGHT {
-            let item = match left.again.pop_front() {
-                Some(item) => item,
-                None => match rx.try_recv() {
-                    Ok(item) => item,
-                    Err(e) => {
-                        memory_empty = true;
-                        closed = matches!(e, TryRecvError::Disconnected)
-                            || flags.closing.load(Ordering::Relaxed);
-                        match left.next_from_disk(disk, &mut last_look) {
-                            Some(item) => item,
-                            None => break,
-                        }
-                    }
-                },
+            let closing = flags.closing.load(Ordering::Relaxed);
+            let flags_now = (&mut memory_empty, &mut closed);
+            let Some(batch) = left.next_batch(&mut rx, disk, &mut last_look, closing, flags_now)
+            else {
+                break;
             };
             let publish = async_nats::jetstream::message::PublishMessage::build()
-                .payload(item.payload.clone())
-                .message_id(item.id.as_str());
+                .payload(batch.payload())
+                .message_id(batch.id.as_str());
             match js.send_publish(subject.clone(), publish).await {
                 Ok(ack) => {
-                    left.in_flight.insert(item.id.clone(), item.payload.clone());
+                    let payloads = batch.items.iter().map(|i| i.payload.clone()).collect();
+                    left.in_flight.insert(batch.id.clone(), payloads);
                     in_flight.push(async move {
-                        let r: Acked = (item, ack.await.map_err(|e| e.to_string()));
+                        let r: Acked = (batch, ack.await.map_err(|e| e.to_string()));
                         r
                     })
                 }
                 Err(_) => {
-                    left.again.push_front(item);
+                    left.again.push_front(batch);
                     break;
                 }
             }
@@ -477,26 +553,28 @@ async fn run(
             // Nothing to do until the next observation (or the end), checking now and then
             // whether to give up and whether the disk spool holds any.
             match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                Ok(Some(item)) => left.again.push_back(item),
+                Ok(Some(item)) => left.again.push_back(Batch::of(vec![item])),
                 Ok(None) => closed = true,
                 Err(_) => closed = flags.closing.load(Ordering::Relaxed) && rx.is_empty(),
             }
             continue;
         }
-        if let Some((item, result)) = in_flight.next().await {
+        if let Some((batch, result)) = in_flight.next().await {
             match result {
                 Ok(ack) => {
-                    counters.published.fetch_add(1, Ordering::Relaxed);
+                    counters.published.fetch_add(batch.len(), Ordering::Relaxed);
                     if ack.duplicate {
-                        counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .duplicates
+                            .fetch_add(batch.len(), Ordering::Relaxed);
                     }
-                    left.acked(&item, disk);
+                    left.acked(&batch, disk);
                 }
                 Err(_) => {
                     // Timed out or refused (the server went away, the stream was deleted):
                     // send again once the stream is there.
-                    left.in_flight.remove(&item.id);
-                    left.again.push_back(item);
+                    left.in_flight.remove(&batch.id);
+                    left.again.push_back(batch);
                     stream_ready = false;
                 }
             }
@@ -516,8 +594,13 @@ fn keep_unsent(
     disk: Option<&DiskSpool>,
 ) {
     rx.close();
-    let mut payloads: Vec<Bytes> = left.again.into_iter().map(|i| i.payload).collect();
-    payloads.extend(left.in_flight.into_values());
+    let mut payloads: Vec<Bytes> = left
+        .again
+        .into_iter()
+        .flat_map(|b| b.items)
+        .map(|i| i.payload)
+        .collect();
+    payloads.extend(left.in_flight.into_values().flatten());
     while let Ok(item) = rx.try_recv() {
         payloads.push(item.payload);
     }
