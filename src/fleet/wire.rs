@@ -100,15 +100,27 @@ pub enum DecodeError {
     UnknownOutcome(String),
 }
 
-/// The stable message id of a connection seen by `sensor`: the first 32 hex digits of SHA-256
-/// over the sensor, both endpoints and the start time.
+/// The stable id of a connection seen by `sensor`: the first 32 hex digits of SHA-256 over
+/// the sensor, both endpoints (address octets, 4 or 16, and port) and the start time.
 pub fn message_id(sensor: &str, o: &Observation) -> String {
+    fn octets(ip: IpAddr) -> ([u8; 16], usize) {
+        let mut out = [0; 16];
+        match ip {
+            IpAddr::V4(v4) => {
+                out[..4].copy_from_slice(&v4.octets());
+                (out, 4)
+            }
+            IpAddr::V6(v6) => (v6.octets(), 16),
+        }
+    }
+    let (client, client_len) = octets(o.client_ip);
+    let (server, server_len) = octets(o.server_ip);
     let mut h = Sha256::new();
     for part in [
         sensor.as_bytes(),
-        o.client_ip.to_string().as_bytes(),
+        &client[..client_len],
         &o.client_port.to_be_bytes(),
-        o.server_ip.to_string().as_bytes(),
+        &server[..server_len],
         &o.server_port.to_be_bytes(),
         &o.ts_start_ns.to_be_bytes(),
     ] {
