@@ -246,9 +246,13 @@ fn a_three_node_cluster_loses_a_node_and_the_fleet_loses_nothing() {
 
     // The dead node rejoins; the node leading the bucket goes.
     cluster.start_node(first);
+    let messages = |c: &Cluster, i: usize| {
+        c.stream(i, "PINWATCH_OBS")
+            .and_then(|s| s["state"]["messages"].as_u64())
+    };
+    let held = messages(&cluster, live).expect("the stream on a live node");
     cluster.wait_for(Duration::from_secs(30), "caught-up replica", |c| {
-        c.stream(first, "PINWATCH_OBS")
-            .is_some_and(|s| s["state"]["messages"].as_u64() == Some(published))
+        messages(c, first) == Some(held)
     });
     let kv = cluster
         .stream(live, "KV_pinwatch_rules")

@@ -35,6 +35,10 @@ const MAX_IN_FLIGHT: usize = 512;
 /// lone observation still leaves at once.
 const BATCH_MAX: usize = 64;
 const BATCH_BYTES: usize = 48 << 10;
+/// How long a batch that is not full waits after the last send for more observations: a
+/// loopback server acknowledges in well under this, and batches of one or two otherwise keep
+/// the publishing thread waking for every acknowledgement.
+const LINGER: Duration = Duration::from_millis(2);
 /// Wait between attempts while the server is unreachable.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -490,6 +494,7 @@ async fn run(
     let mut closed = false;
     let mut warned = false;
     let mut last_look = Instant::now() - RETRY_AFTER;
+    let mut last_sent = Instant::now() - LINGER;
     loop {
         if flags.give_up.load(Ordering::Relaxed) {
             break;
@@ -511,7 +516,13 @@ async fn run(
             }
         }
         let mut memory_empty = false;
-        while in_flight.len() < MAX_IN_FLIGHT {
+        let linger = LINGER.saturating_sub(last_sent.elapsed());
+        let gather = !linger.is_zero()
+            && !closed
+            && left.again.is_empty()
+            && rx.len() < BATCH_MAX
+            && !flags.closing.load(Ordering::Relaxed);
+        while !gather && in_flight.len() < MAX_IN_FLIGHT {
             let closing = flags.closing.load(Ordering::Relaxed);
             let flags_now = (&mut memory_empty, &mut closed);
             let Some(batch) = left.next_batch(&mut rx, disk, &mut last_look, closing, flags_now)
@@ -523,6 +534,7 @@ async fn run(
                 .message_id(batch.id.as_str());
             match js.send_publish(subject.clone(), publish).await {
                 Ok(ack) => {
+                    last_sent = Instant::now();
                     let payloads = batch.items.iter().map(|i| i.payload.clone()).collect();
                     left.in_flight.insert(batch.id.clone(), payloads);
                     in_flight.push(async move {
@@ -535,6 +547,10 @@ async fn run(
                     break;
                 }
             }
+        }
+        if in_flight.is_empty() && gather {
+            tokio::time::sleep(linger).await;
+            continue;
         }
         if in_flight.is_empty() {
             let disk_done = left.disk_lines.is_none() && left.from_disk == 0;
@@ -559,7 +575,15 @@ async fn run(
             }
             continue;
         }
-        if let Some((batch, result)) = in_flight.next().await {
+        let acked = if gather {
+            tokio::time::timeout(linger, in_flight.next())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            in_flight.next().await
+        };
+        if let Some((batch, result)) = acked {
             match result {
                 Ok(ack) => {
                     counters.published.fetch_add(batch.len(), Ordering::Relaxed);
