@@ -35,16 +35,7 @@ fn three_sensors_then_aggregate_once_give_the_rules_of_one_replay() {
             published += 1;
         }
         assert_eq!(published, 3);
-        let one = dir.path("one.jsonl");
-        pinwatch(&[
-            "replay",
-            &capture(name),
-            "--rules",
-            one.to_str().unwrap(),
-            "-q",
-        ]);
-        let expected = in_force(&one);
-        assert!(!expected.is_empty(), "{name} gives rules");
+        let expected = one_replay(name, &dir);
 
         // The same part again (a sensor replaying it after a restart), and junk. Its
         // observations are batched into messages anew, so the server recognises only the
@@ -111,15 +102,7 @@ fn an_aggregator_killed_mid_stream_and_restarted_gives_the_same_rules() {
     let nats = Nats::start(&dir.path("js"));
     let url = nats.url();
     let parts = split_by_client_network(&capture(name), &dir);
-    let one = dir.path("one.jsonl");
-    pinwatch(&[
-        "replay",
-        &capture(name),
-        "--rules",
-        one.to_str().unwrap(),
-        "-q",
-    ]);
-    let expected = in_force(&one);
+    let expected = one_replay(name, &dir);
 
     publish_part(&url, &parts[0], "sensor-0");
     let state = dir.path("state");

@@ -2,7 +2,6 @@
 //! the subject permissions the README gives each role. Real `nats-server` processes on
 //! loopback, as in tests/fleet.rs; `#[ignore]`d for the same reason, run by `.ci/run`.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -80,11 +79,7 @@ impl Cluster {
             .expect("nats-server must be installed (apt-get install nats-server)");
         let port = node.port;
         self.nodes[i].child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "node {i} did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port);
     }
 
     /// SIGKILLs node `i`.
@@ -167,21 +162,6 @@ fn publish(urls: &str, part: &Path, sensor: &str, extra: &[&str]) -> String {
     ];
     args.extend_from_slice(extra);
     String::from_utf8_lossy(&pinwatch(&args).stderr).into_owned()
-}
-
-/// The rules one replay of the whole capture gives.
-fn one_replay(name: &str, dir: &Scratch) -> BTreeMap<String, f64> {
-    let one = dir.path("one.jsonl");
-    pinwatch(&[
-        "replay",
-        &capture(name),
-        "--rules",
-        one.to_str().unwrap(),
-        "-q",
-    ]);
-    let rules = in_force(&one);
-    assert!(!rules.is_empty(), "{name} gives rules");
-    rules
 }
 
 /// Issue 23: a 3-node cluster survives losing one node. Sensors configured with every node's
@@ -366,11 +346,7 @@ fn each_role_works_with_the_subject_permissions_the_readme_gives_it_and_no_more(
         .stderr(Stdio::null())
         .spawn()
         .expect("nats-server must be installed (apt-get install nats-server)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port);
     // Stopped when dropped, also when an assertion fails.
     let server = Nats {
         child: server,

@@ -51,14 +51,7 @@ impl Nats {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server must be installed (apt-get install nats-server) to run the fleet tests");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port);
         Nats { child, port }
     }
     pub fn url(&self) -> String {
@@ -71,6 +64,33 @@ impl Drop for Nats {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits up to 10 s for a server to listen on loopback `port`.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The rules in force after one replay of `name` (a non-empty set).
+pub fn one_replay(name: &str, dir: &Scratch) -> BTreeMap<String, f64> {
+    let one = dir.path("one.jsonl");
+    pinwatch(&[
+        "replay",
+        &capture(name),
+        "--rules",
+        one.to_str().unwrap(),
+        "-q",
+    ]);
+    let rules = in_force(&one);
+    assert!(!rules.is_empty(), "{name} gives rules");
+    rules
 }
 
 pub fn capture(name: &str) -> String {
