@@ -424,3 +424,53 @@ fn records_say_which_path_each_connection_took() {
         "TLS 1.3 inferred both ways"
     );
 }
+
+/// The rule's name: its `match.host`, else its `match.suffix`.
+fn rule_name(rule: &Value) -> String {
+    let m = &rule["match"];
+    m["host"]
+        .as_str()
+        .or_else(|| m["suffix"].as_str())
+        .expect("a host or suffix")
+        .to_string()
+}
+
+/// A rule's `evidence.proxy_issuers` are the interception CAs its name's clients were shown,
+/// not every CA the run learned. Two captures behind two different proxies, replayed
+/// together: each rule keeps exactly the issuers it has when its capture is replayed alone,
+/// while the run as a whole learned both CAs.
+#[test]
+fn proxy_issuers_are_the_cas_the_names_clients_were_shown() {
+    let files = ["gen-neutral-ca.pcap", "gen-stacks.pcap"];
+    let issuers = |rules: &[Value]| -> std::collections::BTreeMap<String, Vec<String>> {
+        rules
+            .iter()
+            .map(|r| {
+                let shown = r["evidence"]["proxy_issuers"]
+                    .as_array()
+                    .expect("proxy_issuers")
+                    .iter()
+                    .map(|i| i.as_str().expect("an issuer").to_string())
+                    .collect();
+                (rule_name(r), shown)
+            })
+            .collect()
+    };
+    let mut alone = std::collections::BTreeMap::new();
+    for f in files {
+        alone.extend(issuers(&replay(f).0));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_pinwatch"))
+        .arg("replay")
+        .args(files.map(|f| format!("{}/{f}", capture_dir())))
+        .output()
+        .expect("run pinwatch");
+    assert!(out.status.success());
+    let together: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a rule per line"))
+        .collect();
+    let learned: BTreeSet<&String> = alone.values().flatten().collect();
+    assert_eq!(learned.len(), 2, "two proxies' CAs: {learned:?}");
+    assert_eq!(issuers(&together), alone);
+}
