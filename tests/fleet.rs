@@ -365,22 +365,6 @@ fn a_new_partitioning_hands_rules_over_and_leaves_no_stale_keys() {
     assert_eq!(bucket(&url), want);
 }
 
-/// The number just before `words` in `text` ("published 12 observations to" gives 12).
-fn number_before(text: &str, words: &str) -> u64 {
-    let at = text
-        .find(words)
-        .unwrap_or_else(|| panic!("{words:?} in {text}"));
-    let digits: String = text[..at]
-        .trim_end()
-        .rsplit(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("a number before {words:?} in {text}"))
-}
-
 /// Everything published on `pinwatch.rules.>` from when this returns until `stop` is set,
 /// collected on a thread of its own.
 fn subscribe_rules(

@@ -183,7 +183,7 @@ fn a_three_node_cluster_loses_a_node_and_the_fleet_loses_nothing() {
 
     let said = publish(&urls, &parts[0], "sensor-0", &["--nats-replicas", "3"]);
     assert!(said.contains(", 0 dropped, 0 unsent"), "{said}");
-    let mut published = published_in(&said);
+    let mut published = number_before(&said, "observations to");
     let stream = cluster.stream(0, "PINWATCH_OBS").expect("the stream");
     assert_eq!(stream["config"]["num_replicas"], 3, "{stream}");
     let leader = stream["cluster"]["leader"].as_str().expect("a leader");
@@ -197,7 +197,7 @@ fn a_three_node_cluster_loses_a_node_and_the_fleet_loses_nothing() {
     for (i, part) in parts.iter().enumerate().skip(1) {
         let said = publish(&urls_dead_first, part, &format!("sensor-{i}"), &[]);
         assert!(said.contains(", 0 dropped, 0 unsent"), "{said}");
-        published += published_in(&said);
+        published += number_before(&said, "observations to");
     }
 
     let rules = dir.path("agg.jsonl");
@@ -254,15 +254,6 @@ fn a_three_node_cluster_loses_a_node_and_the_fleet_loses_nothing() {
     );
     let live = (0..3).find(|&i| i != second).unwrap();
     assert_eq!(bucket(&cluster.url_of(live)), expected, "the bucket, again");
-}
-
-/// The number a replay's `published N observations` line gives.
-fn published_in(said: &str) -> u64 {
-    said.split("published ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("a published count in {said}"))
 }
 
 /// The subject permissions of README's "Security" table, one user per role, in a
@@ -377,7 +368,7 @@ fn each_role_works_with_the_subject_permissions_the_readme_gives_it_and_no_more(
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(said.contains(", 0 dropped, 0 unsent"), "{said}");
-    let published = published_in(&said);
+    let published = number_before(&said, "observations to");
 
     // Another sensor's subject: the server refuses every message, the replay says so.
     let out = replay_as("site-b", "3");

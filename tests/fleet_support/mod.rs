@@ -290,3 +290,19 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// The number just before `words` in `text` ("published 12 observations to" gives 12).
+pub fn number_before(text: &str, words: &str) -> u64 {
+    let at = text
+        .find(words)
+        .unwrap_or_else(|| panic!("{words:?} in {text}"));
+    let digits: String = text[..at]
+        .trim_end()
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("a number before {words:?} in {text}"))
+}
